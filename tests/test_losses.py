@@ -1,0 +1,87 @@
+"""Losses against values computed by hand."""
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from w2s import losses
+
+
+def _logits_for_p1(p1):
+    """Two-class logits [0, log(p1/(1-p1))] whose softmax gives class-1 probability p1."""
+    p1 = np.asarray(p1, np.float64)
+    return jnp.asarray(np.stack([np.zeros_like(p1), np.log(p1 / (1 - p1))], -1), jnp.float32)
+
+
+def test_soft_cross_entropy_by_hand():
+    logits = _logits_for_p1([0.5, 0.25])
+    targets = jnp.array([[0.0, 1.0], [1.0, 0.0]])
+    expected = (-math.log(0.5) - math.log(0.75)) / 2
+    assert float(losses.soft_cross_entropy(logits, targets)) == pytest.approx(expected, rel=1e-6)
+    soft = jnp.array([[0.3, 0.7], [0.6, 0.4]])
+    expected_soft = -(0.3 * math.log(0.5) + 0.7 * math.log(0.5) + 0.6 * math.log(0.75) + 0.4 * math.log(0.25)) / 2
+    assert float(losses.soft_cross_entropy(logits, soft)) == pytest.approx(expected_soft, rel=1e-6)
+
+
+def test_balanced_threshold_matches_weak_class_balance():
+    logits = _logits_for_p1([0.1, 0.4, 0.6, 0.9])
+    weak = jnp.array([[1.0, 0.0], [1.0, 0.0], [0.9, 0.1], [0.1, 0.9]])  # mean class-1 mass 0.25
+    threshold = losses.balanced_threshold(logits, weak)
+    # (1 - 0.25) quantile of [0.1, 0.4, 0.6, 0.9] by linear interpolation: 0.6 + 0.25 * 0.3.
+    assert float(threshold) == pytest.approx(0.675, abs=1e-5)
+    hard = losses.hard_targets(logits, threshold)
+    np.testing.assert_array_equal(np.asarray(hard), [[1, 0], [1, 0], [1, 0], [0, 1]])
+    assert float(hard[:, 1].mean()) == pytest.approx(float(weak[:, 1].mean()))
+
+
+def test_alpha_ramps_linearly_then_holds():
+    ramp = [float(losses.linear_ramp(jnp.float32(f), 0.5, 0.2)) for f in (0.0, 0.05, 0.1, 0.2, 0.7, 1.0)]
+    assert ramp == pytest.approx([0.0, 0.125, 0.25, 0.5, 0.5, 0.5])
+
+
+def test_aux_conf_by_hand():
+    p1 = [0.2, 0.7]
+    logits = _logits_for_p1(p1)
+    weak = jnp.array([[0.4, 0.6], [0.8, 0.2]])  # class-1 mass 0.4 -> threshold at the 0.6 quantile
+    threshold = losses.balanced_threshold(logits, weak)
+    assert float(threshold) == pytest.approx(0.2 + 0.6 * 0.5, abs=1e-5)  # 0.5: only 0.7 is above
+    loss = losses.make_loss("aux_conf", alpha_max=0.5, warmup_frac=0.2)
+    ce_weak = -(0.4 * math.log(0.8) + 0.6 * math.log(0.2) + 0.8 * math.log(0.3) + 0.2 * math.log(0.7)) / 2
+    ce_hard = -(math.log(0.8) + math.log(0.7)) / 2
+    at_start = loss(logits, weak, step_frac=jnp.float32(0.0), class1_threshold=threshold)
+    assert float(at_start) == pytest.approx(ce_weak, rel=1e-5)
+    mid_ramp = loss(logits, weak, step_frac=jnp.float32(0.1), class1_threshold=threshold)
+    assert float(mid_ramp) == pytest.approx(0.75 * ce_weak + 0.25 * ce_hard, rel=1e-5)
+    after = loss(logits, weak, step_frac=jnp.float32(0.9), class1_threshold=threshold)
+    assert float(after) == pytest.approx(0.5 * ce_weak + 0.5 * ce_hard, rel=1e-5)
+
+
+def test_product_loss_by_hand():
+    logits = _logits_for_p1([0.5, 0.8])
+    weak = jnp.array([[0.25, 0.75], [0.5, 0.5]])
+    # Row 1: 0.25*0.5, 0.75*0.5 -> [0.25, 0.75]; row 2: 0.5*0.2, 0.5*0.8 -> [0.2, 0.8].
+    expected = -(0.25 * math.log(0.5) + 0.75 * math.log(0.5) + 0.2 * math.log(0.2) + 0.8 * math.log(0.8)) / 2
+    loss = losses.make_loss("product")
+    value = loss(logits, weak, step_frac=jnp.float32(0.5), class1_threshold=jnp.float32(0.5))
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+
+
+def test_threshold_and_hard_targets_carry_no_gradient():
+    import jax
+
+    weak = jnp.array([[0.3, 0.7], [0.9, 0.1], [0.5, 0.5]])
+
+    def only_hard_part(logits):
+        threshold = losses.balanced_threshold(logits, weak)
+        return losses.soft_cross_entropy(jax.lax.stop_gradient(logits), losses.hard_targets(logits, threshold))
+
+    grads = jax.grad(only_hard_part)(_logits_for_p1([0.2, 0.6, 0.9]))
+    np.testing.assert_array_equal(np.asarray(grads), 0.0)
+
+
+def test_unknown_loss_and_option_are_named():
+    with pytest.raises(ValueError, match="known losses: aux_conf, product, xent"):
+        losses.make_loss("auxconf")
+    with pytest.raises(ValueError, match="alpha"):
+        losses.make_loss("aux_conf", alpha=0.5)
