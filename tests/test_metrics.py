@@ -1,0 +1,159 @@
+"""Tests for w2s.metrics: PGR by hand, loading results.json, the seed summary and the table."""
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+
+from w2s import metrics
+
+# Three seeds of one (task, weak, strong) pair. PGR per seed, by hand:
+#   xent:     (0.65-0.60)/0.20 = 0.25, (0.80-0.70)/0.20 = 0.50, (0.75-0.60)/0.20 = 0.75
+#   aux_conf: (0.78-0.60)/0.20 = 0.90, (0.86-0.70)/0.20 = 0.80, (0.80-0.60)/0.20 = 1.00
+SEEDS = [
+    dict(seed=0, weak=0.60, ceiling=0.80, student=dict(xent=0.65, aux_conf=0.78)),
+    dict(seed=1, weak=0.70, ceiling=0.90, student=dict(xent=0.80, aux_conf=0.86)),
+    dict(seed=2, weak=0.60, ceiling=0.80, student=dict(xent=0.75, aux_conf=0.80)),
+]
+
+
+def make_result(seed, weak, ceiling, student, task="sciq", weak_model="minilm-l1",
+                strong_model="minilm"):
+    return {
+        "task": task, "weak_model": weak_model, "strong_model": strong_model, "seed": seed,
+        "accuracy": {"weak": weak, "ceiling": ceiling, "student": dict(student)},
+        "pgr": {k: metrics.pgr(weak, v, ceiling) for k, v in student.items()},
+        "config": {}, "timings": {}, "versions": {},
+    }
+
+
+def write_results(root, results):
+    for r in results:
+        run = root / f"{r['task']}_{r['weak_model']}_{r['strong_model']}" / f"seed{r['seed']}"
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps(r))
+
+
+def test_accuracy_logits_and_probs():
+    logits = np.array([[2.0, -1.0], [0.0, 3.0], [1.0, 0.5], [-2.0, 0.0]])
+    labels = np.array([0, 1, 1, 1])
+    assert metrics.accuracy(logits, labels) == 0.75
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    assert metrics.accuracy(probs, labels) == 0.75
+
+
+def test_accuracy_soft_labels_are_hardened():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8]])
+    soft = np.array([[0.6, 0.4], [0.6, 0.4]])
+    assert metrics.accuracy(probs, soft) == 0.5
+
+
+def test_accuracy_rejects_flat_scores():
+    with pytest.raises(ValueError, match="expected"):
+        metrics.accuracy(np.array([0.1, 0.9]), np.array([0, 1]))
+
+
+@pytest.mark.parametrize("weak, student, ceiling, expected", [
+    (0.6, 0.7, 0.8, 0.5),
+    (0.6, 0.8, 0.8, 1.0),
+    (0.6, 0.6, 0.8, 0.0),
+    (0.6, 0.9, 0.8, 1.5),   # Student beats the ceiling.
+    (0.6, 0.5, 0.8, -0.5),  # Student is worse than its supervisor.
+    (0.5, 0.8, 0.9, 0.75),
+])
+def test_pgr_by_hand(weak, student, ceiling, expected):
+    assert metrics.pgr(weak, student, ceiling) == pytest.approx(expected)
+
+
+def test_pgr_nan_on_zero_gap():
+    value = metrics.pgr(0.7, 0.75, 0.7)
+    assert math.isnan(value)
+    assert not math.isinf(value)
+
+
+def test_load_results_recursive(tmp_path):
+    write_results(tmp_path, [make_result(**s) for s in SEEDS])
+    (tmp_path / "notes.json").write_text("not a result")
+    results = metrics.load_results(tmp_path)
+    assert sorted(r["seed"] for r in results) == [0, 1, 2]
+
+
+def test_load_results_corrupt_file_names_path(tmp_path):
+    write_results(tmp_path, [make_result(**SEEDS[0])])
+    bad = tmp_path / "crashed_run" / "results.json"
+    bad.parent.mkdir()
+    bad.write_text('{"task": "sciq", "accuracy": ')
+    with pytest.raises(ValueError, match=re.escape(str(bad))):
+        metrics.load_results(tmp_path)
+
+
+def test_load_results_incomplete_file_names_path(tmp_path):
+    bad = tmp_path / "run" / "results.json"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps({"task": "sciq", "seed": 0, "accuracy": {"weak": 0.6}}))
+    with pytest.raises(ValueError, match=re.escape(str(bad)) + ".*weak_model"):
+        metrics.load_results(tmp_path)
+
+
+def test_load_results_empty_dir(tmp_path):
+    with pytest.raises(ValueError, match="no results.json found under"):
+        metrics.load_results(tmp_path)
+
+
+def test_summarize_three_seeds():
+    results = [make_result(**s) for s in reversed(SEEDS)]
+    (row,) = metrics.summarize(results)
+    assert (row["task"], row["weak_model"], row["strong_model"]) == ("sciq", "minilm-l1", "minilm")
+    assert row["seeds"] == [0, 1, 2]
+    assert row["weak_acc"] == pytest.approx((0.60 + 0.70 + 0.60) / 3)
+    assert row["ceiling_acc"] == pytest.approx((0.80 + 0.90 + 0.80) / 3)
+    assert list(row["losses"]) == ["xent", "aux_conf"]
+
+    xent = row["losses"]["xent"]
+    assert xent["pgr"]["values"] == pytest.approx([0.25, 0.50, 0.75])
+    assert xent["pgr"]["mean"] == pytest.approx(0.5)
+    # Population std: sqrt((0.25^2 + 0 + 0.25^2) / 3).
+    assert xent["pgr"]["std"] == pytest.approx(math.sqrt(0.125 / 3))
+    assert xent["pgr"]["min"] == pytest.approx(0.25)
+    assert xent["pgr"]["max"] == pytest.approx(0.75)
+    assert xent["student_acc"]["mean"] == pytest.approx((0.65 + 0.80 + 0.75) / 3)
+    assert xent["student_acc"]["min"] == pytest.approx(0.65)
+    assert xent["student_acc"]["max"] == pytest.approx(0.80)
+
+    aux = row["losses"]["aux_conf"]["pgr"]
+    assert aux["mean"] == pytest.approx(0.9)
+    assert aux["std"] == pytest.approx(math.sqrt(0.02 / 3))  # sqrt((0.1^2 + 0.1^2 + 0) / 3)
+    assert (aux["min"], aux["max"]) == pytest.approx((0.8, 1.0))
+
+
+def test_summarize_groups_and_skips_nan():
+    results = [make_result(**s) for s in SEEDS]
+    results.append(make_result(0, 0.7, 0.95, {"xent": 0.9}, weak_model="tiny"))
+    results.append(make_result(1, 0.7, 0.70, {"xent": 0.9}, weak_model="tiny"))  # No gap.
+    rows = metrics.summarize(results)
+    assert [r["weak_model"] for r in rows] == ["minilm-l1", "tiny"]
+    tiny = rows[1]["losses"]["xent"]["pgr"]
+    assert math.isnan(tiny["values"][1])
+    assert tiny["mean"] == pytest.approx(0.8)  # Only the seed with a gap counts.
+    assert tiny["std"] == 0.0
+
+
+def test_format_table_contains_numbers():
+    rows = metrics.summarize([make_result(**s) for s in SEEDS])
+    rows += metrics.summarize([make_result(0, 0.7, 0.9, {"xent": 0.85}, task="boolq")])
+    table = metrics.format_table(rows)
+    print(table)
+    lines = table.splitlines()
+    assert len(lines) == 4  # Header, rule, two rows.
+    assert len({len(line) for line in lines[:2]}) == 1
+    for heading in ["task", "weak", "strong", "seeds", "weak acc", "ceiling acc",
+                    "xent acc", "xent PGR", "aux_conf acc", "aux_conf PGR"]:
+        assert heading in lines[0]
+    sciq = next(line for line in lines if line.startswith("sciq"))
+    for cell in ["minilm-l1", "minilm", " 3 ", "0.633", "0.833", "0.733", "0.50 ± 0.20",
+                 "0.813", "0.90 ± 0.08"]:
+        assert cell in sciq
+    boolq = next(line for line in lines if line.startswith("boolq"))
+    for cell in ["0.700", "0.900", "0.850", "0.75 ± 0.00", " - "]:
+        assert cell in boolq

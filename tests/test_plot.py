@@ -1,0 +1,49 @@
+"""Tests for w2s.plot: both PNGs are written from fake results, and an empty dir is an error."""
+import itertools
+
+import pytest
+
+from tests.test_metrics import make_result, write_results
+from w2s import plot
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# Two tasks, two weak models, two strong models, three seeds, two losses.
+CEILING = {"minilm": 0.85, "bert-base": 0.92}
+WEAK = {"minilm-l1": 0.65, "minilm-l3": 0.72}
+
+
+def fake_results():
+    results = []
+    for task, (weak, w_acc), (strong, c_acc), seed in itertools.product(
+            ["sciq", "boolq"], WEAK.items(), CEILING.items(), range(3)):
+        noise = 0.01 * (seed - 1)
+        gap = c_acc - w_acc
+        student = {"xent": w_acc + 0.4 * gap + noise, "aux_conf": w_acc + 0.7 * gap - noise}
+        results.append(make_result(seed, w_acc + noise, c_acc, student, task=task,
+                                   weak_model=weak, strong_model=strong))
+    return results
+
+
+def test_plot_results_writes_pngs(tmp_path):
+    write_results(tmp_path / "results", fake_results())
+    paths = plot.plot_results(tmp_path / "results", tmp_path / "plots")
+    assert [p.name for p in paths] == ["pgr.png", "accuracy.png"]
+    for p in paths:
+        assert p.parent == tmp_path / "plots"
+        data = p.read_bytes()
+        assert data.startswith(PNG_MAGIC)
+        assert len(data) > 10_000
+
+
+def test_plot_results_defaults_to_results_dir(tmp_path):
+    write_results(tmp_path, [make_result(0, 0.7, 0.9, {"xent": 0.8})])
+    paths = plot.plot_results(tmp_path)
+    assert paths == [tmp_path / "pgr.png", tmp_path / "accuracy.png"]
+    assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_plot_results_empty_dir(tmp_path):
+    with pytest.raises(ValueError, match=f"no results.json found under {tmp_path}"):
+        plot.plot_results(tmp_path)
+    assert not list(tmp_path.iterdir())

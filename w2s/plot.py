@@ -1,0 +1,164 @@
+"""PNG plots of a results directory: PGR per loss, and student accuracy against the ceiling.
+
+Figures are drawn on an explicit Agg canvas rather than through pyplot, so plotting works on
+headless machines and never switches the backend of a notebook or script that imports w2s.
+"""
+from __future__ import annotations
+
+import math
+import pathlib
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from w2s import metrics
+
+_LOSS_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+# No "--": dashed lines are the weak models' own accuracy.
+_LOSS_LINESTYLES = ("-", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))
+
+
+def _color(i: int) -> str:
+    return f"C{i % 10}"
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _plot_pgr(rows: list[dict], path: pathlib.Path) -> None:
+    """Bars of mean PGR per loss, one group per (task, weak -> strong), seeds as dots."""
+    losses = metrics.loss_names(rows)
+    n_groups, n_losses = len(rows), len(losses)
+    fig = _figure(max(7.0, 2.5 + n_groups * (0.6 + 0.35 * n_losses)), 4.5)
+    ax = fig.add_subplot()
+    x = np.arange(n_groups)
+    width = 0.8 / n_losses
+    handles = []
+    for j, loss in enumerate(losses):
+        offset = (j - (n_losses - 1) / 2) * width
+        stats = [row["losses"].get(loss, {}).get("pgr") for row in rows]
+        means = [s["mean"] if s else math.nan for s in stats]
+        stds = [s["std"] if s else math.nan for s in stats]
+        handles.append(ax.bar(x + offset, means, width * 0.9, yerr=stds, capsize=3,
+                              color=_color(j), alpha=0.85, label=loss, error_kw=dict(lw=1)))
+        for i, s in enumerate(stats):
+            if not s:
+                continue
+            # Spread the seeds across the middle of the bar so equal values stay visible.
+            n = len(s["values"])
+            dx = (np.arange(n) - (n - 1) / 2) * width / (2 * max(n, 2))
+            ax.scatter(x[i] + offset + dx, s["values"], s=12, color="black", zorder=3)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axhline(1, color="gray", lw=0.8, ls="--")
+    handles += [
+        Line2D([], [], color="black", marker="o", ms=4, ls="none", label="one seed"),
+        Line2D([], [], color="gray", lw=0.8, ls="--", label="ceiling (PGR = 1)"),
+    ]
+    for i in range(1, n_groups):  # Separate tasks, whose groups are contiguous.
+        if rows[i]["task"] != rows[i - 1]["task"]:
+            ax.axvline(i - 0.5, color="lightgray", lw=0.8)
+    ax.set_xticks(x, [f"{r['task']}\n{r['weak_model']} → {r['strong_model']}" for r in rows],
+                  fontsize=8)
+    ax.set_xlim(-0.6, n_groups - 0.4)
+    ax.set_ylabel("PGR")
+    fig.suptitle("Performance gap recovered per loss (mean ± std over seeds)")
+    fig.legend(handles=handles, fontsize=8, loc="outside center right")
+    fig.savefig(path, dpi=150)
+
+
+def _plot_accuracy(rows: list[dict], path: pathlib.Path) -> None:
+    """Per task: student accuracy against strong-ceiling accuracy, one line per weak model."""
+    losses = metrics.loss_names(rows)
+    tasks = sorted({r["task"] for r in rows})
+    # Colours follow weak models across all subplots, ordered from weakest.
+    weak_acc: dict[str, list[float]] = {}
+    for r in rows:
+        weak_acc.setdefault(r["weak_model"], []).append(r["weak_acc"])
+    weaks = sorted(weak_acc, key=lambda w: (np.mean(weak_acc[w]), w))
+    colors = {w: _color(i) for i, w in enumerate(weaks)}
+
+    ncols = min(3, len(tasks))
+    nrows = math.ceil(len(tasks) / ncols)
+    fig = _figure(max(7.0, 4.2 * ncols + 2.2), 4.2 * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[len(tasks):]:
+        ax.set_visible(False)
+
+    for ax, task in zip(axes, tasks):
+        task_rows = [r for r in rows if r["task"] == task]
+        for weak in [w for w in weaks if any(r["weak_model"] == w for r in task_rows)]:
+            group = sorted((r for r in task_rows if r["weak_model"] == weak),
+                           key=lambda r: r["ceiling_acc"])
+            xs = [r["ceiling_acc"] for r in group]
+            for j, loss in enumerate(losses):
+                stats = [r["losses"].get(loss, {}).get("student_acc") for r in group]
+                ax.errorbar(xs, [s["mean"] if s else math.nan for s in stats],
+                            yerr=[s["std"] if s else math.nan for s in stats],
+                            color=colors[weak], marker=_LOSS_MARKERS[j % len(_LOSS_MARKERS)],
+                            ls=_LOSS_LINESTYLES[j % len(_LOSS_LINESTYLES)], ms=5, capsize=2)
+            ax.axhline(np.mean([r["weak_acc"] for r in group]), color=colors[weak], ls="--",
+                       lw=1)
+        # The strong models themselves sit on the diagonal: name them there.
+        ceilings: dict[str, list[float]] = {}
+        for r in task_rows:
+            ceilings.setdefault(r["strong_model"], []).append(r["ceiling_acc"])
+        for strong, accs in ceilings.items():
+            c = float(np.mean(accs))
+            ax.plot([c], [c], marker="*", ms=9, color="black", ls="none", zorder=3)
+            ax.annotate(strong, (c, c), xytext=(4, -10), textcoords="offset points", fontsize=7)
+        values = [v for r in task_rows for v in (r["weak_acc"], r["ceiling_acc"])]
+        values += [v for r in task_rows for s in r["losses"].values()
+                   for v in s["student_acc"]["values"]]
+        lo, hi = np.nanmin(values), np.nanmax(values)
+        pad = max(0.05 * (hi - lo), 0.01)
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_aspect("equal")
+        ax.axline((lo, lo), slope=1, color="gray", lw=1, zorder=0)
+        ax.set_title(task)
+        ax.set_xlabel("strong ceiling accuracy")
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+
+    handles = [Line2D([], [], color=colors[w], lw=3, label=f"weak: {w}") for w in weaks]
+    handles += [
+        Line2D([], [], color="black", marker=_LOSS_MARKERS[j % len(_LOSS_MARKERS)],
+               ls=_LOSS_LINESTYLES[j % len(_LOSS_LINESTYLES)], label=f"student, {loss}")
+        for j, loss in enumerate(losses)
+    ]
+    handles += [
+        Line2D([], [], color="black", ls="--", lw=1, label="weak model alone"),
+        Line2D([], [], color="gray", lw=1, marker="*", mfc="black", mec="black", ms=9,
+               label="strong ceiling (y = x)"),
+    ]
+    fig.legend(handles=handles, fontsize=8, loc="outside center right")
+    fig.suptitle("Student vs. strong ceiling accuracy (mean ± std over seeds)")
+    fig.savefig(path, dpi=150)
+
+
+def plot_results(results_dir: str | pathlib.Path,
+                 out_dir: str | pathlib.Path | None = None) -> list[pathlib.Path]:
+    """Writes pgr.png and accuracy.png for all results.json below results_dir.
+
+    Args:
+        results_dir: searched recursively for results.json files.
+        out_dir: where the PNGs go; defaults to results_dir.
+
+    Returns:
+        The paths written.
+
+    Raises:
+        ValueError: no results.json under results_dir, or one cannot be read.
+    """
+    rows = metrics.summarize(metrics.load_results(results_dir))
+    out = pathlib.Path(results_dir if out_dir is None else out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "pgr.png", out / "accuracy.png"]
+    _plot_pgr(rows, paths[0])
+    _plot_accuracy(rows, paths[1])
+    return paths
