@@ -1,0 +1,132 @@
+"""The sharded train step on tiny random models: 8 simulated devices agree with 1, fsdp shards the
+parameters, gradient accumulation is exact, runs resume exactly, and bad losses stop clearly."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from w2s import sharding
+from w2s.data import Tokenized, one_hot
+from w2s.losses import make_loss
+from w2s.models.bert import Bert
+from w2s.models.classifier import Classifier
+from w2s.models.config import TransformerConfig
+from w2s.train import NonFiniteLossError, TrainConfig, predict_logits, train
+
+TINY = TransformerConfig(
+    arch="bert", vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=4, head_dim=16,
+    intermediate_size=256, max_position=32, norm_eps=1e-12, activation="gelu", qkv_bias=True,
+    type_vocab_size=2,
+)
+
+
+def tiny_model(dtype=jnp.float32, seed=0):
+    return Classifier(Bert(TINY, dtype=dtype, param_dtype=jnp.float32, rngs=nnx.Rngs(seed)), pooling="first")
+
+
+def toy_data(n=64, length=12, seed=0):
+    """Label 1 when token 7 occurs: learnable, so the loss must fall."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(10, 512, size=(n, length)).astype(np.int32)
+    labels = rng.integers(0, 2, size=n)
+    ids[labels == 1, rng.integers(1, length)] = 7
+    mask = np.ones_like(ids)
+    mask[::3, length // 2 :] = 0  # some right padding
+    return Tokenized(ids, mask), labels
+
+
+def run(mesh, cfg, loss="xent", targets=None, model=None, **kw):
+    inputs, labels = toy_data()
+    targets = one_hot(labels) if targets is None else targets
+    return train(model or tiny_model(), inputs, targets, cfg, loss=make_loss(loss), mesh=mesh, seed=0,
+                 desc="test", **kw)
+
+
+CFG = TrainConfig(batch_size=16, micro_batch_size=16, epochs=6.0, lr=1e-3, log_every=1, checkpoint_every=2)
+
+
+def losses_of(history):
+    return np.array([r["loss"] for r in history if "loss" in r])
+
+
+def test_eight_devices_match_one_and_fsdp_shards_parameters():
+    one = sharding.make_mesh(devices=jax.devices()[:1])
+    eight = sharding.make_mesh(data=2, fsdp=4)
+    model_1, hist_1 = run(one, CFG)
+    model_8, hist_8 = run(eight, CFG)
+    np.testing.assert_allclose(losses_of(hist_8), losses_of(hist_1), rtol=2e-5, atol=2e-5)
+    assert losses_of(hist_1)[-3:].mean() < losses_of(hist_1)[0] - 0.05
+    inputs, _ = toy_data()
+    np.testing.assert_allclose(predict_logits(model_8, inputs, eight), predict_logits(model_1, inputs, one),
+                               atol=1e-4)
+
+    params = nnx.state(tiny_model())
+    total = sum(x.nbytes for x in jax.tree.leaves(params))
+    fsdp8 = sharding.make_mesh(data=1, fsdp=8)
+    placed = jax.device_put(params, sharding.state_shardings(fsdp8, params))
+    per_device = sharding.per_device_bytes(placed)
+    assert len(per_device) == 8
+    assert max(per_device.values()) / total < 1 / 8 + 0.05  # only small vectors stay replicated
+
+
+@pytest.mark.parametrize("loss", ["xent", "aux_conf"])
+def test_gradient_accumulation_equals_one_big_batch(loss):
+    mesh = sharding.make_mesh(data=2, fsdp=1, devices=jax.devices()[:2])
+    accumulated = TrainConfig(**{**CFG.__dict__, "micro_batch_size": 4})
+    _, big = run(mesh, CFG, loss=loss)
+    _, small = run(mesh, accumulated, loss=loss)
+    np.testing.assert_allclose(losses_of(small), losses_of(big), rtol=1e-4, atol=1e-5)
+
+
+def test_killed_run_resumes_to_identical_parameters(tmp_path):
+    mesh = sharding.make_mesh(devices=jax.devices()[:1])
+    reference, ref_hist = run(mesh, CFG, checkpoint_dir=str(tmp_path / "ref"))
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_step_3(model):
+        if kill_at_step_3.calls == 2:
+            raise Killed
+        kill_at_step_3.calls += 1
+        return {}
+
+    kill_at_step_3.calls = 0
+    eval_every = TrainConfig(**{**CFG.__dict__, "eval_every": 1})
+    with pytest.raises(Killed):
+        run(mesh, eval_every, checkpoint_dir=str(tmp_path / "run"), evaluate=kill_at_step_3)
+    resumed, hist = run(mesh, CFG, checkpoint_dir=str(tmp_path / "run"))
+    for a, b in zip(jax.tree.leaves(nnx.state(reference)), jax.tree.leaves(nnx.state(resumed))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_allclose(losses_of(hist), losses_of(ref_hist))
+
+
+def test_non_finite_loss_names_the_step(tmp_path):
+    mesh = sharding.make_mesh(devices=jax.devices()[:1])
+    inputs, labels = toy_data()
+    targets = one_hot(labels)
+    targets[:] = np.nan
+    with pytest.raises(NonFiniteLossError, match="at step 1"):
+        run(mesh, CFG, targets=targets, checkpoint_dir=str(tmp_path))
+
+
+def test_bf16_compute_keeps_float32_master_weights():
+    mesh = sharding.make_mesh(devices=jax.devices()[:1])
+    model, hist = run(mesh, CFG, model=tiny_model(dtype=jnp.bfloat16))
+    assert {x.dtype for x in jax.tree.leaves(nnx.state(model))} == {jnp.dtype(jnp.float32)}
+    _, ref = run(mesh, CFG)
+    np.testing.assert_allclose(losses_of(hist), losses_of(ref), atol=0.05)
+
+
+def test_batch_not_dividing_the_mesh_is_refused_before_compiling():
+    mesh = sharding.make_mesh(data=8)
+    with pytest.raises(ValueError, match="micro_batch_size 12 is not divisible by the 8 batch shards"):
+        run(mesh, TrainConfig(batch_size=12, micro_batch_size=12))
+
+
+def test_mesh_shape_errors_name_the_numbers():
+    with pytest.raises(ValueError, match="fsdp=3 does not divide the 8 devices"):
+        sharding.make_mesh(fsdp=3)
+    with pytest.raises(ValueError, match="data=2 x fsdp=2 = 4 devices, but there are 8"):
+        sharding.make_mesh(data=2, fsdp=2)

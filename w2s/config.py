@@ -1,0 +1,108 @@
+"""Loading experiment configs (Python files with `get_config()`) and `--config.a.b=value` overrides."""
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import pathlib
+from typing import Any, Sequence
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config_file(path: str | pathlib.Path) -> ml_collections.ConfigDict:
+    """Imports a config file and calls its `get_config()`."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist.")
+    spec = importlib.util.spec_from_file_location(f"w2s_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path} defines no get_config().")
+    return module.get_config()
+
+
+def _parse_value(raw: str, current: Any, key: str) -> Any:
+    """Parses an override by the type of the value it replaces."""
+    if isinstance(current, bool):
+        lowered = raw.lower()
+        if lowered not in ("true", "false", "1", "0"):
+            raise ConfigError(f"--config.{key}: expected true/false, got {raw!r}.")
+        return lowered in ("true", "1")
+    if isinstance(current, (int, float)) and not isinstance(current, bool):
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            raise ConfigError(f"--config.{key}: expected a number, got {raw!r}.") from None
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"--config.{key}: expected a number, got {raw!r}.")
+        if isinstance(current, int) and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"--config.{key}: expected an integer, got {raw!r}.")
+        return type(current)(value)
+    if isinstance(current, (tuple, list)):
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = tuple(part.strip() for part in raw.split(",") if part.strip())
+        if not isinstance(value, (tuple, list)):
+            value = (value,)
+        return type(current)(value)
+    if isinstance(current, str):
+        return raw
+    try:  # None or other: a Python literal if it reads as one, else the string.
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def _keys(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in cfg.items():
+        out.append(prefix + k)
+        if isinstance(v, ml_collections.ConfigDict):
+            out.extend(_keys(v, prefix + k + "."))
+    return out
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict, argv: Sequence[str]) -> ml_collections.ConfigDict:
+    """Applies `--config.a.b=value` (or `--config.a.b value`) arguments; a misspelt key is named."""
+    cfg = ml_collections.ConfigDict(cfg.to_dict())
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--config."):
+            raise ConfigError(f"unrecognised argument {arg!r}; overrides look like --config.train.lr=1e-5.")
+        if "=" in arg:
+            key, raw = arg[len("--config.") :].split("=", 1)
+        elif i + 1 < len(args):
+            key, raw = arg[len("--config.") :], args[i + 1]
+            i += 1
+        else:
+            raise ConfigError(f"{arg} has no value.")
+        node = cfg
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                close = difflib.get_close_matches(key, _keys(cfg), n=3)
+                hint = f" Did you mean: {', '.join(close)}?" if close else ""
+                raise ConfigError(f"--config.{key}: no such key ({'.'.join(parts[: depth + 1])!r}).{hint}")
+            if depth < len(parts) - 1:
+                node = node[part]
+        node[parts[-1]] = _parse_value(raw, node[parts[-1]], key)
+        i += 1
+    return cfg
+
+
+def check_keys(cfg: ml_collections.ConfigDict, accepted: Sequence[str], where: str) -> None:
+    """Refuses keys a component does not read, so a typo in a config file is not silently ignored."""
+    unknown = sorted(set(cfg.keys()) - set(accepted))
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, accepted, n=1) for k in unknown}
+        named = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
+        raise ConfigError(f"{where}: unknown key(s) {named}; accepted: {sorted(accepted)}.")

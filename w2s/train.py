@@ -1,0 +1,256 @@
+"""Finetuning a classifier on (soft) targets: a pure, jitted, sharded train step and the loop around it."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+from w2s import sharding
+from w2s.checkpoint import StageCheckpointer, read_json, write_json_atomic
+from w2s.data import Tokenized, batch_indices
+from w2s.losses import Loss, balanced_threshold
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How one model is finetuned. `batch_size` is the effective batch; gradients are accumulated
+    over micro-batches of `micro_batch_size` to reach it."""
+
+    batch_size: int = 32
+    micro_batch_size: int = 32
+    epochs: float = 2.0
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.1
+    grad_clip: float = 1.0
+    max_length: int = 64
+    eval_every: int = 0
+    checkpoint_every: int = 50
+    eval_batch_size: int = 128
+    log_every: int = 10
+
+    def __post_init__(self):
+        if self.batch_size <= 0 or self.micro_batch_size <= 0:
+            raise ValueError("train: batch_size and micro_batch_size must be positive.")
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"train: batch_size {self.batch_size} is not a multiple of "
+                f"micro_batch_size {self.micro_batch_size}."
+            )
+        if self.epochs <= 0 or self.lr <= 0:
+            raise ValueError(f"train: epochs ({self.epochs}) and lr ({self.lr}) must be positive.")
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "TrainConfig":
+        """From a ConfigDict or mapping; a misspelt key is named with the accepted ones."""
+        values = dict(cfg.items() if hasattr(cfg, "items") else cfg)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"train config: unknown key(s) {unknown}; accepted: {sorted(known)}.")
+        return cls(**values)
+
+    @property
+    def accum_steps(self) -> int:
+        return self.batch_size // self.micro_batch_size
+
+    def total_steps(self, num_examples: int) -> int:
+        return max(1, math.ceil(self.epochs * num_examples / self.batch_size))
+
+
+def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    """AdamW with linear warmup and cosine decay, after global-norm clipping."""
+    warmup = max(1, int(cfg.warmup_frac * total_steps))
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=cfg.lr, warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1)
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(cfg.grad_clip),
+        optax.adamw(schedule, weight_decay=cfg.weight_decay),
+    )
+
+
+def make_train_step(
+    graphdef: Any, optimizer: optax.GradientTransformation, loss: Loss, total_steps: int
+) -> Callable[[dict, dict], tuple[dict, dict]]:
+    """The pure train step: (state, batch) -> (state, metrics).
+
+    The batch holds [accum, micro, ...] arrays; gradients are averaged over the accumulation axis.
+    A loss that needs the balanced threshold gets it from a forward pass over the whole effective
+    batch, so accumulating gradients does not change what it computes.
+    """
+
+    def forward(params, input_ids, attention_mask):
+        return nnx.merge(graphdef, params)(input_ids, attention_mask)
+
+    def step(state: dict, batch: dict) -> tuple[dict, dict]:
+        params = state["params"]
+        step_frac = state["step"].astype(jnp.float32) / total_steps
+        accum = batch["input_ids"].shape[0]
+        if loss.needs_threshold and accum > 1:
+            logits = jax.lax.map(lambda mb: forward(params, *mb), (batch["input_ids"], batch["attention_mask"]))
+            threshold = balanced_threshold(logits.reshape(-1, 2), batch["targets"].reshape(-1, 2))
+        else:
+            threshold = None
+
+        def micro_loss(p, input_ids, attention_mask, targets):
+            logits = forward(p, input_ids, attention_mask)
+            t = balanced_threshold(logits, targets) if threshold is None else threshold
+            return loss(logits, targets, step_frac=step_frac, class1_threshold=t)
+
+        grad_fn = jax.value_and_grad(micro_loss)
+
+        def accumulate(carry, mb):
+            total_loss, total_grads = carry
+            value, grads = grad_fn(params, mb["input_ids"], mb["attention_mask"], mb["targets"])
+            return (total_loss + value, jax.tree.map(jnp.add, total_grads, grads)), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        (total_loss, grads), _ = jax.lax.scan(accumulate, (jnp.zeros((), jnp.float32), zeros), batch)
+        grads = jax.tree.map(lambda g: g / accum, grads)
+        updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+        new_state = {
+            "step": state["step"] + 1,
+            "params": optax.apply_updates(params, updates),
+            "opt_state": opt_state,
+        }
+        metrics = {"loss": total_loss / accum, "grad_norm": optax.tree.norm(grads)}
+        return new_state, metrics
+
+    return step
+
+
+def _put_batch(mesh, arrays: dict[str, np.ndarray], leading_axes: int) -> dict[str, jax.Array]:
+    shard = sharding.batch_sharding(mesh, leading_axes)
+    return {k: jax.make_array_from_process_local_data(shard, v) for k, v in arrays.items()}
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def _read_history(checkpointer: StageCheckpointer) -> list[dict[str, float]]:
+    path = checkpointer.directory / "history.json"
+    return read_json(path) if path.exists() else []
+
+
+def train(
+    model: nnx.Module,
+    inputs: Tokenized,
+    targets: np.ndarray,
+    cfg: TrainConfig,
+    *,
+    loss: Loss,
+    mesh: jax.sharding.Mesh,
+    seed: int,
+    checkpoint_dir: str | None = None,
+    evaluate: Callable[[nnx.Module], dict[str, float]] | None = None,
+    desc: str = "train",
+) -> tuple[nnx.Module, list[dict[str, float]]]:
+    """Finetunes `model` on `targets` ([N, 2] distributions); resumes from `checkpoint_dir` if it has
+    a checkpoint. Returns the trained model and the logged history (loss, throughput, evaluations)."""
+    num_examples = len(inputs)
+    if targets.shape != (num_examples, 2):
+        raise ValueError(f"{desc}: targets have shape {targets.shape}, expected ({num_examples}, 2).")
+    sharding.check_batch_size(mesh, cfg.micro_batch_size, f"{desc}: micro_batch_size")
+    total_steps = cfg.total_steps(num_examples)
+    optimizer = make_optimizer(cfg, total_steps)
+    graphdef, params = nnx.split(model)
+    param_sh = sharding.state_shardings(mesh, params)
+    opt_sh = sharding.state_shardings(mesh, jax.eval_shape(optimizer.init, params))
+    state_sh = {"step": sharding.replicated(mesh), "params": param_sh, "opt_state": opt_sh}
+    params = jax.device_put(params, param_sh)
+    state = {
+        "step": jax.device_put(jnp.zeros((), jnp.int32), sharding.replicated(mesh)),
+        "params": params,
+        "opt_state": jax.jit(optimizer.init, out_shardings=opt_sh)(params),
+    }
+    checkpointer = StageCheckpointer(checkpoint_dir, cfg.checkpoint_every) if checkpoint_dir else None
+    start, history = 0, []
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+        state = checkpointer.restore(state)
+        start = int(state["step"])
+        history = [r for r in _read_history(checkpointer) if r["step"] <= start]
+    step_fn = jax.jit(
+        make_train_step(graphdef, optimizer, loss, total_steps),
+        in_shardings=(state_sh, sharding.batch_sharding(mesh, leading_axes=1)),
+        out_shardings=(state_sh, sharding.replicated(mesh)),
+        donate_argnums=0,
+    )
+    accum, micro = cfg.accum_steps, cfg.micro_batch_size
+    bar = tqdm(total=total_steps, initial=start, desc=desc, unit="step", dynamic_ncols=True)
+    window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
+    for step in range(start, total_steps):
+        idx = batch_indices(num_examples, cfg.batch_size, seed, step)
+        host = {
+            "input_ids": inputs.input_ids[idx].reshape(accum, micro, -1),
+            "attention_mask": inputs.attention_mask[idx].reshape(accum, micro, -1),
+            "targets": targets[idx].reshape(accum, micro, 2).astype(np.float32),
+        }
+        state, metrics = step_fn(state, _put_batch(mesh, host, leading_axes=1))
+        window_examples += cfg.batch_size
+        window_tokens += int(host["attention_mask"].sum())
+        done = step + 1
+        if done % cfg.log_every == 0 or done == total_steps:
+            loss_value = float(metrics["loss"])
+            if not np.isfinite(loss_value):
+                raise NonFiniteLossError(
+                    f"{desc}: loss became {loss_value} at step {done} (batch of example indices "
+                    f"{idx[:8].tolist()}...); the last good checkpoint is kept in {checkpoint_dir}."
+                )
+            elapsed = time.perf_counter() - window_start
+            record = {
+                "step": done,
+                "loss": loss_value,
+                "grad_norm": float(metrics["grad_norm"]),
+                "examples_per_s": window_examples / elapsed,
+                "tokens_per_s": window_tokens / elapsed,
+            }
+            history.append(record)
+            bar.set_postfix(loss=f"{loss_value:.4f}", ex_s=f"{record['examples_per_s']:.1f}")
+            window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
+        if evaluate is not None and cfg.eval_every and (done % cfg.eval_every == 0 or done == total_steps):
+            scores = evaluate(nnx.merge(graphdef, state["params"]))
+            history.append({"step": done, **scores})
+            bar.write(f"{desc} step {done}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+        if checkpointer is not None and checkpointer.maybe_save(done, state, force=done == total_steps):
+            write_json_atomic(checkpointer.directory / "history.json", history)
+        bar.update(1)
+    bar.close()
+    if checkpointer is not None:
+        checkpointer.close()
+    return nnx.merge(graphdef, state["params"]), history
+
+
+def predict_logits(model: nnx.Module, inputs: Tokenized, mesh: jax.sharding.Mesh, batch_size: int = 128) -> np.ndarray:
+    """Logits [N, 2] for every example; the last batch is padded to the compiled shape and trimmed."""
+    shards = sharding.batch_size_per_step(mesh)
+    batch_size = max(shards, batch_size // shards * shards)
+    graphdef, params = nnx.split(model)
+    param_sh = sharding.state_shardings(mesh, params)
+    params = jax.device_put(params, param_sh)
+    forward = jax.jit(
+        lambda p, ids, mask: nnx.merge(graphdef, p)(ids, mask),
+        in_shardings=(param_sh, sharding.batch_sharding(mesh), sharding.batch_sharding(mesh)),
+        out_shardings=sharding.replicated(mesh),
+    )
+    n = len(inputs)
+    out = np.empty((n, 2), np.float32)
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        ids = np.zeros((batch_size, inputs.input_ids.shape[1]), np.int32)
+        mask = np.zeros_like(ids)
+        ids[: stop - start] = inputs.input_ids[start:stop]
+        mask[: stop - start] = inputs.attention_mask[start:stop]
+        mask[stop - start :, 0] = 1  # padding rows get one real token, so no row is empty
+        batch = _put_batch(mesh, {"input_ids": ids, "attention_mask": mask}, leading_axes=0)
+        out[start:stop] = np.asarray(forward(params, batch["input_ids"], batch["attention_mask"]))[: stop - start]
+    return out
