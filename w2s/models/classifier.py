@@ -1,0 +1,41 @@
+"""A backbone plus a 2-way linear head on one pooled token."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+class Classifier(nnx.Module):
+    """pooling='first' reads [CLS] (encoders); 'last' reads the last real token (decoders).
+
+    The head starts at zero, so a fresh classifier predicts exactly 50/50 and training starts
+    from the backbone's features alone.
+    """
+
+    def __init__(self, backbone: nnx.Module, pooling: str):
+        if pooling not in ("first", "last"):
+            raise ValueError(f"pooling must be 'first' or 'last', got {pooling!r}")
+        self.backbone = backbone
+        self.pooling = pooling
+        zeros = nnx.initializers.zeros
+        # A zero init draws no randomness, so a fixed Rngs keeps the signature seed-free.
+        self.head = nnx.Linear(
+            backbone.cfg.hidden_size, 2, kernel_init=zeros, bias_init=zeros, rngs=nnx.Rngs(0)
+        )
+
+    def features(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        """[B, T] ids and mask -> pooled float32 features [B, H]."""
+        hidden = self.backbone(input_ids, attention_mask)
+        if self.pooling == "first":
+            pooled = hidden[:, 0]
+        else:
+            # From the mask, never from a pad id: GPT-2's pad id is a real token (eos).
+            positions = jnp.arange(input_ids.shape[1])
+            last = jnp.max(jnp.where(attention_mask == 1, positions, 0), axis=1)
+            pooled = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+        return pooled.astype(jnp.float32)
+
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        """[B, T] ids and mask -> float32 logits [B, 2]."""
+        return self.head(self.features(input_ids, attention_mask))

@@ -1,0 +1,53 @@
+"""GPT-2 decoder (pre-norm, learned positions, causal attention), as in HF GPT2Model."""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from w2s.models import layers
+from w2s.models.config import TransformerConfig
+
+
+class GPT2Block(nnx.Module):
+    def __init__(self, cfg: TransformerConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        norm = functools.partial(nnx.LayerNorm, cfg.hidden_size, epsilon=cfg.norm_eps, **kw)
+        self.attn_norm = norm()
+        self.attn = layers.Attention(cfg, out_bias=True, **kw)
+        self.mlp_norm = norm()
+        self.mlp_in = layers.dense(cfg.hidden_size, cfg.intermediate_size, bias=True, **kw)
+        self.mlp_out = layers.dense(cfg.intermediate_size, cfg.hidden_size, bias=True, **kw)
+        self.act = layers.activation(cfg.activation)
+
+    def __call__(self, x: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        x = x + self.attn(self.attn_norm(x), attention_mask, causal=True)
+        return x + self.mlp_out(self.act(self.mlp_in(self.mlp_norm(x))))
+
+
+class GPT2(nnx.Module):
+    def __init__(
+        self,
+        cfg: TransformerConfig,
+        *,
+        dtype: Any = jnp.float32,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.cfg = cfg
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.token_embed = layers.embed(cfg.vocab_size, cfg.hidden_size, **kw)
+        self.position_embed = layers.embed(cfg.max_position, cfg.hidden_size, **kw)
+        self.layers = nnx.List([GPT2Block(cfg, **kw) for _ in range(cfg.num_layers)])
+        self.final_norm = nnx.LayerNorm(cfg.hidden_size, epsilon=cfg.norm_eps, **kw)
+
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        """[B, T] right-padded ids and mask -> hidden states after the final LayerNorm [B, T, H]."""
+        positions = jnp.arange(layers.check_length(input_ids, self.cfg))
+        x = self.token_embed(input_ids) + self.position_embed(positions)
+        for layer in self.layers:
+            x = layer(x, attention_mask)
+        return self.final_norm(x)

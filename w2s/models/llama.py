@@ -1,0 +1,57 @@
+"""Llama / Qwen2 decoder: RMSNorm, RoPE, grouped-query attention and a SwiGLU MLP."""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from w2s.models import layers
+from w2s.models.config import TransformerConfig
+
+
+class LlamaBlock(nnx.Module):
+    def __init__(self, cfg: TransformerConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        norm = functools.partial(nnx.RMSNorm, cfg.hidden_size, epsilon=cfg.norm_eps, **kw)
+        dense = functools.partial(layers.dense, bias=False, **kw)
+        self.attn_norm = norm()
+        self.attn = layers.Attention(cfg, out_bias=False, **kw)
+        self.mlp_norm = norm()
+        self.mlp_gate = dense(cfg.hidden_size, cfg.intermediate_size)
+        self.mlp_up = dense(cfg.hidden_size, cfg.intermediate_size)
+        self.mlp_down = dense(cfg.intermediate_size, cfg.hidden_size)
+        self.act = layers.activation(cfg.activation)
+
+    def __call__(
+        self, x: jax.Array, attention_mask: jax.Array, rope: tuple[jax.Array, jax.Array]
+    ) -> jax.Array:
+        x = x + self.attn(self.attn_norm(x), attention_mask, causal=True, rope=rope)
+        h = self.mlp_norm(x)
+        return x + self.mlp_down(self.act(self.mlp_gate(h)) * self.mlp_up(h))
+
+
+class Llama(nnx.Module):
+    def __init__(
+        self,
+        cfg: TransformerConfig,
+        *,
+        dtype: Any = jnp.float32,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.cfg = cfg
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.token_embed = layers.embed(cfg.vocab_size, cfg.hidden_size, **kw)
+        self.layers = nnx.List([LlamaBlock(cfg, **kw) for _ in range(cfg.num_layers)])
+        self.final_norm = nnx.RMSNorm(cfg.hidden_size, epsilon=cfg.norm_eps, **kw)
+
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        """[B, T] right-padded ids and mask -> hidden states after the final RMSNorm [B, T, H]."""
+        rope = layers.rope_tables(input_ids.shape[1], self.cfg.head_dim, self.cfg.rope_theta)
+        x = self.token_embed(input_ids)
+        for layer in self.layers:
+            x = layer(x, attention_mask, rope)
+        return self.final_norm(x)

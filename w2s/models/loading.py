@@ -1,0 +1,244 @@
+"""Hugging Face checkpoints onto our backbones, without torch.
+
+Reads config.json plus model.safetensors (single or sharded) or a torch-zip pytorch_model.bin,
+maps HF tensor names onto our NNX parameter paths and fills an abstract model, so the random
+init of a large model is never materialised.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import pathlib
+import pickle
+import re
+import zipfile
+from typing import Any, Callable
+
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from flax import nnx
+from safetensors import safe_open
+
+from w2s.models.config import TransformerConfig
+
+_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+_SINGLES = ("model.safetensors", "pytorch_model.bin")
+# Wrappers such as BertForMaskedLM, GPT2LMHeadModel or LlamaForCausalLM nest the backbone.
+_PREFIXES = ("bert.", "transformer.", "model.")
+# Heads of task models and non-parameter buffers of older checkpoints: not part of a backbone.
+_IGNORED = re.compile(
+    r"^(pooler|cls|lm_head|score|classifier|qa_outputs)\."
+    r"|(^|\.)(position_ids|attn\.bias|attn\.masked_bias|rotary_emb\.inv_freq)$"
+)
+_LAYER = re.compile(r"^(?:encoder\.layer|h|layers)\.(\d+)\.")
+
+Path = tuple[Any, ...]
+# Our parameter path -> (HF tensor name, how to turn that tensor into our array).
+NameMap = dict[Path, tuple[str, Callable[[np.ndarray], np.ndarray]]]
+
+
+def read_hf_config(folder: str | pathlib.Path) -> dict[str, Any]:
+    path = pathlib.Path(folder) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no HF config: {path} does not exist")
+    return json.loads(path.read_text())
+
+
+def read_checkpoint(folder: str | pathlib.Path) -> dict[str, np.ndarray]:
+    """All tensors of a checkpoint folder as numpy arrays, keyed by their HF names."""
+    folder = pathlib.Path(folder)
+    for name in _INDEXES:
+        if (folder / name).is_file():
+            shards = sorted(set(json.loads((folder / name).read_text())["weight_map"].values()))
+            return {k: v for shard in shards for k, v in _read_file(folder / shard).items()}
+    for name in _SINGLES:
+        if (folder / name).is_file():
+            return _read_file(folder / name)
+    looked = ", ".join(str(folder / n) for n in _INDEXES + _SINGLES)
+    raise FileNotFoundError(f"no checkpoint in {folder}: looked for {looked}")
+
+
+def _read_file(path: pathlib.Path) -> dict[str, np.ndarray]:
+    if path.suffix == ".safetensors":
+        with safe_open(path, framework="numpy") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    return read_torch_bin(path)
+
+
+_TORCH_DTYPES = {
+    "FloatStorage": np.dtype(np.float32),
+    "HalfStorage": np.dtype(np.float16),
+    "BFloat16Storage": np.dtype(ml_dtypes.bfloat16),
+    "LongStorage": np.dtype(np.int64),
+}
+
+
+def _rebuild_tensor(storage: np.ndarray, offset: int, size: tuple, stride: tuple, *_) -> np.ndarray:
+    """numpy stand-in for torch._utils._rebuild_tensor_v2 (strides count elements)."""
+    strides = tuple(s * storage.itemsize for s in stride)
+    return np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=strides).copy()
+
+
+class _TorchUnpickler(pickle.Unpickler):
+    """Rebuilds a torch state dict as numpy arrays; refuses every other global, so no code runs."""
+
+    def __init__(self, archive: zipfile.ZipFile, root: str):
+        super().__init__(archive.open(f"{root}/data.pkl"))
+        self.archive, self.root = archive, root
+        self.storages: dict[str, np.ndarray] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return _rebuild_tensor
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        if module == "torch" and name.endswith("Storage"):
+            if name not in _TORCH_DTYPES:
+                supported = ", ".join(sorted(_TORCH_DTYPES))
+                raise ValueError(f"unsupported tensor type torch.{name}; supported: {supported}")
+            return _TORCH_DTYPES[name]
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name} from a checkpoint")
+
+    def persistent_load(self, pid: tuple) -> np.ndarray:
+        _, dtype, key, _, numel = pid  # ('storage', dtype, key, location, numel)
+        if key not in self.storages:
+            data = self.archive.read(f"{self.root}/data/{key}")
+            self.storages[key] = np.frombuffer(data, dtype=dtype, count=numel)
+        return self.storages[key]
+
+
+def read_torch_bin(path: str | pathlib.Path) -> dict[str, np.ndarray]:
+    """A pytorch_model.bin (torch zip format) as numpy arrays."""
+    with zipfile.ZipFile(path) as archive:
+        root = archive.namelist()[0].split("/")[0]
+        byteorder = f"{root}/byteorder"
+        if byteorder in archive.namelist() and archive.read(byteorder) != b"little":
+            raise ValueError(f"{path}: big-endian torch checkpoints are not supported")
+        return dict(_TorchUnpickler(archive, root).load())
+
+
+def _same(x: np.ndarray) -> np.ndarray:
+    return x
+
+
+def _linear(ours: Path, hf: str, *, bias: bool = True, transpose: bool = True) -> NameMap:
+    """torch Linear stores [out, in]; GPT-2's Conv1D already stores [in, out]."""
+    m: NameMap = {ours + ("kernel",): (f"{hf}.weight", np.transpose if transpose else _same)}
+    if bias:
+        m[ours + ("bias",)] = (f"{hf}.bias", _same)
+    return m
+
+
+def _norm(ours: Path, hf: str, *, bias: bool = True) -> NameMap:
+    m: NameMap = {ours + ("scale",): (f"{hf}.weight", _same)}
+    if bias:
+        m[ours + ("bias",)] = (f"{hf}.bias", _same)
+    return m
+
+
+def _bert_names(cfg: TransformerConfig) -> NameMap:
+    m: NameMap = {
+        ("token_embed", "embedding"): ("embeddings.word_embeddings.weight", _same),
+        ("position_embed", "embedding"): ("embeddings.position_embeddings.weight", _same),
+        ("type_embed", "embedding"): ("embeddings.token_type_embeddings.weight", _same),
+        **_norm(("embed_norm",), "embeddings.LayerNorm"),
+    }
+    for i in range(cfg.num_layers):
+        ours, hf = ("layers", i), f"encoder.layer.{i}"
+        for name in ("query", "key", "value"):
+            m |= _linear(ours + ("attn", name), f"{hf}.attention.self.{name}")
+        m |= _linear(ours + ("attn", "out"), f"{hf}.attention.output.dense")
+        m |= _norm(ours + ("attn_norm",), f"{hf}.attention.output.LayerNorm")
+        m |= _linear(ours + ("mlp_in",), f"{hf}.intermediate.dense")
+        m |= _linear(ours + ("mlp_out",), f"{hf}.output.dense")
+        m |= _norm(ours + ("mlp_norm",), f"{hf}.output.LayerNorm")
+    return m
+
+
+def _gpt2_names(cfg: TransformerConfig) -> NameMap:
+    m: NameMap = {
+        ("token_embed", "embedding"): ("wte.weight", _same),
+        ("position_embed", "embedding"): ("wpe.weight", _same),
+        **_norm(("final_norm",), "ln_f"),
+    }
+    h = cfg.hidden_size
+    for i in range(cfg.num_layers):
+        ours, hf = ("layers", i), f"h.{i}"
+        # c_attn fuses query, key and value along its output axis.
+        for j, name in enumerate(("query", "key", "value")):
+            part = slice(j * h, (j + 1) * h)
+            m[ours + ("attn", name, "kernel")] = (f"{hf}.attn.c_attn.weight", lambda w, p=part: w[:, p])
+            m[ours + ("attn", name, "bias")] = (f"{hf}.attn.c_attn.bias", lambda b, p=part: b[p])
+        m |= _linear(ours + ("attn", "out"), f"{hf}.attn.c_proj", transpose=False)
+        m |= _norm(ours + ("attn_norm",), f"{hf}.ln_1")
+        m |= _norm(ours + ("mlp_norm",), f"{hf}.ln_2")
+        m |= _linear(ours + ("mlp_in",), f"{hf}.mlp.c_fc", transpose=False)
+        m |= _linear(ours + ("mlp_out",), f"{hf}.mlp.c_proj", transpose=False)
+    return m
+
+
+def _llama_names(cfg: TransformerConfig) -> NameMap:
+    m: NameMap = {
+        ("token_embed", "embedding"): ("embed_tokens.weight", _same),
+        **_norm(("final_norm",), "norm", bias=False),
+    }
+    for i in range(cfg.num_layers):
+        ours, hf = ("layers", i), f"layers.{i}"
+        for name, proj in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")):
+            m |= _linear(ours + ("attn", name), f"{hf}.self_attn.{proj}", bias=cfg.qkv_bias)
+        m |= _linear(ours + ("attn", "out"), f"{hf}.self_attn.o_proj", bias=False)
+        m |= _norm(ours + ("attn_norm",), f"{hf}.input_layernorm", bias=False)
+        m |= _norm(ours + ("mlp_norm",), f"{hf}.post_attention_layernorm", bias=False)
+        for name in ("gate", "up", "down"):
+            m |= _linear(ours + (f"mlp_{name}",), f"{hf}.mlp.{name}_proj", bias=False)
+    return m
+
+
+_NAMES = {"bert": _bert_names, "gpt2": _gpt2_names, "llama": _llama_names}
+
+
+def _strip_prefix(name: str) -> str:
+    for prefix in _PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def load_pretrained(abstract: nnx.Module, folder: str | pathlib.Path) -> nnx.Module:
+    """Fills an abstract backbone (from nnx.eval_shape) with the checkpoint in `folder`.
+
+    Checkpoint layers beyond the backbone's num_layers are skipped (truncation); heads and
+    buffers are ignored. Every parameter must be found, and every other backbone tensor used.
+    """
+    cfg: TransformerConfig = abstract.cfg
+    tensors = {_strip_prefix(k): v for k, v in read_checkpoint(folder).items()}
+    names = _NAMES[cfg.arch](cfg)
+    graphdef, state = nnx.split(abstract)
+    flat = list(nnx.to_flat_state(state))
+
+    missing = sorted({hf for hf, _ in names.values() if hf not in tensors})
+    used = {hf for hf, _ in names.values()}
+    unexpected = sorted(
+        k
+        for k in tensors
+        if k not in used
+        and not _IGNORED.search(k)
+        and not ((layer := _LAYER.match(k)) and int(layer.group(1)) >= cfg.num_layers)
+    )
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint in {folder} does not fit the {cfg.arch} backbone: "
+            f"missing {missing or 'nothing'}; unexpected {unexpected or 'nothing'}"
+        )
+
+    filled = []
+    for path, var in flat:
+        hf, convert = names[path]
+        want = var.get_value()
+        array = np.asarray(convert(tensors[hf]))
+        if array.shape != want.shape:
+            ours = "/".join(map(str, path))
+            raise ValueError(f"{hf}: shape {array.shape} does not fit {ours} {want.shape}")
+        filled.append((path, var.replace(jnp.asarray(array, dtype=want.dtype))))
+    return nnx.merge(graphdef, nnx.from_flat_state(filled))
