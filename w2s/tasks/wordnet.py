@@ -1,0 +1,276 @@
+"""Offline tasks built from the WordNet 3.0 database files, read with a small wndb(5WN) parser.
+
+WordNet ships with Debian (`wordnet-base`) and NLTK, so these tasks need no network. Each task
+splits by synset (no synset, and so no word, is on both sides) and balances classes exactly.
+"""
+from collections import defaultdict
+from collections.abc import Iterable
+import dataclasses
+import functools
+import os
+import pathlib
+import random
+import sys
+
+from w2s.tasks import Example, TaskData, register_task
+
+# Searched after $WNHOME/dict, $WNHOME and $WORDNET_DIR; module-level so tests can redirect them.
+SYSTEM_DIRS = ["/usr/share/wordnet"]
+NLTK_DIRS = [
+    "~/nltk_data",
+    "/usr/share/nltk_data",
+    "/usr/local/share/nltk_data",
+    os.path.join(sys.prefix, "share", "nltk_data"),
+]
+_HYPERNYM_POINTERS = ("@", "@i")  # Class and instance hypernyms.
+_MAX_GLOSS_WORDS = 25
+_FILE_POS = {"n": "noun", "v": "verb", "a": "adj", "r": "adv"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Synset:
+    offset: int
+    lex_filenum: int  # Lexicographer file, e.g. 5 = noun.animal, 6 = noun.artifact.
+    lemmas: tuple[str, ...]  # As written in WordNet: underscores for spaces, case kept.
+    hypernyms: tuple[int, ...]  # Offsets of same-POS class and instance hypernyms.
+    gloss: str
+
+    @property
+    def definition(self) -> str:
+        """The gloss without its quoted usage examples (which follow the first '; "')."""
+        return self.gloss.split('; "')[0].strip()
+
+
+def search_dirs() -> list[pathlib.Path]:
+    """Where WordNet's database files may be, in the order they are tried."""
+    dirs = []
+    if home := os.environ.get("WNHOME"):
+        dirs += [pathlib.Path(home, "dict"), pathlib.Path(home)]
+    if wordnet_dir := os.environ.get("WORDNET_DIR"):
+        dirs.append(pathlib.Path(wordnet_dir))
+    dirs += [pathlib.Path(d) for d in SYSTEM_DIRS]
+    nltk_dirs = os.environ.get("NLTK_DATA", "").split(os.pathsep) + NLTK_DIRS
+    dirs += [pathlib.Path(d).expanduser() / "corpora" / "wordnet" for d in nltk_dirs if d]
+    return dirs
+
+
+def find_dir() -> pathlib.Path:
+    """The first search directory holding data.noun, or an error that says how to get one."""
+    dirs = search_dirs()
+    for d in dirs:
+        if (d / "data.noun").is_file():
+            return d
+    looked = "\n".join(f"  {d}" for d in dirs)
+    raise FileNotFoundError(
+        f"WordNet database files (data.noun) not found. Looked in:\n{looked}\n"
+        "Install them with `apt-get install wordnet-base` or `python -m nltk.downloader wordnet`, "
+        "or point $WORDNET_DIR at a directory holding data.noun."
+    )
+
+
+def synsets(pos: str = "n") -> dict[int, Synset]:
+    """All synsets of one part of speech ('n', 'v', 'a', 'r'), keyed by byte offset."""
+    return _parse_data(str(find_dir() / f"data.{_FILE_POS[pos]}"))
+
+
+def first_senses(pos: str = "n") -> dict[str, int]:
+    """Lower-cased lemma -> offset of its most frequent sense (index files list senses by use)."""
+    return _parse_index(str(find_dir() / f"index.{_FILE_POS[pos]}"))
+
+
+def _database_lines(path: str) -> Iterable[str]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.startswith("  "):  # Licence header lines start with two spaces.
+                yield line
+
+
+@functools.lru_cache(maxsize=None)
+def _parse_data(path: str) -> dict[int, Synset]:
+    """Parses data.* lines: offset lex_filenum ss_type w_cnt (word lex_id)* p_cnt ptr* | gloss."""
+    out = {}
+    for line in _database_lines(path):
+        head, _, gloss = line.partition("| ")
+        fields = head.split()
+        n_words = int(fields[3], 16)  # w_cnt is two hexadecimal digits.
+        # Adjective lemmas may carry a syntactic marker such as "(p)"; drop it.
+        lemmas = tuple(w.split("(")[0] for w in fields[4 : 4 + 2 * n_words : 2])
+        p_at = 4 + 2 * n_words
+        pointers = fields[p_at + 1 : p_at + 1 + 4 * int(fields[p_at])]
+        ss_type = fields[2]
+        hypernyms = tuple(
+            int(pointers[i + 1])
+            for i in range(0, len(pointers), 4)
+            if pointers[i] in _HYPERNYM_POINTERS and pointers[i + 2] == ss_type
+        )
+        offset = int(fields[0])
+        out[offset] = Synset(offset, int(fields[1]), lemmas, hypernyms, gloss.strip())
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _parse_index(path: str) -> dict[str, int]:
+    """Parses index.* lines: lemma pos synset_cnt p_cnt ptr* sense_cnt tagsense_cnt offset*."""
+    out = {}
+    for line in _database_lines(path):
+        fields = line.split()
+        synset_cnt = int(fields[2])
+        out[fields[0]] = int(fields[-synset_cnt])
+    return out
+
+
+def find_synset(lemma: str, gloss_start: str, pos: str = "n") -> Synset:
+    """Looks a synset up by meaning, so no WordNet-version-specific offset is hard-coded."""
+    found = [
+        s
+        for s in synsets(pos).values()
+        if lemma in s.lemmas and s.gloss.startswith(gloss_start)
+    ]
+    if len(found) != 1:
+        raise LookupError(
+            f"expected one {pos} synset {lemma!r} with gloss {gloss_start!r}, found {len(found)}"
+        )
+    return found[0]
+
+
+def descendants(roots: Iterable[Synset], pos: str = "n") -> set[int]:
+    """Offsets of the roots and of every synset whose hypernym closure contains one of them."""
+    children = defaultdict(list)
+    for s in synsets(pos).values():
+        for h in s.hypernyms:
+            children[h].append(s.offset)
+    seen = {r.offset for r in roots}
+    stack = list(seen)
+    while stack:
+        for child in children[stack.pop()]:
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return seen
+
+
+def _plain_word(lemma: str) -> bool:
+    """Common lower-case words of at most three tokens: word knowledge, not names or codes."""
+    return lemma.islower() and not any(c.isdigit() for c in lemma) and lemma.count("_") < 3
+
+
+def words() -> dict[int, str]:
+    """Noun synset offset -> one word: its first plain lemma whose most frequent sense it is.
+
+    Keeping only a lemma's first sense gives every text exactly one synset, so the label of a
+    word is that of its everyday meaning and no text can appear in both splits.
+    """
+    first = first_senses("n")
+    out = {}
+    for s in synsets("n").values():
+        for lemma in s.lemmas:
+            if _plain_word(lemma) and first.get(lemma.lower()) == s.offset:
+                out[s.offset] = lemma.replace("_", " ")
+                break
+    return out
+
+
+def _halves(name: str, n_train: int, n_test: int) -> tuple[int, int]:
+    if n_train <= 0 or n_test <= 0 or n_train % 2 or n_test % 2:
+        raise ValueError(
+            f"{name}: n_train and n_test must be positive and even so classes balance exactly, "
+            f"got {n_train} and {n_test}"
+        )
+    return n_train // 2, n_test // 2
+
+
+def _category_task(
+    name: str, roots: list[Synset], seed: int, n_train: int, n_test: int
+) -> TaskData:
+    """Label 1 for words under `roots` in the hypernym hierarchy, 0 for all other nouns."""
+    half_train, half_test = _halves(name, n_train, n_test)
+    vocab = words()
+    inside = descendants(roots)
+    rng = random.Random(seed)
+    train, test = [], []
+    for label in (0, 1):
+        offsets = sorted(o for o in vocab if (o in inside) == bool(label))
+        if len(offsets) < half_train + half_test:
+            raise ValueError(
+                f"{name}: WordNet has {len(offsets)} eligible words of class {label}, but "
+                f"n_train={n_train}, n_test={n_test} need {half_train + half_test} of each class"
+            )
+        picked = rng.sample(offsets, half_train + half_test)
+        train += [(vocab[o], label) for o in picked[:half_train]]
+        test += [(vocab[o], label) for o in picked[half_train:]]
+    rng.shuffle(train)
+    rng.shuffle(test)
+    return TaskData(name, train, test)
+
+
+@register_task("wordnet_living")
+def wordnet_living(seed: int, n_train: int = 4000, n_test: int = 1000) -> TaskData:
+    """Is this noun a living thing (organism.n.01: animals, plants, people, microbes)?"""
+    root = find_synset("organism", "a living thing")
+    return _category_task("wordnet_living", [root], seed, n_train, n_test)
+
+
+@register_task("wordnet_artifact")
+def wordnet_artifact(seed: int, n_train: int = 4000, n_test: int = 1000) -> TaskData:
+    """Is this noun man-made (artifact.n.01: tools, buildings, clothing, vehicles...)?"""
+    root = find_synset("artifact", "a man-made object")
+    return _category_task("wordnet_artifact", [root], seed, n_train, n_test)
+
+
+@register_task("wordnet_food")
+def wordnet_food(seed: int, n_train: int = 2000, n_test: int = 500) -> TaskData:
+    """Is this noun food? Roots: food.n.01 (nutrient: what animals metabolize, incl. beverages)
+    and food.n.02 (solid food: dishes, produce, baked goods), which is not a hyponym of food.n.01.
+    Smaller default sizes: the food subtree has fewer plain first-sense words.
+    """
+    roots = [
+        find_synset("food", "any substance that can be metabolized"),
+        find_synset("food", "any solid substance (as opposed to liquid)"),
+    ]
+    return _category_task("wordnet_food", roots, seed, n_train, n_test)
+
+
+@register_task("wordnet_gloss")
+def wordnet_gloss(seed: int, n_train: int = 4000, n_test: int = 1000) -> TaskData:
+    """Does this definition fit the word? Distractors are glosses from the word's lexicographer
+    file (same coarse topic), so topic alone cannot tell them apart."""
+    half_train, half_test = _halves("wordnet_gloss", n_train, n_test)
+    nouns = synsets("n")
+    vocab = words()
+    # Long definitions are dropped to keep texts short enough for CPU runs.
+    offsets = sorted(o for o in vocab if 0 < len(nouns[o].definition.split()) <= _MAX_GLOSS_WORDS)
+    rng = random.Random(seed)
+    rng.shuffle(offsets)
+    if len(offsets) < n_train + n_test:
+        raise ValueError(
+            f"wordnet_gloss: WordNet has {len(offsets)} eligible synsets, but n_train={n_train}, "
+            f"n_test={n_test} need {n_train + n_test}"
+        )
+    # Each side of the split draws questions and distractors only from its own synsets.
+    cut = len(offsets) * n_train // (n_train + n_test)
+    sides = ((offsets[:cut], half_train), (offsets[cut:], half_test))
+    train, test = (_gloss_side(side, half, nouns, vocab, rng) for side, half in sides)
+    return TaskData("wordnet_gloss", train, test)
+
+
+def _gloss_side(
+    side: list[int], half: int, nouns: dict[int, Synset], vocab: dict[int, str], rng: random.Random
+) -> list[Example]:
+    by_file = defaultdict(list)
+    for o in side:
+        by_file[nouns[o].lex_filenum].append(o)
+    examples = [(f"What is a {vocab[o]}? {nouns[o].definition}", 1) for o in side[:half]]
+    for o in side[half:]:
+        if len(examples) == 2 * half:
+            break
+        definition = nouns[o].definition
+        for _ in range(10):  # A same-file synset with another definition; nearly always first try.
+            other = nouns[rng.choice(by_file[nouns[o].lex_filenum])].definition
+            if other != definition:
+                examples.append((f"What is a {vocab[o]}? {other}", 0))
+                break
+    if len(examples) < 2 * half:
+        found = len(examples) - half
+        raise ValueError(f"wordnet_gloss: found distractors for only {found} of {half} examples")
+    rng.shuffle(examples)
+    return examples
