@@ -1,0 +1,91 @@
+"""The `w2s` command: run an experiment config, plot results, list tasks and models."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+import ml_collections
+
+
+def run_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = ()) -> list[dict]:
+    """Applies overrides, runs every seed, prints the results table; returns the results."""
+    from w2s import metrics, pipeline
+    from w2s.config import apply_overrides
+
+    cfg = apply_overrides(cfg, overrides)
+    results = pipeline.run_experiment(cfg)
+    print()
+    print(metrics.format_table(metrics.summarize(results)))
+    print(f"\nresults: {cfg.output_dir}   (plot them with: w2s plot {cfg.output_dir})")
+    return results
+
+
+def _run(args: argparse.Namespace, rest: list[str]) -> None:
+    from w2s.config import load_config_file
+
+    run_config(load_config_file(args.config), rest)
+
+
+def _plot(args: argparse.Namespace, rest: list[str]) -> None:
+    from w2s import metrics
+    from w2s.plot import plot_results
+
+    _no_extra(rest)
+    print(metrics.format_table(metrics.summarize(metrics.load_results(args.results_dir))))
+    for path in plot_results(args.results_dir, args.out):
+        print(f"wrote {path}")
+
+
+def _tasks(args: argparse.Namespace, rest: list[str]) -> None:
+    from w2s.tasks import list_tasks
+
+    _no_extra(rest)
+    print("\n".join(list_tasks()))
+
+
+def _models(args: argparse.Namespace, rest: list[str]) -> None:
+    from w2s.models import known_models
+
+    _no_extra(rest)
+    print("\n".join(known_models()))
+    print("(or any Hugging Face folder or hub id of a bert, gpt2, llama or qwen2 model)")
+
+
+def _no_extra(rest: list[str]) -> None:
+    if rest:
+        raise ValueError(f"unrecognised arguments: {' '.join(rest)}")
+
+
+def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> int:
+    """Errors from bad configs, data or paths print one clear line (W2S_DEBUG=1 shows the traceback)."""
+    parser = argparse.ArgumentParser(prog="w2s", description="Weak-to-strong generalization experiments.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run an experiment config; overrides: --config.train.lr=1e-5")
+    run.add_argument("config", help="a Python config file with get_config(), e.g. experiments/quickstart.py")
+    run.set_defaults(fn=_run)
+    plot = sub.add_parser("plot", help="plot PGR and accuracies of the results under a directory")
+    plot.add_argument("results_dir")
+    plot.add_argument("--out", default=None, help="where to write the PNGs (default: RESULTS_DIR)")
+    plot.set_defaults(fn=_plot)
+    sub.add_parser("tasks", help="list registered tasks").set_defaults(fn=_tasks)
+    sub.add_parser("models", help="list offline model names").set_defaults(fn=_models)
+    args, rest = parser.parse_known_args(argv)
+    try:
+        (entry or args.fn)(args, rest)
+    except (ValueError, FileNotFoundError, KeyError, AttributeError) as e:
+        if os.environ.get("W2S_DEBUG"):
+            raise
+        print(f"w2s: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_file_main(get_config: Callable[[], ml_collections.ConfigDict]) -> None:
+    """`python experiments/x.py --config.a=b` runs that config, with the same error handling."""
+    sys.exit(main(["run", "-"] + sys.argv[1:], entry=lambda args, rest: run_config(get_config(), rest)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
