@@ -40,6 +40,17 @@ def tokenize(tokenizer, texts: list[str], max_length: int, pad_to_multiple: int 
     return Tokenized(input_ids, attention_mask)
 
 
+def trim_to_bucket(input_ids: np.ndarray, attention_mask: np.ndarray, min_width: int = 8):
+    """Drops trailing padding columns down to a power-of-two width (at least `min_width`).
+
+    A batch of short texts then computes over few positions, while the number of distinct
+    compiled shapes stays at most log2 of the padded width.
+    """
+    longest = max(1, int(attention_mask.sum(-1).max()))
+    width = min(attention_mask.shape[-1], max(min_width, 1 << (longest - 1).bit_length()))
+    return input_ids[..., :width], attention_mask[..., :width]
+
+
 def one_hot(labels: np.ndarray) -> np.ndarray:
     """Ground-truth labels in {0,1} as [N, 2] float32 target distributions."""
     labels = np.asarray(labels)

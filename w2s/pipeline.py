@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import platform
+import shutil
 import time
 from importlib import metadata
 from typing import Any
@@ -35,10 +36,10 @@ from w2s.tasks import TaskData, load_task
 from w2s.train import TrainConfig, predict_logits, train
 
 TOP_KEYS = ("name", "task", "task_options", "seeds", "weak", "strong", "losses", "loss_options",
-            "mesh", "output_dir", "checkpoint_dir")
-MODEL_KEYS = ("model", "num_layers", "pretrained", "dtype", "train")
+            "mesh", "output_dir", "checkpoint_dir", "keep_checkpoints")
+MODEL_KEYS = ("model", "num_layers", "pretrained", "pooling", "dtype", "train")
 # Keys that may change without invalidating finished stages.
-RUNTIME_KEYS = ("output_dir", "checkpoint_dir", "mesh", "seeds", "losses")
+RUNTIME_KEYS = ("output_dir", "checkpoint_dir", "keep_checkpoints", "mesh", "seeds", "losses")
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -65,6 +66,8 @@ def model_label(side: ml_collections.ConfigDict) -> str:
         label += f"-l{side.num_layers}"
     if not side.pretrained:
         label += "-scratch"
+    if side.get("pooling"):
+        label += f"-{side.pooling}"
     return label
 
 
@@ -97,7 +100,7 @@ class _Model:
         dtype = jnp.bfloat16 if self.side.dtype == "bfloat16" else jnp.float32
         return build_classifier(
             self.side.model, num_layers=self.side.num_layers, pretrained=self.side.pretrained,
-            dtype=dtype, param_dtype=jnp.float32, seed=seed,
+            dtype=dtype, param_dtype=jnp.float32, seed=seed, pooling=self.side.get("pooling"),
         )
 
 
@@ -140,7 +143,8 @@ class Experiment:
         """Refuses to mix finished stages of a different config into this run's results."""
         path = self.run_dir / "config.json"
         current = {k: v for k, v in self.cfg.to_dict().items() if k not in RUNTIME_KEYS}
-        if path.exists():
+        finished = [p for p in self.run_dir.glob("*") if p.name not in ("config.json", "results.json")]
+        if path.exists() and finished:
             stored = {k: v for k, v in read_json(path).items() if k not in RUNTIME_KEYS}
             if stored != current:
                 changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
@@ -176,6 +180,13 @@ class Experiment:
             "seconds": self.timings[stage],
         }
 
+    def _finish(self, stage: str, record: dict) -> dict:
+        """Writes a stage's output; its training checkpoints then have served their purpose."""
+        write_json_atomic(self.run_dir / f"{stage}.json", record)
+        if not self.cfg.keep_checkpoints:
+            shutil.rmtree(self.ckpt_dir / stage, ignore_errors=True)
+        return record
+
     def run_weak(self) -> dict:
         """Weak model on ground truth of A; its soft labels of B are saved with B's ground truth."""
         out = self.run_dir / "weak.json"
@@ -188,8 +199,7 @@ class Experiment:
         probs_b = np.asarray(jax.nn.softmax(predict_logits(model, inputs_b, self.mesh)), np.float32)
         record["weak_label_accuracy"] = metrics.accuracy(probs_b, labels_b)
         self._save_weak_labels(probs_b, labels_b)
-        write_json_atomic(out, record)
-        return record
+        return self._finish("weak", record)
 
     def _save_weak_labels(self, probs: np.ndarray, labels: np.ndarray) -> None:
         path = self.run_dir / "weak_labels.npz"
@@ -213,8 +223,7 @@ class Experiment:
         _, split_b = self.splits()
         gt_b = one_hot(np.asarray([label for _, label in split_b]))
         _, _, record = self._fit(self.strong, "ceiling", split_b, gt_b, "xent")
-        write_json_atomic(out, record)
-        return record
+        return self._finish("ceiling", record)
 
     def run_student(self, loss_name: str) -> dict:
         """The strong model on the weak model's soft labels of B, with one loss."""
@@ -224,8 +233,7 @@ class Experiment:
         _, split_b = self.splits()
         probs_b, _ = self.weak_labels()
         _, _, record = self._fit(self.strong, f"student_{loss_name}", split_b, probs_b, loss_name)
-        write_json_atomic(out, record)
-        return record
+        return self._finish(f"student_{loss_name}", record)
 
     def run(self) -> dict:
         """All stages, then results.json with accuracies and PGR per loss."""

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from w2s import sharding
 from w2s.checkpoint import StageCheckpointer, read_json, write_json_atomic
-from w2s.data import Tokenized, batch_indices
+from w2s.data import Tokenized, batch_indices, trim_to_bucket
 from w2s.losses import Loss, balanced_threshold
 
 
@@ -190,9 +190,10 @@ def train(
     window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
     for step in range(start, total_steps):
         idx = batch_indices(num_examples, cfg.batch_size, seed, step)
+        input_ids, attention_mask = trim_to_bucket(inputs.input_ids[idx], inputs.attention_mask[idx])
         host = {
-            "input_ids": inputs.input_ids[idx].reshape(accum, micro, -1),
-            "attention_mask": inputs.attention_mask[idx].reshape(accum, micro, -1),
+            "input_ids": input_ids.reshape(accum, micro, -1),
+            "attention_mask": attention_mask.reshape(accum, micro, -1),
             "targets": targets[idx].reshape(accum, micro, 2).astype(np.float32),
         }
         state, metrics = step_fn(state, _put_batch(mesh, host, leading_axes=1))
@@ -217,7 +218,7 @@ def train(
             history.append(record)
             bar.set_postfix(loss=f"{loss_value:.4f}", ex_s=f"{record['examples_per_s']:.1f}")
             window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
-        if evaluate is not None and cfg.eval_every and (done % cfg.eval_every == 0 or done == total_steps):
+        if evaluate is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < total_steps:
             scores = evaluate(nnx.merge(graphdef, state["params"]))
             history.append({"step": done, **scores})
             bar.write(f"{desc} step {done}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
@@ -246,10 +247,11 @@ def predict_logits(model: nnx.Module, inputs: Tokenized, mesh: jax.sharding.Mesh
     out = np.empty((n, 2), np.float32)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        ids = np.zeros((batch_size, inputs.input_ids.shape[1]), np.int32)
+        chunk_ids, chunk_mask = trim_to_bucket(inputs.input_ids[start:stop], inputs.attention_mask[start:stop])
+        ids = np.zeros((batch_size, chunk_ids.shape[1]), np.int32)
         mask = np.zeros_like(ids)
-        ids[: stop - start] = inputs.input_ids[start:stop]
-        mask[: stop - start] = inputs.attention_mask[start:stop]
+        ids[: stop - start] = chunk_ids
+        mask[: stop - start] = chunk_mask
         mask[stop - start :, 0] = 1  # padding rows get one real token, so no row is empty
         batch = _put_batch(mesh, {"input_ids": ids, "attention_mask": mask}, leading_axes=0)
         out[start:stop] = np.asarray(forward(params, batch["input_ids"], batch["attention_mask"]))[: stop - start]

@@ -111,6 +111,7 @@ def build_classifier(
     dtype: Any = jnp.float32,
     param_dtype: Any = jnp.float32,
     seed: int = 0,
+    pooling: str | None = None,
 ) -> tuple[Classifier, Any]:
     """A zero-head classifier on build_backbone(name, ...) and the tokenizer of that model.
 
@@ -130,4 +131,4 @@ def build_classifier(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
-    return Classifier(backbone, POOLING[backbone.cfg.arch]), tokenizer
+    return Classifier(backbone, pooling or POOLING[backbone.cfg.arch]), tokenizer

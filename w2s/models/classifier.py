@@ -7,15 +7,16 @@ from flax import nnx
 
 
 class Classifier(nnx.Module):
-    """pooling='first' reads [CLS] (encoders); 'last' reads the last real token (decoders).
+    """pooling='first' reads [CLS] (encoders); 'last' reads the last real token (decoders);
+    'mean' averages the real tokens (how sentence-transformers trained MiniLM).
 
     The head starts at zero, so a fresh classifier predicts exactly 50/50 and training starts
     from the backbone's features alone.
     """
 
     def __init__(self, backbone: nnx.Module, pooling: str):
-        if pooling not in ("first", "last"):
-            raise ValueError(f"pooling must be 'first' or 'last', got {pooling!r}")
+        if pooling not in ("first", "last", "mean"):
+            raise ValueError(f"pooling must be 'first', 'last' or 'mean', got {pooling!r}")
         self.backbone = backbone
         self.pooling = pooling
         zeros = nnx.initializers.zeros
@@ -29,6 +30,9 @@ class Classifier(nnx.Module):
         hidden = self.backbone(input_ids, attention_mask)
         if self.pooling == "first":
             pooled = hidden[:, 0]
+        elif self.pooling == "mean":
+            weights = attention_mask.astype(jnp.float32)[:, :, None]
+            pooled = jnp.sum(hidden.astype(jnp.float32) * weights, axis=1) / jnp.maximum(weights.sum(1), 1.0)
         else:
             # From the mask, never from a pad id: GPT-2's pad id is a real token (eos).
             positions = jnp.arange(input_ids.shape[1])

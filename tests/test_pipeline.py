@@ -1,0 +1,138 @@
+"""The pipeline end to end on a tiny random BERT (MiniLM's tokenizer) and real WordNet data:
+results and PGR, cached stages, resume after a kill, and clear errors for bad input."""
+import json
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+
+from w2s import pipeline
+from w2s.cli import main
+from w2s.config import ConfigError, apply_overrides, load_config_file
+from w2s.models import resolve_model_dir
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> pathlib.Path:
+    """A 2-layer random BERT in HF format with the real MiniLM tokenizer files beside it."""
+    transformers = pytest.importorskip("transformers")
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    transformers.BertModel(config).save_pretrained(folder)
+    minilm = resolve_model_dir("minilm")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm / name, folder / name)
+    return folder
+
+
+def small_config(tmp_path, model_dir, *extra):
+    cfg = load_config_file(ROOT / "experiments" / "quickstart.py")
+    return apply_overrides(cfg, [
+        f"--config.weak.model={model_dir}", "--config.weak.num_layers=1",
+        f"--config.strong.model={model_dir}",
+        "--config.task_options.n_train=64", "--config.task_options.n_test=32", "--config.seeds=0,",
+        "--config.losses=xent,aux_conf,product",
+        f"--config.output_dir={tmp_path / 'results'}", f"--config.checkpoint_dir={tmp_path / 'ckpt'}",
+        *[f"--config.{side}.train.{k}" for side in ("weak", "strong")
+          for k in ("batch_size=16", "micro_batch_size=16", "epochs=1", "checkpoint_every=1", "eval_every=0")],
+        *extra,
+    ])
+
+
+def test_pipeline_writes_results_and_skips_finished_stages(tmp_path, tiny_bert, monkeypatch):
+    cfg = small_config(tmp_path, tiny_bert)
+    (results,) = pipeline.run_experiment(cfg)
+    acc = results["accuracy"]
+    for name in ("xent", "aux_conf", "product"):
+        expected = (acc["student"][name] - acc["weak"]) / (acc["ceiling"] - acc["weak"]) if acc["ceiling"] != acc["weak"] else None
+        if expected is not None:
+            assert results["pgr"][name] == pytest.approx(expected)
+    run_dir = tmp_path / "results" / "seed_0"
+    on_disk = json.loads((run_dir / "results.json").read_text())
+    assert on_disk["seed"] == 0 and on_disk["config"]["task"] == "wordnet_living"
+    assert {"jax", "flax", "optax", "transformers", "python"} <= set(on_disk["versions"])
+    assert set(on_disk["timings"]) == {"weak", "ceiling", "student_xent", "student_aux_conf", "student_product"}
+    with np.load(run_dir / "weak_labels.npz") as f:
+        assert f["probs"].shape == (32, 2) and set(np.unique(f["labels"])) <= {0, 1}
+        np.testing.assert_allclose(f["probs"].sum(1), 1.0, rtol=1e-5)
+
+    assert main(["plot", str(tmp_path / "results")]) == 0
+    assert (tmp_path / "results" / "pgr.png").stat().st_size > 0
+    assert (tmp_path / "results" / "accuracy.png").stat().st_size > 0
+    assert not (tmp_path / "ckpt" / "quickstart" / "seed_0" / "weak").exists()  # finished: removed
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished stage was recomputed")
+
+    monkeypatch.setattr(pipeline, "train", no_training)
+    (again,) = pipeline.run_experiment(cfg)
+    assert again["accuracy"] == results["accuracy"]
+
+    # Only the stage whose output is gone runs again.
+    (run_dir / "student_product.json").unlink()
+    calls = []
+    monkeypatch.setattr(pipeline, "train", lambda *a, **k: calls.append(k["desc"]) or _real_train(*a, **k))
+    pipeline.run_experiment(cfg)
+    assert calls == ["student_product (seed 0)"]
+
+
+from w2s.train import train as _real_train  # noqa: E402
+
+
+def test_killed_stage_resumes_to_the_uninterrupted_result(tmp_path, tiny_bert, monkeypatch):
+    longer = ("--config.losses=xent,", "--config.task_options.n_train=128")  # 4 steps per stage
+    reference = pipeline.run_experiment(small_config(tmp_path / "ref", tiny_bert, *longer))[0]
+
+    class Killed(Exception):
+        pass
+
+    def killed_in_ceiling(*args, **kwargs):
+        if kwargs["desc"].startswith("ceiling"):
+            kwargs["evaluate"] = lambda model: (_ for _ in ()).throw(Killed())  # at eval_every=2
+        return _real_train(*args, **kwargs)
+
+    cfg = small_config(tmp_path / "run", tiny_bert, *longer, "--config.strong.train.eval_every=3")
+    monkeypatch.setattr(pipeline, "train", killed_in_ceiling)
+    with pytest.raises(Killed):
+        pipeline.run_experiment(cfg)
+    run_dir = tmp_path / "run" / "results" / "seed_0"
+    assert (run_dir / "weak.json").exists() and (run_dir / "weak_labels.npz").exists()  # nothing lost
+    assert not (run_dir / "ceiling.json").exists()
+    assert any((tmp_path / "run" / "ckpt" / "quickstart" / "seed_0" / "ceiling").iterdir())
+    monkeypatch.setattr(pipeline, "train", _real_train)
+    resumed = pipeline.run_experiment(cfg)[0]
+    assert resumed["accuracy"] == reference["accuracy"]
+
+
+def test_changed_config_is_refused_for_an_existing_run(tmp_path, tiny_bert):
+    cfg = small_config(tmp_path, tiny_bert, "--config.losses=xent,")
+    run_dir = pipeline.Experiment(cfg, 0).run_dir
+    run_dir.mkdir(parents=True)
+    pipeline.Experiment(cfg, 0)._check_config()
+    changed = apply_overrides(cfg, ["--config.strong.train.lr=0.5"])
+    pipeline.Experiment(changed, 0)._check_config()  # nothing finished yet: the new config is taken
+    (run_dir / "weak.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"keys \['strong'\] differ"):
+        pipeline.Experiment(cfg, 0)._check_config()
+    pipeline.Experiment(apply_overrides(changed, ["--config.seeds=0,1,2"]), 0)._check_config()  # runtime key
+
+
+def test_bad_input_gets_one_clear_line(tmp_path, tiny_bert, capsys):
+    config = ROOT / "experiments" / "quickstart.py"
+    cases = [
+        (["--config.task=wordnet_lving"], "wordnet_living"),
+        (["--config.weak.model=no-such-model"], "known: minilm"),
+        ([f"--config.weak.model={tmp_path / 'missing'}"], str(tmp_path / "missing")),
+        (["--config.task_options.n_train=200000"], "WordNet has"),
+        (["--config.strong.train.lrr=1"], "strong.train.lr"),
+    ]
+    for overrides, message in cases:
+        code = main(["run", str(config), f"--config.output_dir={tmp_path / 'out'}",
+                     f"--config.checkpoint_dir={tmp_path / 'ck'}", *overrides])
+        err = capsys.readouterr().err
+        assert code == 2, overrides
+        assert message in err and "Traceback" not in err, err
