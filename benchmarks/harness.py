@@ -1,0 +1,156 @@
+"""What both benchmarks share: model shapes, the sharded train step built as `w2s.train.train`
+builds it, a synthetic batch, the parameter count behind MFU, and the measured peak matmul rate.
+
+Import this after setting any XLA environment variables: it imports jax.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import transformers
+from flax import nnx
+
+from w2s import sharding
+from w2s.losses import make_loss
+from w2s.models import BACKBONES, POOLING, Classifier, TransformerConfig
+from w2s.train import TrainConfig, make_optimizer, make_train_step
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+MFU_NOTE = (
+    "MFU = 6 * N * tokens/s / measured peak matmul FLOP/s, N = all parameters except the token and "
+    "position embedding tables; attention-score FLOPs are not counted."
+)
+
+
+def _bert(hidden: int, layers: int, heads: int, inter: int, vocab: int, positions: int) -> transformers.BertConfig:
+    return transformers.BertConfig(
+        vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=inter, max_position_embeddings=positions, num_labels=2,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+
+
+def _gpt2(hidden: int, layers: int, heads: int, vocab: int, positions: int) -> transformers.GPT2Config:
+    # The last id is eos and pad, as in GPT-2; synthetic batches never draw it, so HF pools the last token.
+    eos = vocab - 1
+    return transformers.GPT2Config(
+        vocab_size=vocab, n_embd=hidden, n_layer=layers, n_head=heads, n_positions=positions, num_labels=2,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+    )
+
+
+# One HF config per shape, so the JAX and the PyTorch model are built from the same description.
+# Dropout is off because our backbones have none. The tiny shapes are for the smoke tests.
+SHAPES: dict[str, Callable[[], transformers.PretrainedConfig]] = {
+    "minilm": lambda: _bert(384, 6, 12, 1536, 30522, 512),
+    "gpt2-small": lambda: _gpt2(768, 12, 12, 50257, 1024),
+    "gpt2-medium": lambda: _gpt2(1024, 24, 16, 50257, 1024),
+    "tiny-bert": lambda: _bert(64, 2, 4, 256, 512, 64),
+    "tiny-gpt2": lambda: _gpt2(64, 2, 4, 512, 64),
+}
+
+
+def hf_config(model: str) -> transformers.PretrainedConfig:
+    return SHAPES[model]()
+
+
+def jax_classifier(hf: transformers.PretrainedConfig, dtype: Any, seed: int = 0) -> Classifier:
+    """Randomly initialised classifier; `dtype` is the compute dtype, parameters stay float32."""
+    cfg = TransformerConfig.from_hf(hf.to_dict())
+    backbone = BACKBONES[cfg.arch](cfg, dtype=dtype, param_dtype=jnp.float32, rngs=nnx.Rngs(seed))
+    return Classifier(backbone, POOLING[cfg.arch])
+
+
+def non_embedding_params(model: Classifier) -> int:
+    """N of the 6*N*tokens FLOP estimate: every parameter but the token and position tables."""
+    total = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    return total - model.backbone.token_embed.embedding.size - model.backbone.position_embed.embedding.size
+
+
+def synthetic_batch(hf: transformers.PretrainedConfig, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """One step's batch as the train step takes it ([accum=1, batch, ...]): full-length rows of ids
+    below the last vocab id (GPT-2's eos/pad), and one-hot random labels."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, hf.vocab_size - 1, size=(1, batch, seq), dtype=np.int32)
+    labels = rng.integers(0, 2, size=(1, batch))
+    return {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "targets": np.eye(2, dtype=np.float32)[labels],
+    }
+
+
+def sharded_train_step(
+    model: Classifier, mesh: jax.sharding.Mesh, cfg: TrainConfig, total_steps: int
+) -> tuple[dict, Callable[[dict, dict], tuple[dict, dict]]]:
+    """The initial state and the jitted step with the shardings and donation of `w2s.train.train`,
+    which builds both inside its loop; the step itself is the real `make_train_step`."""
+    optimizer = make_optimizer(cfg, total_steps)
+    graphdef, params = nnx.split(model)
+    param_sh = sharding.state_shardings(mesh, params)
+    opt_sh = sharding.state_shardings(mesh, jax.eval_shape(optimizer.init, params))
+    state_sh = {"step": sharding.replicated(mesh), "params": param_sh, "opt_state": opt_sh}
+    params = jax.device_put(params, param_sh)
+    state = {
+        "step": jax.device_put(jnp.zeros((), jnp.int32), sharding.replicated(mesh)),
+        "params": params,
+        "opt_state": jax.jit(optimizer.init, out_shardings=opt_sh)(params),
+    }
+    step_fn = jax.jit(
+        make_train_step(graphdef, optimizer, make_loss("xent"), total_steps),
+        in_shardings=(state_sh, sharding.batch_sharding(mesh, leading_axes=1)),
+        out_shardings=(state_sh, sharding.replicated(mesh)),
+        donate_argnums=0,
+    )
+    return state, step_fn
+
+
+def put_batch(mesh: jax.sharding.Mesh, host: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    return jax.device_put(host, sharding.batch_sharding(mesh, leading_axes=1))
+
+
+def round_times(run: Callable[[], None], rounds: int) -> list[float]:
+    """Wall time of each of `rounds` calls of `run` (which must block until its work is done)."""
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def peak_matmul_flops(dtype: Any, size: int | None = None, rounds: int = 5) -> tuple[float, int]:
+    """FLOP/s of a large square jitted matmul in `dtype` on the first device, the median of `rounds`
+    rounds of at least 0.1 s each: MFU's denominator, measured rather than a datasheet number, so
+    it states what this chip reaches through XLA. Returns (FLOP/s, matrix size)."""
+    device = jax.devices()[0]
+    n = size or (2048 if device.platform == "cpu" else 8192)
+    ka, kb = jax.random.split(jax.random.key(0))
+    a = jax.device_put(jax.random.normal(ka, (n, n), dtype), device)
+    b = jax.device_put(jax.random.normal(kb, (n, n), dtype), device)
+    matmul = jax.jit(jnp.matmul)
+    matmul(a, b).block_until_ready()
+    start = time.perf_counter()
+    matmul(a, b).block_until_ready()
+    iters = max(1, int(0.1 / (time.perf_counter() - start)))
+
+    def run() -> None:
+        for _ in range(iters):
+            out = matmul(a, b)
+        out.block_until_ready()
+
+    seconds = statistics.median(round_times(run, rounds)) / iters
+    return 2 * n**3 / seconds, n
+
+
+def fmt_si(x: float) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.2f}{unit}"
+    return f"{x:.2f}"

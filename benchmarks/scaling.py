@@ -1,0 +1,151 @@
+"""The JAX train step on 1, 2, 4, 8 devices with data-parallel (data=n, fsdp=1) and fully sharded
+(data=1, fsdp=n) meshes, at a fixed global batch. On CPU the devices are simulated: the losses must
+agree across meshes and the parameter+optimizer bytes per device fall ~1/fsdp, while throughput
+means little (all simulated devices share the host's cores). On GPUs it runs on the real devices
+and the throughput and MFU are the point.
+
+    python benchmarks/scaling.py --model minilm --batch 16 --seq 32
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from typing import Any
+
+# Eight simulated CPU devices; this must be set before jax is imported, and leaves GPUs alone.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+
+import jax  # noqa: E402
+
+from harness import (  # noqa: E402
+    DTYPES, MFU_NOTE, SHAPES, fmt_si, hf_config, jax_classifier, non_embedding_params, peak_matmul_flops,
+    put_batch, round_times, sharded_train_step, synthetic_batch,
+)
+from w2s import sharding  # noqa: E402
+from w2s.train import TrainConfig  # noqa: E402
+
+# Loss agreement across meshes: only the order of float reductions differs between them.
+TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=sorted(SHAPES), default="minilm")
+    p.add_argument("--batch", type=int, default=16, help="global batch, the same on every mesh")
+    p.add_argument("--seq", type=int, default=32)
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="compute dtype; params stay float32")
+    p.add_argument("--devices", default="1,2,4,8", help="comma-separated device counts")
+    p.add_argument("--loss-steps", type=int, default=3, help="K: steps on distinct batches before the loss is compared")
+    p.add_argument("--steps", type=int, default=5, help="train steps per timing round")
+    p.add_argument("--rounds", type=int, default=3, help="timing rounds; the median is reported")
+    p.add_argument("--peak-size", type=int, default=None, help="matmul size for the peak (default 8192 GPU, 2048 CPU)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="also write the numbers to this file")
+    args = p.parse_args(argv)
+    if args.loss_steps < 3:
+        # Step 0 has learning rate 0 (warm-up), so step 1 still reports the initial parameters' loss.
+        p.error("--loss-steps must be at least 3, or the loss compared is that of the initial parameters")
+    return args
+
+
+def meshes(counts: list[int]) -> list[tuple[int, int]]:
+    """(data, fsdp) pairs: both layouts for each count, one for a single device."""
+    out = []
+    for n in counts:
+        out += [(n, 1)] if n == 1 else [(n, 1), (1, n)]
+    return out
+
+
+def run_mesh(args: argparse.Namespace, data: int, fsdp: int, peak: float) -> dict[str, Any]:
+    """Loss after K steps, the largest per-device parameter+optimizer bytes, and throughput."""
+    hf = hf_config(args.model)
+    mesh = sharding.make_mesh(data, fsdp, devices=jax.devices()[: data * fsdp])
+    sharding.check_batch_size(mesh, args.batch, "--batch")
+    model = jax_classifier(hf, DTYPES[args.dtype], args.seed)
+    n_mfu = non_embedding_params(model)
+    # A high constant rate after the one warm-up step, so K steps move the loss visibly.
+    cfg = TrainConfig(batch_size=args.batch, micro_batch_size=args.batch, lr=1e-3, warmup_frac=0.0)
+    total_steps = args.loss_steps + 1 + args.rounds * args.steps
+    state, step_fn = sharded_train_step(model, mesh, cfg, total_steps)
+    for k in range(args.loss_steps):
+        state, metrics = step_fn(state, put_batch(mesh, synthetic_batch(hf, args.batch, args.seq, args.seed + k)))
+    loss = float(metrics["loss"])
+    held = sharding.per_device_bytes({"params": state["params"], "opt_state": state["opt_state"]})
+
+    batch = put_batch(mesh, synthetic_batch(hf, args.batch, args.seq, args.seed))
+
+    def run() -> None:
+        nonlocal state
+        for _ in range(args.steps):
+            state, _ = step_fn(state, batch)
+        jax.block_until_ready(state)
+
+    run()  # warm-up
+    step_s = statistics.median(round_times(run, args.rounds)) / args.steps
+    tokens_per_s = args.batch * args.seq / step_s
+    # Simulated CPU devices share the host, whose peak was measured; real devices each bring theirs.
+    peak_total = peak if jax.devices()[0].platform == "cpu" else peak * data * fsdp
+    return {
+        "devices": data * fsdp, "data": data, "fsdp": fsdp, "loss": loss,
+        "bytes_per_device": max(held.values()), "step_ms": 1e3 * step_s,
+        "examples_per_s": args.batch / step_s, "tokens_per_s": tokens_per_s,
+        "mfu": 6 * n_mfu * tokens_per_s / peak_total,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    available = jax.device_count()
+    wanted = [int(n) for n in args.devices.split(",")]
+    counts = [n for n in wanted if n <= available]
+    if counts != wanted:
+        print(f"only {available} devices: skipping counts {sorted(set(wanted) - set(counts))}")
+    dev = jax.devices()[0]
+    peak, peak_size = peak_matmul_flops(DTYPES[args.dtype], args.peak_size)
+    rows = [run_mesh(args, data, fsdp, peak) for data, fsdp in meshes(counts)]
+
+    base_loss, base_bytes = rows[0]["loss"], rows[0]["bytes_per_device"]
+    for r in rows:
+        r["loss_rel_diff"] = abs(r["loss"] - base_loss) / abs(base_loss)
+        r["bytes_vs_first"] = r["bytes_per_device"] / base_bytes
+    worst = max(r["loss_rel_diff"] for r in rows)
+    agree = worst <= TOLERANCE[args.dtype]
+
+    print(f"devices: {available} x {dev.platform} ({dev.device_kind})")
+    print(
+        f"model {args.model}: global batch {args.batch} x seq {args.seq}, {args.dtype} compute; loss at step "
+        f"{args.loss_steps}; timing {args.rounds} rounds of {args.steps} steps"
+    )
+    shared = " (shared by all simulated devices)" if dev.platform == "cpu" else " per device"
+    print(f"peak matmul (measured, {peak_size}x{peak_size} {args.dtype}): {fmt_si(peak)}FLOP/s{shared}")
+    print(MFU_NOTE)
+    print(
+        f"{'devices':>7}{'data':>6}{'fsdp':>6}{'loss':>12}{'rel diff':>10}{'MiB/device':>12}{'vs first':>9}"
+        f"{'step ms':>10}{'examples/s':>12}{'tokens/s':>11}{'MFU':>8}"
+    )
+    for r in rows:
+        print(
+            f"{r['devices']:>7}{r['data']:>6}{r['fsdp']:>6}{r['loss']:>12.6f}{r['loss_rel_diff']:>10.1e}"
+            f"{r['bytes_per_device'] / 2**20:>12.2f}{r['bytes_vs_first']:>9.3f}{r['step_ms']:>10.2f}"
+            f"{r['examples_per_s']:>12.1f}{r['tokens_per_s']:>11.0f}{100 * r['mfu']:>7.2f}%"
+        )
+    print(
+        f"losses {'agree' if agree else 'DISAGREE'}: largest relative difference {worst:.1e} "
+        f"(tolerance {TOLERANCE[args.dtype]:.0e})"
+    )
+    out = {
+        "model": args.model, "batch": args.batch, "seq": args.seq, "dtype": args.dtype,
+        "device": f"{dev.platform} ({dev.device_kind})", "peak_flops": peak, "peak_matmul_size": peak_size,
+        "rows": rows, "max_loss_rel_diff": worst, "losses_agree": agree,
+    }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+    return out
+
+
+if __name__ == "__main__":
+    main()

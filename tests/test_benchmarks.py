@@ -1,0 +1,47 @@
+"""Smoke tests of the benchmark scripts on tiny shapes: they run end to end (JAX and torch), their
+numbers are finite and positive, and the scaling losses agree across meshes. Timings are not checked."""
+import json
+import math
+import pathlib
+import sys
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+import scaling  # noqa: E402
+import train_step  # noqa: E402
+
+FAST = ["--seq", "16", "--steps", "2", "--rounds", "1", "--peak-size", "128"]
+
+
+def positive(x: float) -> bool:
+    return math.isfinite(x) and x > 0
+
+
+def test_train_step_times_jax_and_torch(tmp_path, capsys):
+    path = tmp_path / "train_step.json"
+    out = train_step.main(["--model", "tiny-gpt2", "--batch", "8", "--warmup", "1", "--device", "cpu",
+                           "--json", str(path), *FAST])
+    assert set(out["results"]) == {"jax", "torch"}
+    for r in out["results"].values():
+        for key in ("step_ms", "examples_per_s", "tokens_per_s", "mfu", "loss"):
+            assert positive(r[key]), (key, r)
+    assert positive(out["peak_flops"]) and positive(out["jax_over_torch"])
+    assert 0 < out["mfu_params"] < out["params"]["jax"]
+    assert json.loads(path.read_text())["jax_over_torch"] == out["jax_over_torch"]
+    assert "JAX/torch throughput" in capsys.readouterr().out
+
+
+def test_scaling_losses_agree_and_fsdp_shards_state():
+    out = scaling.main(["--model", "tiny-bert", "--batch", "8", "--devices", "1,2", "--loss-steps", "3", *FAST])
+    rows = out["rows"]
+    assert [(r["data"], r["fsdp"]) for r in rows] == [(1, 1), (2, 1), (1, 2)]
+    losses = np.array([r["loss"] for r in rows])
+    assert abs(losses[0] - math.log(2)) > 1e-4  # trained states are compared, not the zero-head start
+    np.testing.assert_allclose(losses, losses[0], rtol=1e-4)
+    assert out["losses_agree"]
+    assert rows[1]["bytes_per_device"] == rows[0]["bytes_per_device"]
+    assert rows[2]["bytes_per_device"] < 0.6 * rows[0]["bytes_per_device"]
+    for r in rows:
+        for key in ("step_ms", "examples_per_s", "tokens_per_s", "mfu"):
+            assert positive(r[key]), (key, r)
