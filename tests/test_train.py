@@ -12,7 +12,7 @@ from w2s.losses import make_loss
 from w2s.models.bert import Bert
 from w2s.models.classifier import Classifier
 from w2s.models.config import TransformerConfig
-from w2s.train import NonFiniteLossError, TrainConfig, predict_logits, train
+from w2s.train import NonFiniteLossError, TrainConfig, predict_features, predict_logits, train
 
 TINY = TransformerConfig(
     arch="bert", vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=4, head_dim=16,
@@ -130,3 +130,16 @@ def test_mesh_shape_errors_name_the_numbers():
         sharding.make_mesh(fsdp=3)
     with pytest.raises(ValueError, match="data=2 x fsdp=2 = 4 devices, but there are 8"):
         sharding.make_mesh(data=2, fsdp=2)
+
+
+def test_batched_prediction_matches_the_model_called_directly():
+    mesh = sharding.make_mesh(data=4, fsdp=2)
+    model = tiny_model()
+    model.head.kernel.value = jax.random.normal(jax.random.key(0), model.head.kernel.value.shape)
+    inputs, _ = toy_data(n=37)  # not a multiple of the batch: the last batch is padded and trimmed
+    direct_logits = model(jnp.asarray(inputs.input_ids), jnp.asarray(inputs.attention_mask))
+    direct_features = model.features(jnp.asarray(inputs.input_ids), jnp.asarray(inputs.attention_mask))
+    np.testing.assert_allclose(predict_logits(model, inputs, mesh, batch_size=16), direct_logits, atol=1e-5)
+    features = predict_features(model, inputs, mesh, batch_size=16)
+    assert features.shape == (37, 64)
+    np.testing.assert_allclose(features, direct_features, atol=1e-5)

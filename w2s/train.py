@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from typing import Any, Callable
@@ -231,20 +232,25 @@ def train(
     return nnx.merge(graphdef, state["params"]), history
 
 
-def predict_logits(model: nnx.Module, inputs: Tokenized, mesh: jax.sharding.Mesh, batch_size: int = 128) -> np.ndarray:
-    """Logits [N, 2] for every example; the last batch is padded to the compiled shape and trimmed."""
+@functools.lru_cache(maxsize=16)
+def _compiled_apply(graphdef: Any, mesh: jax.sharding.Mesh, method: str) -> Callable:
+    """One compiled forward per (model structure, mesh, method), reused by every evaluation."""
+    return jax.jit(
+        lambda params, ids, mask: getattr(nnx.merge(graphdef, params), method)(ids, mask),
+        out_shardings=sharding.replicated(mesh),
+    )
+
+
+def _apply_in_batches(model: nnx.Module, inputs: Tokenized, mesh: jax.sharding.Mesh, batch_size: int,
+                      method: str) -> np.ndarray:
+    """Runs `model.<method>` over all examples; the last batch is padded to the compiled shape."""
     shards = sharding.batch_size_per_step(mesh)
     batch_size = max(shards, batch_size // shards * shards)
     graphdef, params = nnx.split(model)
-    param_sh = sharding.state_shardings(mesh, params)
-    params = jax.device_put(params, param_sh)
-    forward = jax.jit(
-        lambda p, ids, mask: nnx.merge(graphdef, p)(ids, mask),
-        in_shardings=(param_sh, sharding.batch_sharding(mesh), sharding.batch_sharding(mesh)),
-        out_shardings=sharding.replicated(mesh),
-    )
+    params = jax.device_put(params, sharding.state_shardings(mesh, params))
+    forward = _compiled_apply(graphdef, mesh, method)
     n = len(inputs)
-    out = np.empty((n, 2), np.float32)
+    outputs = []
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         chunk_ids, chunk_mask = trim_to_bucket(inputs.input_ids[start:stop], inputs.attention_mask[start:stop])
@@ -254,5 +260,15 @@ def predict_logits(model: nnx.Module, inputs: Tokenized, mesh: jax.sharding.Mesh
         mask[: stop - start] = chunk_mask
         mask[stop - start :, 0] = 1  # padding rows get one real token, so no row is empty
         batch = _put_batch(mesh, {"input_ids": ids, "attention_mask": mask}, leading_axes=0)
-        out[start:stop] = np.asarray(forward(params, batch["input_ids"], batch["attention_mask"]))[: stop - start]
-    return out
+        outputs.append(np.asarray(forward(params, batch["input_ids"], batch["attention_mask"]))[: stop - start])
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def predict_logits(model: nnx.Module, inputs: Tokenized, mesh: jax.sharding.Mesh, batch_size: int = 128) -> np.ndarray:
+    """Logits [N, 2] for every example."""
+    return _apply_in_batches(model, inputs, mesh, batch_size, "__call__")
+
+
+def predict_features(model: nnx.Module, inputs: Tokenized, mesh: jax.sharding.Mesh, batch_size: int = 128) -> np.ndarray:
+    """Pooled features [N, H] for every example (what the head reads)."""
+    return _apply_in_batches(model, inputs, mesh, batch_size, "features")
