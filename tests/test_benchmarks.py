@@ -6,10 +6,13 @@ import pathlib
 import sys
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+import pipeline  # noqa: E402
 import scaling  # noqa: E402
 import train_step  # noqa: E402
+from tests.test_pipeline import tiny_bert  # noqa: E402,F401  (the fixture)
 
 FAST = ["--seq", "16", "--steps", "2", "--rounds", "1", "--peak-size", "128"]
 
@@ -45,3 +48,27 @@ def test_scaling_losses_agree_and_fsdp_shards_state():
     for r in rows:
         for key in ("step_ms", "examples_per_s", "tokens_per_s", "mfu"):
             assert positive(r[key]), (key, r)
+
+
+def test_pipeline_splits_every_stage_into_compile_in_step_and_outside(tmp_path, tiny_bert, capsys):
+    path = tmp_path / "pipeline.json"
+    out = pipeline.main([
+        f"--config.weak.model={tiny_bert}", "--config.weak.num_layers=1", f"--config.strong.model={tiny_bert}",
+        "--config.task_options.n_train=64", "--config.task_options.n_test=32", "--config.seeds=0,",
+        "--config.losses=xent,",
+        *[f"--config.{side}.train.{k}" for side in ("weak", "strong")  # 2 steps per stage
+          for k in ("batch_size=16", "micro_batch_size=16", "epochs=1", "eval_every=0")],
+        "--json", str(path),
+    ])
+    rows = {r["stage"]: r for r in out["rows"]}
+    assert list(rows) == ["weak", "ceiling", "student_xent", "total"]
+    for r in rows.values():
+        for key in ("wall_s", "compile_s", "in_step_s", "outside_s", "peak_rss_mib"):
+            assert math.isfinite(r[key]), (key, r)
+        assert r["wall_s"] > 0 and r["compile_s"] > 0 and r["in_step_s"] > 0 and r["outside_s"] >= 0, r
+        # Outside is the remainder, so it is only non-negative if no compiled time was counted twice.
+        assert r["compile_s"] + r["in_step_s"] + r["outside_s"] == pytest.approx(r["wall_s"], rel=0.05)
+    assert sum(rows[s]["calls"] for s in rows if s != "total") == rows["total"]["calls"]
+    assert json.loads(path.read_text())["rows"] == out["rows"]
+    printed = capsys.readouterr().out
+    assert "outside %" in printed and printed.count("PASS") + printed.count("FAIL") == len(rows)
