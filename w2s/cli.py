@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
 import sys
 from typing import Callable, Sequence
 
@@ -36,6 +37,11 @@ def _plot(args: argparse.Namespace, rest: list[str]) -> None:
     print(metrics.format_table(metrics.summarize(metrics.load_results(args.results_dir))))
     for path in plot_results(args.results_dir, args.out):
         print(f"wrote {path}")
+    if any(pathlib.Path(args.results_dir).rglob("active_results.json")):
+        from w2s.active import format_curves, load_active_results, plot_active
+
+        print(format_curves(load_active_results(args.results_dir)))
+        print(f"wrote {plot_active(args.results_dir)}")
 
 
 def _tasks(args: argparse.Namespace, rest: list[str]) -> None:

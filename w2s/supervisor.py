@@ -1,0 +1,167 @@
+"""Who labels what the student asks about, the check on every answer, and the ledger of answers paid for.
+
+A supervisor is any callable `(indices, texts) -> answers` over pool indices of split B: answers
+are [n, 2] class probabilities, or [n] hard labels in {0, 1}. The default is the pipeline's
+trained weak model (its soft labels of split B, computed once by the weak stage); a file of
+per-example labels, e.g. from people, and a plain Python function work the same way.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any, Protocol
+
+import numpy as np
+
+from w2s.data import one_hot
+
+
+class Supervisor(Protocol):
+    def __call__(self, indices: np.ndarray, texts: list[str]) -> np.ndarray: ...
+
+
+class SupervisorError(ValueError):
+    pass
+
+
+class Lookup:
+    """Answers known for the whole pool in advance (row i answers pool index i)."""
+
+    def __init__(self, answers: np.ndarray, source: str):
+        self.answers, self.source = answers, source
+
+    def __call__(self, indices: np.ndarray, texts: list[str]) -> np.ndarray:
+        return self.answers[indices]
+
+
+def weak_model(experiment: Any) -> Lookup:
+    """The pipeline's weak model: its soft labels of split B from the weak stage, not a retrained one."""
+    probs, _ = experiment.weak_labels()
+    return Lookup(probs, f"weak model ({experiment.run_dir / 'weak_labels.npz'})")
+
+
+_READERS = {
+    ".npy": lambda path: np.load(path, allow_pickle=False),
+    ".json": lambda path: np.asarray(json.loads(path.read_text()), np.float64),
+    ".csv": lambda path: np.loadtxt(path, delimiter=",", ndmin=1),
+}
+
+
+def labels_file(path: str | os.PathLike, pool_size: int) -> Lookup:
+    """One row per example of split B, in its order: a label in {0, 1} or two class probabilities.
+
+    .npy holds an array; .json a list of labels or of [p0, p1] pairs; .csv one or two numeric columns.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise SupervisorError(f"labels file {path} does not exist.")
+    if path.suffix not in _READERS:
+        raise SupervisorError(f"labels file {path}: expected a .npy, .json or .csv file.")
+    try:
+        answers = _READERS[path.suffix](path)
+    except (ValueError, TypeError) as e:
+        raise SupervisorError(f"labels file {path} does not hold numbers per example: {e}") from e
+    if answers.shape[:1] != (pool_size,):
+        raise SupervisorError(
+            f"labels file {path} has shape {answers.shape}, but split B has {pool_size} examples; "
+            "give one row per example of split B, in its order."
+        )
+    return Lookup(answers, f"labels file {path}")
+
+
+def make_supervisor(spec: Any, experiment: Any) -> Supervisor:
+    """'weak' -> the weak model; a path -> a labels file; a callable is used as it is."""
+    if callable(spec):
+        return spec
+    if spec == "weak":
+        return weak_model(experiment)
+    return labels_file(spec, len(experiment.splits()[1]))
+
+
+def describe(supervisor: Supervisor) -> str:
+    return getattr(supervisor, "source", None) or getattr(supervisor, "__name__", type(supervisor).__name__)
+
+
+def check_answers(answers: Any, indices: np.ndarray, source: str) -> np.ndarray:
+    """[n, 2] float32 probabilities from a supervisor's answers, or an error naming the cause and pool index."""
+    n = len(indices)
+    try:
+        a = np.asarray(answers, np.float64)
+    except (ValueError, TypeError) as e:
+        raise SupervisorError(f"{source} answered {n} queries with something that is not an array: {e}") from e
+    if a.shape not in ((n,), (n, 2)):
+        raise SupervisorError(
+            f"{source} answered {n} queries with shape {a.shape}; expected ({n}, 2) class probabilities "
+            f"or ({n},) labels in {{0, 1}}."
+        )
+
+    def fail(bad: np.ndarray, what: str) -> None:
+        rows = np.flatnonzero(bad)
+        if rows.size:
+            i = rows[0]
+            raise SupervisorError(
+                f"{source}: {what} for pool index {int(indices[i])} (answer {a[i].tolist()}; "
+                f"{rows.size} of {n} answers are bad)."
+            )
+
+    fail(~np.isfinite(a).reshape(n, -1).all(1), "non-finite answer")
+    if a.ndim == 1:
+        fail((a != 0) & (a != 1), "label outside {0, 1}")
+        return one_hot(a)
+    fail(((a < 0) | (a > 1)).any(1), "probability outside [0, 1]")
+    fail(np.abs(a.sum(1) - 1) > 1e-3, "probabilities do not sum to 1")
+    return a.astype(np.float32)
+
+
+def ask(supervisor: Supervisor, indices: np.ndarray, texts: list[str]) -> np.ndarray:
+    """The supervisor's checked answers for pool `indices` (whose texts are `texts`)."""
+    return check_answers(supervisor(indices, texts), indices, describe(supervisor))
+
+
+class Ledger:
+    """Every answer paid for, as append-only JSON lines {"round", "index", "probs"}.
+
+    Lines are flushed and fsynced before an answer is used, and the file is reread on resume,
+    so a killed run never asks for a label twice. A last line cut off by a kill is dropped.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = pathlib.Path(path)
+        self.answers: dict[int, np.ndarray] = {}
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        data = self.path.read_bytes()
+        whole = data.rfind(b"\n") + 1
+        if whole < len(data):
+            with open(self.path, "r+b") as f:
+                f.truncate(whole)
+        for number, line in enumerate(data[:whole].splitlines(), 1):
+            try:
+                record = json.loads(line)
+                self.answers[int(record["index"])] = np.asarray(record["probs"], np.float32)
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{self.path}, line {number}, is not a query record ({e}).") from e
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+    def missing(self, indices: np.ndarray) -> np.ndarray:
+        return np.asarray([i for i in indices if int(i) not in self.answers], np.int64)
+
+    def lookup(self, indices: np.ndarray) -> np.ndarray:
+        return np.stack([self.answers[int(i)] for i in indices])
+
+    def record(self, round_: int, indices: np.ndarray, probs: np.ndarray) -> None:
+        lines = "".join(
+            json.dumps({"round": round_, "index": int(i), "probs": [float(x) for x in p]}) + "\n"
+            for i, p in zip(indices, probs)
+        )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(lines)
+            f.flush()
+            os.fsync(f.fileno())
+        self.answers.update({int(i): np.asarray(p, np.float32) for i, p in zip(indices, probs)})
