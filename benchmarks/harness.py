@@ -18,7 +18,7 @@ from flax import nnx
 from w2s import sharding
 from w2s.losses import make_loss
 from w2s.models import BACKBONES, POOLING, Classifier, TransformerConfig
-from w2s.train import TrainConfig, make_optimizer, make_train_step
+from w2s.train import TrainConfig, init_train_state, jit_train_step, make_optimizer, make_train_step
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 MFU_NOTE = (
@@ -89,26 +89,11 @@ def synthetic_batch(hf: transformers.PretrainedConfig, batch: int, seq: int, see
 def sharded_train_step(
     model: Classifier, mesh: jax.sharding.Mesh, cfg: TrainConfig, total_steps: int
 ) -> tuple[dict, Callable[[dict, dict], tuple[dict, dict]]]:
-    """The initial state and the jitted step with the shardings and donation of `w2s.train.train`,
-    which builds both inside its loop; the step itself is the real `make_train_step`."""
+    """The initial state and the jitted step exactly as `w2s.train.train` builds them."""
     optimizer = make_optimizer(cfg, total_steps)
-    graphdef, params = nnx.split(model)
-    param_sh = sharding.state_shardings(mesh, params)
-    opt_sh = sharding.state_shardings(mesh, jax.eval_shape(optimizer.init, params))
-    state_sh = {"step": sharding.replicated(mesh), "params": param_sh, "opt_state": opt_sh}
-    params = jax.device_put(params, param_sh)
-    state = {
-        "step": jax.device_put(jnp.zeros((), jnp.int32), sharding.replicated(mesh)),
-        "params": params,
-        "opt_state": jax.jit(optimizer.init, out_shardings=opt_sh)(params),
-    }
-    step_fn = jax.jit(
-        make_train_step(graphdef, optimizer, make_loss("xent"), total_steps),
-        in_shardings=(state_sh, sharding.batch_sharding(mesh, leading_axes=1)),
-        out_shardings=(state_sh, sharding.replicated(mesh)),
-        donate_argnums=0,
-    )
-    return state, step_fn
+    graphdef, state, state_sh = init_train_state(model, optimizer, mesh)
+    step = make_train_step(graphdef, optimizer, make_loss("xent"), total_steps)
+    return state, jit_train_step(step, mesh, state_sh)
 
 
 def put_batch(mesh: jax.sharding.Mesh, host: dict[str, np.ndarray]) -> dict[str, jax.Array]:

@@ -129,6 +129,33 @@ def make_train_step(
     return step
 
 
+def init_train_state(
+    model: nnx.Module, optimizer: optax.GradientTransformation, mesh: jax.sharding.Mesh
+) -> tuple[Any, dict, dict]:
+    """(graphdef, state, state shardings): step, params and optimizer state placed by the fsdp rule."""
+    graphdef, params = nnx.split(model)
+    param_sh = sharding.state_shardings(mesh, params)
+    opt_sh = sharding.state_shardings(mesh, jax.eval_shape(optimizer.init, params))
+    state_sh = {"step": sharding.replicated(mesh), "params": param_sh, "opt_state": opt_sh}
+    params = jax.device_put(params, param_sh)
+    state = {
+        "step": jax.device_put(jnp.zeros((), jnp.int32), sharding.replicated(mesh)),
+        "params": params,
+        "opt_state": jax.jit(optimizer.init, out_shardings=opt_sh)(params),
+    }
+    return graphdef, state, state_sh
+
+
+def jit_train_step(step: Callable, mesh: jax.sharding.Mesh, state_sh: dict) -> Callable:
+    """The step compiled with explicit shardings; the old state's buffers are donated."""
+    return jax.jit(
+        step,
+        in_shardings=(state_sh, sharding.batch_sharding(mesh, leading_axes=1)),
+        out_shardings=(state_sh, sharding.replicated(mesh)),
+        donate_argnums=0,
+    )
+
+
 def _put_batch(mesh, arrays: dict[str, np.ndarray], leading_axes: int) -> dict[str, jax.Array]:
     shard = sharding.batch_sharding(mesh, leading_axes)
     return {k: jax.make_array_from_process_local_data(shard, v) for k, v in arrays.items()}
@@ -164,28 +191,14 @@ def train(
     sharding.check_batch_size(mesh, cfg.micro_batch_size, f"{desc}: micro_batch_size")
     total_steps = cfg.total_steps(num_examples)
     optimizer = make_optimizer(cfg, total_steps)
-    graphdef, params = nnx.split(model)
-    param_sh = sharding.state_shardings(mesh, params)
-    opt_sh = sharding.state_shardings(mesh, jax.eval_shape(optimizer.init, params))
-    state_sh = {"step": sharding.replicated(mesh), "params": param_sh, "opt_state": opt_sh}
-    params = jax.device_put(params, param_sh)
-    state = {
-        "step": jax.device_put(jnp.zeros((), jnp.int32), sharding.replicated(mesh)),
-        "params": params,
-        "opt_state": jax.jit(optimizer.init, out_shardings=opt_sh)(params),
-    }
+    graphdef, state, state_sh = init_train_state(model, optimizer, mesh)
     checkpointer = StageCheckpointer(checkpoint_dir, cfg.checkpoint_every) if checkpoint_dir else None
     start, history = 0, []
     if checkpointer is not None and checkpointer.latest_step() is not None:
         state = checkpointer.restore(state)
         start = int(state["step"])
         history = [r for r in _read_history(checkpointer) if r["step"] <= start]
-    step_fn = jax.jit(
-        make_train_step(graphdef, optimizer, loss, total_steps),
-        in_shardings=(state_sh, sharding.batch_sharding(mesh, leading_axes=1)),
-        out_shardings=(state_sh, sharding.replicated(mesh)),
-        donate_argnums=0,
-    )
+    step_fn = jit_train_step(make_train_step(graphdef, optimizer, loss, total_steps), mesh, state_sh)
     accum, micro = cfg.accum_steps, cfg.micro_batch_size
     bar = tqdm(total=total_steps, initial=start, desc=desc, unit="step", dynamic_ncols=True)
     window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
