@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import pathlib
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import jax
 
 from w2s.config import apply_overrides, load_config_file
 from w2s import train as w2s_train
+from w2s.checkpoint import write_json_atomic
 from w2s.pipeline import Experiment
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": [{**dataclasses.asdict(r), "passed": r.passed} for r in rows], "notes": list(NOTES),
     }
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(out, indent=2))
+        write_json_atomic(args.json, out)
     return out
 
 

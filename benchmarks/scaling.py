@@ -9,7 +9,6 @@ and the throughput and MFU are the point.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 from typing import Any
@@ -25,6 +24,7 @@ from harness import (  # noqa: E402
     put_batch, round_times, sharded_train_step, synthetic_batch,
 )
 from w2s import sharding  # noqa: E402
+from w2s.checkpoint import write_json_atomic  # noqa: E402
 from w2s.train import TrainConfig  # noqa: E402
 
 # Loss agreement across meshes: only the order of float reductions differs between them.
@@ -142,8 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": rows, "max_loss_rel_diff": worst, "losses_agree": agree,
     }
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+        write_json_atomic(args.json, out)
     return out
 
 

@@ -7,7 +7,6 @@ rounds alternate between them in one process, so both see the same machine and t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -25,6 +24,7 @@ from harness import (  # noqa: E402
     put_batch, sharded_train_step, synthetic_batch,
 )
 from w2s import sharding  # noqa: E402
+from w2s.checkpoint import write_json_atomic  # noqa: E402
 from w2s.train import TrainConfig  # noqa: E402
 
 
@@ -201,8 +201,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "results": results, "jax_over_torch": ratio,
     }
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+        write_json_atomic(args.json, out)
     return out
 
 

@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from tests.test_pipeline import small_config, tiny_bert  # noqa: F401  (a fixture)
+from tests.test_pipeline import small_config
 from w2s import active, pipeline, strategies
 from w2s.active import ActiveConfig
 from w2s.config import ConfigError, apply_overrides, load_config_file

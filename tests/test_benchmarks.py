@@ -12,7 +12,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks
 import pipeline  # noqa: E402
 import scaling  # noqa: E402
 import train_step  # noqa: E402
-from tests.test_pipeline import tiny_bert  # noqa: E402,F401  (the fixture)
 
 FAST = ["--seq", "16", "--steps", "2", "--rounds", "1", "--peak-size", "128"]
 

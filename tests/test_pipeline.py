@@ -2,7 +2,6 @@
 results and PGR, cached stages, resume after a kill, and clear errors for bad input."""
 import json
 import pathlib
-import shutil
 
 import numpy as np
 import pytest
@@ -10,23 +9,8 @@ import pytest
 from w2s import pipeline
 from w2s.cli import main
 from w2s.config import ConfigError, apply_overrides, load_config_file
-from w2s.models import resolve_model_dir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> pathlib.Path:
-    """A 2-layer random BERT in HF format with the real MiniLM tokenizer files beside it."""
-    transformers = pytest.importorskip("transformers")
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
-                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
-    transformers.BertModel(config).save_pretrained(folder)
-    minilm = resolve_model_dir("minilm")
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(minilm / name, folder / name)
-    return folder
 
 
 def small_config(tmp_path, model_dir, *extra):

@@ -135,7 +135,7 @@ def test_mesh_shape_errors_name_the_numbers():
 def test_batched_prediction_matches_the_model_called_directly():
     mesh = sharding.make_mesh(data=4, fsdp=2)
     model = tiny_model()
-    model.head.kernel.value = jax.random.normal(jax.random.key(0), model.head.kernel.value.shape)
+    model.head.kernel[...] = jax.random.normal(jax.random.key(0), model.head.kernel.shape)
     inputs, _ = toy_data(n=37)  # not a multiple of the batch: the last batch is padded and trimmed
     direct_logits = model(jnp.asarray(inputs.input_ids), jnp.asarray(inputs.attention_mask))
     direct_features = model.features(jnp.asarray(inputs.input_ids), jnp.asarray(inputs.attention_mask))

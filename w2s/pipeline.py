@@ -19,7 +19,6 @@ import platform
 import shutil
 import time
 from importlib import metadata
-from typing import Any
 
 import jax
 import jax.numpy as jnp
