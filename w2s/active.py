@@ -236,6 +236,7 @@ def run_active_experiment(cfg: ml_collections.ConfigDict, supervisor: Supervisor
     settings = ActiveConfig.from_config(cfg.active)
     base = pipeline_config(cfg)
     pipeline.validate(base)
+    pipeline.use_compilation_cache(base)
     experiments = [pipeline.Experiment(base, seed) for seed in cfg.seeds]
     for exp in experiments:
         settings.check_pool(len(exp.splits()[1]))

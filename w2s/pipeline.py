@@ -271,7 +271,15 @@ class Experiment:
         return results
 
 
+def use_compilation_cache(cfg: ml_collections.ConfigDict) -> None:
+    """Keeps compiled XLA programs under <checkpoint_dir>/xla_cache: later seeds, stages and runs with
+    the same shapes load them instead of compiling again."""
+    jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(cfg.checkpoint_dir).absolute() / "xla_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def run_experiment(cfg: ml_collections.ConfigDict) -> list[dict]:
     """Runs every configured seed and returns their results."""
     validate(cfg)
+    use_compilation_cache(cfg)
     return [Experiment(cfg, seed).run() for seed in cfg.seeds]
