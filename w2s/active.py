@@ -30,7 +30,7 @@ from flax import nnx
 
 from w2s import metrics, pipeline, plot
 from w2s.checkpoint import read_json, write_json_atomic
-from w2s.config import ConfigError, apply_overrides, check_keys
+from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
 from w2s.data import Tokenized, tokenize
 from w2s.losses import make_loss
 from w2s.strategies import Context, fit_committee, get_strategy, select
@@ -157,13 +157,7 @@ class ActiveRun:
         current = {k: v for k, v in dataclasses.asdict(self.settings).items() if k != "strategies"}
         path = self.dir / "settings.json"
         if path.exists() and (self.dir / "rounds.json").exists():
-            stored = read_json(path)
-            if stored != current:
-                changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
-                raise ConfigError(
-                    f"{self.dir} holds rounds of other active settings (keys {changed} differ); "
-                    "choose another --config.output_dir or delete that folder."
-                )
+            refuse_changes(read_json(path), current, f"{self.dir} holds rounds of other active settings")
         write_json_atomic(path, current)
 
     def _pretrained(self) -> nnx.Module:
@@ -282,14 +276,14 @@ def plot_active(results_dir: str | pathlib.Path) -> pathlib.Path:
     by_seed = {(r["task"], r["seed"]): r["accuracy"] for r in results}.values()
     mean = {key: float(np.mean([a[key] for a in by_seed])) for key in ("weak", "ceiling", "student_xent")}
     full_pgr = float(np.nanmean([metrics.pgr(a["weak"], a["student_xent"], a["ceiling"]) for a in by_seed]))
-    fig = plot._figure(12.0, 4.5)
+    fig = plot.figure(12.0, 4.5)
     axes = fig.subplots(1, 2)
     for i, (strategy, points) in enumerate(sorted(curves(results).items())):
         queries = sorted(points)
         for ax, key in zip(axes, ("test_accuracy", "pgr")):
             values = [points[q][key] for q in queries]
             ax.errorbar(queries, [np.nanmean(v) for v in values], yerr=[np.nanstd(v) for v in values],
-                        color=plot._color(i), marker="o", ms=4, capsize=2, label=strategy)
+                        color=plot.color(i), marker="o", ms=4, capsize=2, label=strategy)
     references = (("strong ceiling", "black", "--", mean["ceiling"], 1.0),
                   ("student on all weak labels", "gray", ":", mean["student_xent"], full_pgr),
                   ("weak model", "gray", "-.", mean["weak"], 0.0))

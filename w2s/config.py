@@ -106,3 +106,12 @@ def check_keys(cfg: ml_collections.ConfigDict, accepted: Sequence[str], where: s
         hints = {k: difflib.get_close_matches(k, accepted, n=1) for k in unknown}
         named = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
         raise ConfigError(f"{where}: unknown key(s) {named}; accepted: {sorted(accepted)}.")
+
+
+def refuse_changes(stored: dict, current: dict, holder: str) -> None:
+    """Refuses to mix finished work made under other settings with this run, naming the keys."""
+    if stored != current:
+        changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+        raise ConfigError(
+            f"{holder} (keys {changed} differ); choose another --config.output_dir or delete that folder."
+        )

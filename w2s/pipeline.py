@@ -27,7 +27,7 @@ import numpy as np
 
 from w2s import metrics, sharding
 from w2s.checkpoint import read_json, write_json_atomic
-from w2s.config import ConfigError, check_keys
+from w2s.config import ConfigError, check_keys, refuse_changes
 from w2s.data import Tokenized, one_hot, tokenize
 from w2s.losses import known_losses, make_loss
 from w2s.models import build_classifier
@@ -145,12 +145,7 @@ class Experiment:
         finished = [p for p in self.run_dir.glob("*") if p.name not in ("config.json", "results.json")]
         if path.exists() and finished:
             stored = {k: v for k, v in read_json(path).items() if k not in RUNTIME_KEYS}
-            if stored != current:
-                changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
-                raise ConfigError(
-                    f"{self.run_dir} holds results of a different config (keys {changed} differ); "
-                    "choose another --config.output_dir or delete that folder."
-                )
+            refuse_changes(stored, current, f"{self.run_dir} holds results of a different config")
         else:
             write_json_atomic(path, self.cfg.to_dict())
 

@@ -20,11 +20,11 @@ _LOSS_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 _LOSS_LINESTYLES = ("-", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))
 
 
-def _color(i: int) -> str:
+def color(i: int) -> str:
     return f"C{i % 10}"
 
 
-def _figure(width: float, height: float) -> Figure:
+def figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -34,7 +34,7 @@ def _plot_pgr(rows: list[dict], path: pathlib.Path) -> None:
     """Bars of mean PGR per loss, one group per (task, weak -> strong), seeds as dots."""
     losses = metrics.loss_names(rows)
     n_groups, n_losses = len(rows), len(losses)
-    fig = _figure(max(7.0, 2.5 + n_groups * (0.6 + 0.35 * n_losses)), 4.5)
+    fig = figure(max(7.0, 2.5 + n_groups * (0.6 + 0.35 * n_losses)), 4.5)
     ax = fig.add_subplot()
     x = np.arange(n_groups)
     width = 0.8 / n_losses
@@ -45,7 +45,7 @@ def _plot_pgr(rows: list[dict], path: pathlib.Path) -> None:
         means = [s["mean"] if s else math.nan for s in stats]
         stds = [s["std"] if s else math.nan for s in stats]
         handles.append(ax.bar(x + offset, means, width * 0.9, yerr=stds, capsize=3,
-                              color=_color(j), alpha=0.85, label=loss, error_kw=dict(lw=1)))
+                              color=color(j), alpha=0.85, label=loss, error_kw=dict(lw=1)))
         for i, s in enumerate(stats):
             if not s:
                 continue
@@ -80,11 +80,11 @@ def _plot_accuracy(rows: list[dict], path: pathlib.Path) -> None:
     for r in rows:
         weak_acc.setdefault(r["weak_model"], []).append(r["weak_acc"])
     weaks = sorted(weak_acc, key=lambda w: (np.mean(weak_acc[w]), w))
-    colors = {w: _color(i) for i, w in enumerate(weaks)}
+    colors = {w: color(i) for i, w in enumerate(weaks)}
 
     ncols = min(3, len(tasks))
     nrows = math.ceil(len(tasks) / ncols)
-    fig = _figure(max(7.0, 4.2 * ncols + 2.2), 4.2 * nrows)
+    fig = figure(max(7.0, 4.2 * ncols + 2.2), 4.2 * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[len(tasks):]:
         ax.set_visible(False)
