@@ -12,7 +12,7 @@ from w2s.losses import make_loss
 from w2s.models.bert import Bert
 from w2s.models.classifier import Classifier
 from w2s.models.config import TransformerConfig
-from w2s.train import NonFiniteLossError, TrainConfig, predict_features, predict_logits, train
+from w2s.train import NonFiniteLossError, TrainConfig, jit_train_step, predict_features, predict_logits, train
 
 TINY = TransformerConfig(
     arch="bert", vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=4, head_dim=16,
@@ -143,3 +143,43 @@ def test_batched_prediction_matches_the_model_called_directly():
     features = predict_features(model, inputs, mesh, batch_size=16)
     assert features.shape == (37, 64)
     np.testing.assert_allclose(features, direct_features, atol=1e-5)
+
+
+def test_traced_schedule_updates_equal_optax_scheduled_adamw():
+    """The rate is applied in the step so its length can be data; the updates must not change
+    (up to float32 rounding: XLA may evaluate cos and fuse the multiplies differently)."""
+    import optax
+
+    from w2s.train import learning_rate, make_optimizer
+
+    cfg = TrainConfig(lr=3e-4, warmup_frac=0.1, weight_decay=0.01, grad_clip=1.0)
+    total, warmup = 23, cfg.warmup_steps(23)
+    reference = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adamw(
+        optax.warmup_cosine_decay_schedule(0.0, cfg.lr, warmup, max(total, warmup + 1)), weight_decay=cfg.weight_decay))
+    ours = make_optimizer(cfg)
+    params = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "b": jnp.ones(4)}
+    ref_state, our_state = reference.init(params), ours.init(params)
+    rng = np.random.default_rng(0)
+    for step in range(total + 2):
+        grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+        ref_updates, ref_state = jax.jit(reference.update)(grads, ref_state, params)
+        our_updates, our_state = jax.jit(ours.update)(grads, our_state, params)
+        lr = jax.jit(learning_rate, static_argnums=0)(cfg.lr, jnp.int32(step), jnp.int32(warmup), jnp.int32(total))
+        our_updates = jax.tree.map(lambda u: lr * u, our_updates)
+        for key in params:
+            np.testing.assert_allclose(np.asarray(our_updates[key]), np.asarray(ref_updates[key]), rtol=2e-6, atol=0)
+
+
+def test_runs_of_different_lengths_share_one_compiled_step(monkeypatch):
+    """Active-learning rounds train on growing sets: the step must not be recompiled for each."""
+    from w2s import train as train_module
+
+    made = []
+    monkeypatch.setattr(train_module, "jit_train_step", lambda *a: made.append(jit_train_step(*a)) or made[-1])
+    train_module._step_cache.cache_clear()
+    mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
+    inputs, labels = toy_data()
+    for n in (16, 32, 48):
+        train(tiny_model(), inputs.take(np.arange(n)), one_hot(labels[:n]), CFG, loss=make_loss("xent"),
+              mesh=mesh, seed=0, desc="test")
+    assert len(made) == 1 and made[0]._cache_size() == 1

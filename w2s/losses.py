@@ -88,14 +88,19 @@ def product_loss(
 
 @dataclasses.dataclass(frozen=True)
 class Loss:
-    """A named loss, its hyperparameters bound, and whether it needs the batch threshold."""
+    """A named loss with its options bound. Equal names and options make equal (hashable) losses,
+    so a compiled train step is reused for the same loss."""
 
     name: str
-    fn: Callable[..., Array]
-    needs_threshold: bool
+    options: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def needs_threshold(self) -> bool:
+        return _LOSSES[self.name][2]
 
     def __call__(self, logits: Array, targets: Array, *, step_frac: Array, class1_threshold: Array) -> Array:
-        return self.fn(logits, targets, step_frac=step_frac, class1_threshold=class1_threshold)
+        fn = _LOSSES[self.name][0]
+        return fn(logits, targets, step_frac=step_frac, class1_threshold=class1_threshold, **dict(self.options))
 
 
 _LOSSES: dict[str, tuple[Callable[..., Array], tuple[str, ...], bool]] = {
@@ -113,14 +118,10 @@ def make_loss(name: str, **options: float) -> Loss:
     """Binds a registered loss's options (unknown names and options are refused by name)."""
     if name not in _LOSSES:
         raise ValueError(f"Unknown loss {name!r}; known losses: {', '.join(known_losses())}.")
-    fn, accepted, needs_threshold = _LOSSES[name]
+    _, accepted, _ = _LOSSES[name]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(
             f"Loss {name!r} got unknown option(s) {unknown}; it accepts: {list(accepted) or 'none'}."
         )
-
-    def bound(logits, targets, *, step_frac, class1_threshold):
-        return fn(logits, targets, step_frac=step_frac, class1_threshold=class1_threshold, **options)
-
-    return Loss(name=name, fn=bound, needs_threshold=needs_threshold)
+    return Loss(name=name, options=tuple(sorted(options.items())))

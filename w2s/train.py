@@ -66,21 +66,35 @@ class TrainConfig:
     def total_steps(self, num_examples: int) -> int:
         return max(1, math.ceil(self.epochs * num_examples / self.batch_size))
 
+    def warmup_steps(self, total_steps: int) -> int:
+        return max(1, int(self.warmup_frac * total_steps))
 
-def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    """AdamW with linear warmup and cosine decay, after global-norm clipping."""
-    warmup = max(1, int(cfg.warmup_frac * total_steps))
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=cfg.lr, warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1)
-    )
-    return optax.chain(
-        optax.clip_by_global_norm(cfg.grad_clip),
-        optax.adamw(schedule, weight_decay=cfg.weight_decay),
-    )
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    """AdamW after global-norm clipping, at unit rate: the train step scales its updates by
+    `learning_rate`, so the schedule's length is data and one compiled step serves every length."""
+    return _adamw(cfg.grad_clip, cfg.weight_decay)
+
+
+@functools.lru_cache(maxsize=None)
+def _adamw(grad_clip: float, weight_decay: float) -> optax.GradientTransformation:
+    # One object per setting, so the compiled-step cache below recognises it.
+    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adamw(1.0, weight_decay=weight_decay))
+
+
+def learning_rate(peak: float, step: jax.Array, warmup_steps: jax.Array, total_steps: jax.Array) -> jax.Array:
+    """Linear warmup from 0 to `peak`, then cosine decay to 0 at `total_steps`; the same numbers as
+    optax.warmup_cosine_decay_schedule(0, peak, warmup_steps, total_steps), but with traced lengths."""
+    count = jnp.clip(step, 0, warmup_steps)
+    warm = -peak * (1 - count / warmup_steps) + peak
+    decay_steps = jnp.maximum(total_steps, warmup_steps + 1) - warmup_steps
+    count = jnp.minimum(step - warmup_steps, decay_steps).astype(jnp.float32)
+    cosine = peak * (0.5 * (1 + jnp.cos(jnp.pi * count / decay_steps.astype(jnp.float32))))
+    return jnp.where(step < warmup_steps, warm, cosine)
 
 
 def make_train_step(
-    graphdef: Any, optimizer: optax.GradientTransformation, loss: Loss, total_steps: int
+    graphdef: Any, optimizer: optax.GradientTransformation, loss: Loss, peak_lr: float
 ) -> Callable[[dict, dict], tuple[dict, dict]]:
     """The pure train step: (state, batch) -> (state, metrics).
 
@@ -94,7 +108,7 @@ def make_train_step(
 
     def step(state: dict, batch: dict) -> tuple[dict, dict]:
         params = state["params"]
-        step_frac = state["step"].astype(jnp.float32) / total_steps
+        step_frac = state["step"].astype(jnp.float32) / state["total_steps"]
         accum = batch["input_ids"].shape[0]
         if loss.needs_threshold and accum > 1:
             logits = jax.lax.map(lambda mb: forward(params, *mb), (batch["input_ids"], batch["attention_mask"]))
@@ -118,7 +132,10 @@ def make_train_step(
         (total_loss, grads), _ = jax.lax.scan(accumulate, (jnp.zeros((), jnp.float32), zeros), batch)
         grads = jax.tree.map(lambda g: g / accum, grads)
         updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+        lr = learning_rate(peak_lr, state["step"], state["warmup_steps"], state["total_steps"])
+        updates = jax.tree.map(lambda u: lr.astype(u.dtype) * u, updates)
         new_state = {
+            **state,
             "step": state["step"] + 1,
             "params": optax.apply_updates(params, updates),
             "opt_state": opt_state,
@@ -130,16 +147,21 @@ def make_train_step(
 
 
 def init_train_state(
-    model: nnx.Module, optimizer: optax.GradientTransformation, mesh: jax.sharding.Mesh
+    model: nnx.Module, optimizer: optax.GradientTransformation, mesh: jax.sharding.Mesh,
+    total_steps: int, warmup_steps: int,
 ) -> tuple[Any, dict, dict]:
-    """(graphdef, state, state shardings): step, params and optimizer state placed by the fsdp rule."""
+    """(graphdef, state, state shardings): step, schedule lengths, params and optimizer state, the
+    last two placed by the fsdp rule."""
     graphdef, params = nnx.split(model)
     param_sh = sharding.state_shardings(mesh, params)
     opt_sh = sharding.state_shardings(mesh, jax.eval_shape(optimizer.init, params))
-    state_sh = {"step": sharding.replicated(mesh), "params": param_sh, "opt_state": opt_sh}
+    scalar = sharding.replicated(mesh)
+    state_sh = {"step": scalar, "total_steps": scalar, "warmup_steps": scalar, "params": param_sh, "opt_state": opt_sh}
     params = jax.device_put(params, param_sh)
     state = {
-        "step": jax.device_put(jnp.zeros((), jnp.int32), sharding.replicated(mesh)),
+        "step": jax.device_put(jnp.zeros((), jnp.int32), scalar),
+        "total_steps": jax.device_put(jnp.asarray(total_steps, jnp.int32), scalar),
+        "warmup_steps": jax.device_put(jnp.asarray(warmup_steps, jnp.int32), scalar),
         "params": params,
         "opt_state": jax.jit(optimizer.init, out_shardings=opt_sh)(params),
     }
@@ -190,8 +212,8 @@ def train(
         raise ValueError(f"{desc}: targets have shape {targets.shape}, expected ({num_examples}, 2).")
     sharding.check_batch_size(mesh, cfg.micro_batch_size, f"{desc}: micro_batch_size")
     total_steps = cfg.total_steps(num_examples)
-    optimizer = make_optimizer(cfg, total_steps)
-    graphdef, state, state_sh = init_train_state(model, optimizer, mesh)
+    optimizer = make_optimizer(cfg)
+    graphdef, state, state_sh = init_train_state(model, optimizer, mesh, total_steps, cfg.warmup_steps(total_steps))
     checkpointer = StageCheckpointer(checkpoint_dir, cfg.checkpoint_every) if checkpoint_dir else None
     start, history = 0, []
     if checkpointer is not None and checkpointer.latest_step() is not None:
