@@ -178,6 +178,20 @@ def jit_train_step(step: Callable, mesh: jax.sharding.Mesh, state_sh: dict) -> C
     )
 
 
+def _compiled_train_step(graphdef: Any, optimizer: optax.GradientTransformation, loss: Loss, peak_lr: float,
+                         mesh: jax.sharding.Mesh, state_sh: dict) -> Callable:
+    """The jitted step, reused by every later run of the same model, loss, rate and mesh in this
+    process (active-learning rounds, seeds): schedule lengths are state, so nothing recompiles."""
+    leaves, treedef = jax.tree.flatten(state_sh)
+    return _step_cache(graphdef, optimizer, loss, peak_lr, mesh, tuple(leaves), treedef)
+
+
+@functools.lru_cache(maxsize=8)
+def _step_cache(graphdef, optimizer, loss, peak_lr, mesh, sharding_leaves, sharding_treedef) -> Callable:
+    state_sh = jax.tree.unflatten(sharding_treedef, sharding_leaves)
+    return jit_train_step(make_train_step(graphdef, optimizer, loss, peak_lr), mesh, state_sh)
+
+
 def _put_batch(mesh, arrays: dict[str, np.ndarray], leading_axes: int) -> dict[str, jax.Array]:
     shard = sharding.batch_sharding(mesh, leading_axes)
     return {k: jax.make_array_from_process_local_data(shard, v) for k, v in arrays.items()}
