@@ -234,7 +234,7 @@ def train(
         state = checkpointer.restore(state)
         start = int(state["step"])
         history = [r for r in _read_history(checkpointer) if r["step"] <= start]
-    step_fn = jit_train_step(make_train_step(graphdef, optimizer, loss, total_steps), mesh, state_sh)
+    step_fn = _compiled_train_step(graphdef, optimizer, loss, cfg.lr, mesh, state_sh)
     accum, micro = cfg.accum_steps, cfg.micro_batch_size
     bar = tqdm(total=total_steps, initial=start, desc=desc, unit="step", dynamic_ncols=True)
     window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
