@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+import active_learning  # noqa: E402
 import pipeline  # noqa: E402
 import scaling  # noqa: E402
 import train_step  # noqa: E402
@@ -73,3 +74,31 @@ def test_pipeline_splits_every_stage_into_compile_in_step_and_outside(tmp_path, 
     assert json.loads(path.read_text())["rows"] == out["rows"]
     printed = capsys.readouterr().out
     assert "outside %" in printed and printed.count("PASS") + printed.count("FAIL") == len(rows)
+
+
+def _active_result(strategy, seed, pgrs, full_student=0.8):
+    # weak 0.7, ceiling 0.9: PGR = (acc - 0.7) / 0.2; the full-weak-labels student has PGR 0.5.
+    curve = [{"round": i, "queries": 50 * (i + 1), "test_accuracy": 0.7 + 0.2 * p, "pgr": p} for i, p in enumerate(pgrs)]
+    return {"task": "t", "seed": seed, "strategy": strategy, "pool_size": 400, "curve": curve,
+            "accuracy": {"weak": 0.7, "ceiling": 0.9, "student_xent": full_student}}
+
+
+def test_active_learning_benchmark_finds_the_fewest_queries(tmp_path, capsys):
+    from w2s.checkpoint import write_json_atomic
+
+    runs = [
+        _active_result("fast", 0, [0.1, 0.5, 0.4, 0.6]), _active_result("fast", 1, [0.1, 0.48, 0.5, 0.6]),
+        _active_result("slow", 0, [0.1, 0.2, 0.3, 0.3]), _active_result("slow", 1, [0.1, 0.2, 0.3, 0.5]),
+    ]
+    for r in runs:
+        write_json_atomic(tmp_path / f"seed_{r['seed']}" / "active" / r["strategy"] / "active_results.json", r)
+    out = active_learning.main([str(tmp_path), "--json", str(tmp_path / "bench.json")])
+    fast, slow = out["strategies"]["fast"], out["strategies"]["slow"]
+    assert fast["target_pgr"] == pytest.approx(0.475)
+    # Mean PGR of "fast": 0.1, 0.49, 0.45, 0.6 -> first at 100 queries, for good only from 200.
+    assert (fast["first_reach"], fast["stays_from"]) == (100, 200)
+    assert fast["per_seed"] == {0: 100, 1: 100}
+    assert (slow["first_reach"], slow["stays_from"], slow["per_seed"]) == (None, None, {0: None, 1: 200})
+    assert out["best_pool_frac"] == pytest.approx(0.25) and out["passed"]
+    printed = capsys.readouterr().out
+    assert "100 (25.0%)" in printed and "not reached" in printed and "PASS" in printed

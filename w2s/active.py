@@ -259,6 +259,34 @@ def curves(results: list[dict]) -> dict[str, dict[int, dict[str, list[float]]]]:
     return out
 
 
+def label_efficiency(results: list[dict], fraction: float = 0.95) -> dict[str, dict]:
+    """Per strategy: the fewest supervisor queries at which the mean PGR over seeds reaches
+    `fraction` of the full-weak-labels student's mean PGR (None if it never does), the fewest from
+    which it stays there, and the same first-reach count per seed."""
+    full = {(r["task"], r["seed"]): metrics.pgr(r["accuracy"]["weak"], r["accuracy"]["student_xent"],
+                                                 r["accuracy"]["ceiling"]) for r in results}
+    target = fraction * float(np.nanmean(list(full.values())))
+    pool = {r["strategy"]: r["pool_size"] for r in results}
+    out = {}
+    for strategy, points in curves(results).items():
+        queries = sorted(points)
+        mean = [float(np.nanmean(points[q]["pgr"])) for q in queries]
+        reached = [q for q, m in zip(queries, mean) if m >= target]
+        stays = [q for i, q in enumerate(queries) if all(m >= target for m in mean[i:])]
+        per_seed = {}
+        for r in results:
+            if r["strategy"] == strategy:
+                seed_target = fraction * full[(r["task"], r["seed"])]
+                hits = [p["queries"] for p in r["curve"] if p["pgr"] >= seed_target]
+                per_seed[r["seed"]] = min(hits) if hits else None
+        out[strategy] = {
+            "pool_size": pool[strategy], "target_pgr": target, "full_weak_pgr": target / fraction,
+            "first_reach": reached[0] if reached else None, "stays_from": stays[0] if stays else None,
+            "per_seed": per_seed, "curve": dict(zip(queries, mean)),
+        }
+    return out
+
+
 def format_curves(results: list[dict]) -> str:
     """One line per strategy and query count: mean accuracy and PGR over seeds."""
     lines = [f"{'strategy':<14} {'queries':>7} {'accuracy':>9} {'PGR':>6} seeds"]
