@@ -24,7 +24,15 @@ class GPT2Block(nnx.Module):
         self.act = layers.activation(cfg.activation)
 
     def __call__(self, x: jax.Array, attention_mask: jax.Array) -> jax.Array:
-        x = x + self.attn(self.attn_norm(x), attention_mask, causal=True)
+        return self._mlp(x + self.attn(self.attn_norm(x), attention_mask, causal=True))
+
+    def cached(
+        self, x: jax.Array, kv: tuple[jax.Array, jax.Array], step: layers.CacheStep
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        y, kv = self.attn.cached(self.attn_norm(x), kv, step)
+        return self._mlp(x + y), kv
+
+    def _mlp(self, x: jax.Array) -> jax.Array:
         return x + self.mlp_out(self.act(self.mlp_in(self.mlp_norm(x))))
 
 
@@ -51,3 +59,18 @@ class GPT2(nnx.Module):
         for layer in self.layers:
             x = layer(x, attention_mask)
         return self.final_norm(x)
+
+    def cached(
+        self, input_ids: jax.Array, attention_mask: jax.Array, cache: layers.KVCache
+    ) -> tuple[jax.Array, layers.KVCache]:
+        """[B, T] right-padded new ids and mask after each row's cached tokens -> their hidden
+        states [B, T, H] and the cache holding them too."""
+        step = layers.CacheStep.after(cache, input_ids.shape[1])
+        # Slots past the table are padding only; clamped, so their (unread) keys stay finite.
+        positions = jnp.minimum(step.slots, self.cfg.max_position - 1)
+        x = self.token_embed(input_ids) + self.position_embed(positions)
+        kvs = []
+        for layer, kv in zip(self.layers, zip(cache.keys, cache.values)):
+            x, kv = layer.cached(x, kv, step)
+            kvs.append(kv)
+        return self.final_norm(x), layers.KVCache.filled(kvs, cache, attention_mask)

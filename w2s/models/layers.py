@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,17 +50,18 @@ def check_length(input_ids: jax.Array, cfg: TransformerConfig) -> int:
     return length
 
 
-def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
-    """cos and sin [T, head_dim/2] of positions 0..T-1, as HF Llama computes them (float32)."""
+def rope_tables(positions: Any, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+    """cos and sin [..., head_dim/2] at integer positions [...] ([T], or [B, T] when rows sit at
+    their own offsets in a KV cache), as HF Llama computes them (float32)."""
     inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)
-    angles = np.arange(seq_len, dtype=np.float32)[:, None] * inv_freq[None, :]
-    return jnp.asarray(np.cos(angles)), jnp.asarray(np.sin(angles))
+    angles = jnp.asarray(positions, jnp.float32)[..., None] * inv_freq
+    return jnp.cos(angles), jnp.sin(angles)
 
 
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     """Rotates [B, T, N, D] by position; HF pairs dimension i with i + D/2 (rotate_half)."""
     x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
-    cos, sin = cos[:, None, :], sin[:, None, :]
+    cos, sin = cos[..., None, :], sin[..., None, :]
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
@@ -96,16 +97,92 @@ class Attention(nnx.Module):
 
         Only keys are masked: outputs at padded query positions are computed but never meaningful.
         """
-        b, t, _ = x.shape
-        q = self.query(x).reshape(b, t, self.num_heads, self.head_dim)
-        k = self.key(x).reshape(b, t, self.num_kv_heads, self.head_dim)
-        v = self.value(x).reshape(b, t, self.num_kv_heads, self.head_dim)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k, v = self._project(x, rope)
         # Query head n reads kv head n // (num_heads / num_kv_heads), as HF's repeat_kv does.
         # Right padding makes the key mask a per-row length, which cuDNN's fused kernel accepts.
         lengths = jnp.sum(attention_mask, axis=-1, dtype=jnp.int32)
         y = jax.nn.dot_product_attention(
             q, k, v, is_causal=causal, key_value_seq_lengths=lengths, implementation=attention_impl(q)
         )
-        return self.out(y.reshape(b, t, self.num_heads * self.head_dim))
+        return self.out(y.reshape(*x.shape[:2], -1))
+
+    def cached(
+        self,
+        x: jax.Array,
+        kv: tuple[jax.Array, jax.Array],
+        step: CacheStep,
+        rope: tuple[jax.Array, jax.Array] | None = None,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """Causal attention of new tokens x [B, T, H] to a layer's cached keys and values
+        ([B, S, Nkv, D] each) plus their own; returns the output and the updated cache."""
+        q, k, v = self._project(x, rope)
+        keys, values = write_slots(kv[0], k, step.slots), write_slots(kv[1], v, step.slots)
+        y = jax.nn.dot_product_attention(q, keys, values, mask=step.read[:, None])
+        return self.out(y.reshape(*x.shape[:2], -1)), (keys, values)
+
+    def _project(
+        self, x: jax.Array, rope: tuple[jax.Array, jax.Array] | None
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        b, t, _ = x.shape
+        q = self.query(x).reshape(b, t, self.num_heads, self.head_dim)
+        k = self.key(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        v = self.value(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return q, k, v
+
+
+class KVCache(NamedTuple):
+    """Keys and values of every layer for B rows of up to S tokens, preallocated once.
+
+    Row b holds its first lengths[b] tokens in slots [0, lengths[b]): a token's slot is its
+    position, so rows of different lengths need no left padding, and a row can be cut back to a
+    shorter prefix (to reuse it for a text that shares that prefix) by lowering its length alone.
+    """
+
+    keys: tuple[jax.Array, ...]  # per layer [B, S, Nkv, D]
+    values: tuple[jax.Array, ...]
+    lengths: jax.Array  # [B] int32
+
+    @classmethod
+    def empty(cls, cfg: TransformerConfig, rows: int, capacity: int, dtype: Any) -> KVCache:
+        shape = (rows, capacity, cfg.num_kv_heads, cfg.head_dim)
+
+        def zeros() -> tuple[jax.Array, ...]:  # distinct buffers, so each can be donated
+            return tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+
+        return cls(zeros(), zeros(), jnp.zeros(rows, jnp.int32))
+
+    @classmethod
+    def filled(
+        cls, kvs: list[tuple[jax.Array, jax.Array]], before: KVCache, attention_mask: jax.Array
+    ) -> KVCache:
+        """The cache after a step wrote every layer's kvs: each row grew by its real new tokens."""
+        keys, values = zip(*kvs)
+        return cls(keys, values, before.lengths + jnp.sum(attention_mask, axis=1, dtype=jnp.int32))
+
+
+class CacheStep(NamedTuple):
+    """Where T new tokens go, shared by every layer: slots [B, T] (= their positions) and which
+    slots each may read, read [B, T, S] (its row's earlier tokens and itself)."""
+
+    slots: jax.Array
+    read: jax.Array
+
+    @classmethod
+    def after(cls, cache: KVCache, num_new: int) -> CacheStep:
+        slots = cache.lengths[:, None] + jnp.arange(num_new, dtype=jnp.int32)
+        capacity = cache.keys[0].shape[1]
+        read = jnp.arange(capacity, dtype=jnp.int32)[None, None, :] <= slots[:, :, None]
+        return cls(slots, read)
+
+
+def write_slots(cache: jax.Array, new: jax.Array, slots: jax.Array) -> jax.Array:
+    """cache [B, S, ...] with new [B, T, ...] written at slots [B, T].
+
+    A scatter, since each row writes at its own offset (a dynamic_update_slice per row would
+    clamp its start and overwrite earlier tokens near the end); slots past S are padding of a
+    right-padded batch and are dropped. Under jit with the cache donated it updates in place.
+    """
+    rows = jnp.arange(cache.shape[0])[:, None]
+    return cache.at[rows, slots].set(new.astype(cache.dtype), mode="drop")

@@ -28,7 +28,19 @@ class LlamaBlock(nnx.Module):
     def __call__(
         self, x: jax.Array, attention_mask: jax.Array, rope: tuple[jax.Array, jax.Array]
     ) -> jax.Array:
-        x = x + self.attn(self.attn_norm(x), attention_mask, causal=True, rope=rope)
+        return self._mlp(x + self.attn(self.attn_norm(x), attention_mask, causal=True, rope=rope))
+
+    def cached(
+        self,
+        x: jax.Array,
+        kv: tuple[jax.Array, jax.Array],
+        step: layers.CacheStep,
+        rope: tuple[jax.Array, jax.Array],
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        y, kv = self.attn.cached(self.attn_norm(x), kv, step, rope)
+        return self._mlp(x + y), kv
+
+    def _mlp(self, x: jax.Array) -> jax.Array:
         h = self.mlp_norm(x)
         return x + self.mlp_down(self.act(self.mlp_gate(h)) * self.mlp_up(h))
 
@@ -50,8 +62,22 @@ class Llama(nnx.Module):
 
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """[B, T] right-padded ids and mask -> hidden states after the final RMSNorm [B, T, H]."""
-        rope = layers.rope_tables(input_ids.shape[1], self.cfg.head_dim, self.cfg.rope_theta)
+        rope = layers.rope_tables(jnp.arange(input_ids.shape[1]), self.cfg.head_dim, self.cfg.rope_theta)
         x = self.token_embed(input_ids)
         for layer in self.layers:
             x = layer(x, attention_mask, rope)
         return self.final_norm(x)
+
+    def cached(
+        self, input_ids: jax.Array, attention_mask: jax.Array, cache: layers.KVCache
+    ) -> tuple[jax.Array, layers.KVCache]:
+        """[B, T] right-padded new ids and mask after each row's cached tokens -> their hidden
+        states [B, T, H] and the cache holding them too."""
+        step = layers.CacheStep.after(cache, input_ids.shape[1])
+        rope = layers.rope_tables(step.slots, self.cfg.head_dim, self.cfg.rope_theta)
+        x = self.token_embed(input_ids)
+        kvs = []
+        for layer, kv in zip(self.layers, zip(cache.keys, cache.values)):
+            x, kv = layer.cached(x, kv, step, rope)
+            kvs.append(kv)
+        return self.final_norm(x), layers.KVCache.filled(kvs, cache, attention_mask)

@@ -205,15 +205,23 @@ def _strip_prefix(name: str) -> str:
     return name
 
 
-def load_pretrained(abstract: nnx.Module, folder: str | pathlib.Path) -> nnx.Module:
+def load_pretrained(
+    abstract: nnx.Module, folder: str | pathlib.Path, *, lm_head: bool = False
+) -> nnx.Module:
     """Fills an abstract backbone (from nnx.eval_shape) with the checkpoint in `folder`.
 
     Checkpoint layers beyond the backbone's num_layers are skipped (truncation); heads and
     buffers are ignored. Every parameter must be found, and every other backbone tensor used.
+    lm_head=True fills a CausalLM instead: its backbone, and its lm_head unless that is tied to
+    the token embedding.
     """
     cfg: TransformerConfig = abstract.cfg
     tensors = {_strip_prefix(k): v for k, v in read_checkpoint(folder).items()}
     names = _NAMES[cfg.arch](cfg)
+    if lm_head:
+        names = {("backbone",) + path: name for path, name in names.items()}
+        if not cfg.tie_embeddings:
+            names |= _linear(("lm_head",), "lm_head", bias=False)
     graphdef, state = nnx.split(abstract)
     flat = list(nnx.to_flat_state(state))
 

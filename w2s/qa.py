@@ -1,0 +1,125 @@
+"""Question-answer tasks for generation: GSM8K-style math and multiple choice.
+
+Rows come from Hugging Face `datasets`: a hub id, or a local json/jsonl/csv/parquet file on
+machines without the hub. Each row becomes a Question whose gold answer is checked against the
+answer a model writes, read off its text.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import random
+import re
+from typing import Any, Callable
+
+LETTERS = "ABCDEFGHIJ"
+_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
+
+
+@dataclasses.dataclass(frozen=True)
+class Question:
+    """text fills a prompt template's {question}; answer is a number ('math') or a letter
+    ('choice', of `choices` options)."""
+
+    text: str
+    answer: str
+    kind: str
+    choices: int = 0
+
+
+def load_rows(path: str, name: str | None = None, split: str = "test") -> list[dict[str, Any]]:
+    """A split's rows from a local file (its only split) or a hub dataset."""
+    try:
+        import datasets  # Optional and slow to import.
+    except ImportError as e:
+        raise ImportError("question tasks need Hugging Face datasets: pip install 'w2s[hub]'") from e
+    suffix = pathlib.Path(path).suffix
+    try:
+        if pathlib.Path(path).is_file():
+            if suffix not in _BUILDERS:
+                raise ValueError(f"cannot read {suffix!r} files; use one of {', '.join(_BUILDERS)}")
+            return list(datasets.load_dataset(_BUILDERS[suffix], data_files=path, split="train"))
+        return list(datasets.load_dataset(path, name, split=split))
+    except OSError as e:  # ConnectionError, DatasetNotFoundError
+        raise ValueError(f"cannot load {path!r} ({name}, {split}): {e}. Offline, pass the path of a local "
+                         "json/jsonl/csv/parquet file of the split") from e
+
+
+def _sample(rows: list[dict], n: int | None, seed: int) -> list[dict]:
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    return rows if n is None else rows[:n]
+
+
+def gsm8k(n: int | None = None, seed: int = 0, path: str = "openai/gsm8k", name: str | None = "main",
+          split: str = "test") -> list[Question]:
+    """GSM8K rows: `question`, and `answer` whose last line is '#### <number>'."""
+    return [Question(r["question"].strip(), _clean_number(r["answer"].split("####")[-1]), "math")
+            for r in _sample(load_rows(path, name, split), n, seed)]
+
+
+def multiple_choice(n: int | None = None, seed: int = 0, path: str = "allenai/ai2_arc",
+                    name: str | None = "ARC-Challenge", split: str = "test") -> list[Question]:
+    """Rows with `question` and `choices` (a list, or ARC's {'text', 'label'}) and the right one as
+    `answer` (an index, or a letter) or ARC's `answerKey` (a label); choices are shown as A, B, ..."""
+    out = []
+    for r in _sample(load_rows(path, name, split), n, seed):
+        choices = r["choices"]
+        labels = None
+        if isinstance(choices, dict):
+            choices, labels = choices["text"], list(choices["label"])
+        key = r.get("answerKey", r.get("answer"))
+        if labels is not None:
+            right = labels.index(str(key))
+        elif isinstance(key, str) and not key.isdigit():
+            right = LETTERS.index(key.strip().upper())
+        else:
+            right = int(key)
+        lines = [f"{LETTERS[i]}. {c}" for i, c in enumerate(choices)]
+        out.append(Question("\n".join([r["question"].strip(), *lines]), LETTERS[right], "choice", len(lines)))
+    return out
+
+
+TASKS: dict[str, Callable[..., list[Question]]] = {"gsm8k": gsm8k, "arc_challenge": multiple_choice}
+
+
+def _clean_number(s: str) -> str:
+    return s.strip().replace(",", "").replace("$", "").rstrip(".")
+
+
+def extract_number(text: str) -> str | None:
+    """The answer of a math solution: after '####' or 'answer is', else its last number."""
+    for marker in ("####", "answer is"):
+        if marker in text.lower():
+            tail = text[text.lower().rindex(marker) + len(marker):]
+            if match := _NUMBER.search(tail):
+                return _clean_number(match.group())
+    numbers = _NUMBER.findall(text)
+    return _clean_number(numbers[-1]) if numbers else None
+
+
+def extract_choice(text: str, n_choices: int = 4) -> str | None:
+    """The letter a multiple-choice answer picks: after 'answer is', or the letter it opens with."""
+    letters = LETTERS[:n_choices]
+    for pattern in (rf"answer is:?\s*\(?([{letters}])\b", rf"^\W*([{letters}])\b"):
+        if match := re.search(pattern, text.strip()):
+            return match.group(1)
+    return None
+
+
+def answer_of(question: Question, text: str) -> str | None:
+    """The answer `text` gives to `question`, in the form of its gold answer."""
+    if question.kind == "math":
+        return extract_number(text)
+    return extract_choice(text, question.choices)
+
+
+def is_correct(question: Question, text: str) -> bool:
+    got = answer_of(question, text)
+    if got is None or question.kind != "math":
+        return got == question.answer
+    try:
+        return float(got) == float(question.answer)
+    except ValueError:
+        return False
