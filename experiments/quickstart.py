@@ -32,7 +32,9 @@ def get_config() -> ml_collections.ConfigDict:
         model="minilm", num_layers=None, pretrained=True, pooling=None, dtype="float32", train=train_config(lr=1e-4)))
     cfg.losses = ("xent", "aux_conf")
     cfg.loss_options = ml_collections.ConfigDict(dict(aux_conf=dict(alpha_max=0.75, warmup_frac=0.2)))
-    cfg.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+    cfg.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
+    # None: a single process, or whatever the launcher (srun, a TPU pod) tells JAX; see README "Multi-host".
+    cfg.distributed = ml_collections.ConfigDict(dict(coordinator_address=None, num_processes=None, process_id=None))
     cfg.output_dir = "results/quickstart"
     cfg.checkpoint_dir = "checkpoints"
     cfg.keep_checkpoints = False  # a finished stage's orbax checkpoints are deleted (~270 MB each)

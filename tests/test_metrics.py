@@ -157,3 +157,35 @@ def test_format_table_contains_numbers():
     boolq = next(line for line in lines if line.startswith("boolq"))
     for cell in ["0.700", "0.900", "0.850", "0.75 ± 0.00", " - "]:
         assert cell in boolq
+
+
+def test_bootstrap_ci_of_one_cell_brackets_its_mean_within_the_seeds():
+    mean, low, high = metrics.bootstrap_ci([[0.2, 0.4, 0.6, math.nan]])
+    assert mean == pytest.approx(0.4)
+    assert 0.2 <= low < 0.4 < high <= 0.6
+    assert metrics.bootstrap_ci([[0.2, 0.4, 0.6]]) == (mean, low, high)  # nan left out; seeded, so repeatable
+    assert all(math.isnan(v) for v in metrics.bootstrap_ci([[math.nan]]))
+
+
+def test_bootstrap_ci_of_several_cells_is_their_median():
+    # Cells without seed noise give the median with no width; a noisy cell widens it.
+    assert metrics.bootstrap_ci([[1.0, 1.0], [2.0, 2.0], [10.0, 10.0]]) == (2.0, 2.0, 2.0)
+    median, low, high = metrics.bootstrap_ci([[1.0, 1.0], [1.5, 2.5], [10.0, 10.0]])
+    assert median == 2.0 and 1.5 <= low < 2.0 < high <= 2.5
+
+
+def test_median_pgr_leaves_out_self_pairs_and_formats_with_intervals():
+    results = [make_result(**s) for s in SEEDS]  # xent PGR 0.25, 0.5, 0.75
+    results += [make_result(s, 0.6, 0.8, {"xent": 0.8}, weak_model="minilm-l6", strong_model="minilm-l9")
+                for s in range(3)]  # xent PGR 1.0
+    results += [make_result(s, 0.6, 0.65, {"xent": 0.9}, weak_model="minilm", strong_model="minilm")
+                for s in range(3)]  # same model: left out
+    rows = metrics.summarize(results)
+    medians = metrics.median_pgr(rows)
+    assert medians["xent"]["cells"] == 2 and medians["xent"]["median"] == pytest.approx(0.75)
+    assert medians["aux_conf"]["cells"] == 1 and medians["aux_conf"]["median"] == pytest.approx(0.9)
+    low, high = rows[1]["losses"]["xent"]["pgr"]["ci"]
+    assert 0.25 <= low < 0.5 < high <= 0.75
+    table = metrics.format_pgr_table(rows)
+    assert f"0.50 [{low:.2f}, {high:.2f}]" in table
+    assert re.search(r"xent\s+0\.75 \[\d\.\d\d, \d\.\d\d\]\s+2", table)

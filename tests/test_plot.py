@@ -47,3 +47,22 @@ def test_plot_results_empty_dir(tmp_path):
     with pytest.raises(ValueError, match=f"no results.json found under {tmp_path}"):
         plot.plot_results(tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_plot_sweep_writes_its_four_figures_from_the_table(tmp_path):
+    from w2s.results_table import ResultsTable
+
+    table = ResultsTable(tmp_path / "results.sqlite")
+    params = {"s": 1e6, "m": 4e6, "l": 16e6}
+    accuracy = {"s": 0.7, "m": 0.8, "l": 0.9}
+    for (weak, strong), method, seed in itertools.product(
+            [("s", "m"), ("s", "l"), ("m", "l"), ("l", "l")], ["xent", "aux_conf", "bootstrap"], range(3)):
+        gap = accuracy[strong] - accuracy[weak]
+        table.put({"task": "sciq", "weak": weak, "strong": strong, "method": method, "seed": seed,
+                   "weak_acc": accuracy[weak], "ceiling_acc": accuracy[strong],
+                   "student_acc": accuracy[weak] + (0.3 + 0.1 * seed) * gap,
+                   "weak_params": params[weak], "strong_params": params[strong]})
+    paths = plot.plot_sweep(tmp_path, tmp_path / "plots")
+    assert [p.name for p in paths] == ["accuracy.png", "pgr.png", "median_pgr.png", "pgr_vs_size.png"]
+    for p in paths:
+        assert p.read_bytes().startswith(PNG_MAGIC) and p.stat().st_size > 10_000

@@ -28,8 +28,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from w2s import metrics, pipeline, plot
-from w2s.checkpoint import read_json, write_json_atomic
+from w2s import distributed, metrics, pipeline, plot
+from w2s.checkpoint import read_json, read_record, write_json_atomic
 from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
 from w2s.data import Tokenized, tokenize
 from w2s.losses import make_loss
@@ -123,7 +123,7 @@ class ActiveRun:
         """Every round not finished yet, then active_results.json with the curve."""
         self._check_settings()
         path = self.dir / "rounds.json"
-        rounds = read_json(path) if path.exists() else []
+        rounds = read_record(path) or []  # damaged: reported; rounds start over, bought labels are reused
         student = None  # the model after the latest round trained or restored in this process
         for r in range(self.settings.rounds):
             if r < len(rounds) and "test_accuracy" in rounds[r]:
@@ -230,6 +230,7 @@ def run_active_experiment(cfg: ml_collections.ConfigDict, supervisor: Supervisor
     settings = ActiveConfig.from_config(cfg.active)
     base = pipeline_config(cfg)
     pipeline.validate(base)
+    distributed.initialize(base.get("distributed"))
     pipeline.use_compilation_cache(base)
     experiments = [pipeline.Experiment(base, seed) for seed in cfg.seeds]
     for exp in experiments:

@@ -1,4 +1,4 @@
-"""The `w2s` command: run an experiment config, plot results, list tasks and models."""
+"""The `w2s` command: run an experiment or sweep config, plot results, list tasks and models."""
 from __future__ import annotations
 
 import argparse
@@ -29,11 +29,24 @@ def _run(args: argparse.Namespace, rest: list[str]) -> None:
     run_config(load_config_file(args.config), rest)
 
 
+def _sweep(args: argparse.Namespace, rest: list[str]) -> None:
+    from w2s.config import load_config_file
+    from w2s.sweep import sweep_config
+
+    sweep_config(load_config_file(args.config), rest, args.dry_run)
+
+
 def _plot(args: argparse.Namespace, rest: list[str]) -> None:
     from w2s import metrics
-    from w2s.plot import plot_results
+    from w2s.plot import plot_results, plot_sweep
+    from w2s.results_table import FILENAME, load_records
 
     _no_extra(rest)
+    if (pathlib.Path(args.results_dir) / FILENAME).exists():
+        print(metrics.format_pgr_table(metrics.summarize(load_records(args.results_dir))))
+        for path in plot_sweep(args.results_dir, args.out):
+            print(f"wrote {path}")
+        return
     print(metrics.format_table(metrics.summarize(metrics.load_results(args.results_dir))))
     for path in plot_results(args.results_dir, args.out):
         print(f"wrote {path}")
@@ -71,7 +84,11 @@ def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> in
     run = sub.add_parser("run", help="run an experiment config; overrides: --config.train.lr=1e-5")
     run.add_argument("config", help="a Python config file with get_config(), e.g. experiments/quickstart.py")
     run.set_defaults(fn=_run)
-    plot = sub.add_parser("plot", help="plot PGR and accuracies of the results under a directory")
+    sweep = sub.add_parser("sweep", help="run a sweep config: every weak/strong pair, method and seed")
+    sweep.add_argument("config", help="a Python config file with get_config(), e.g. experiments/sweep_offline.py")
+    sweep.add_argument("--dry_run", action="store_true", help="list the runs and what is left; train nothing")
+    sweep.set_defaults(fn=_sweep)
+    plot = sub.add_parser("plot", help="plot PGR and accuracies of the results under a directory (or of a sweep)")
     plot.add_argument("results_dir")
     plot.add_argument("--out", default=None, help="where to write the PNGs (default: RESULTS_DIR)")
     plot.set_defaults(fn=_plot)
@@ -88,9 +105,18 @@ def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> in
     return 0
 
 
-def run_file_main(get_config: Callable[[], ml_collections.ConfigDict]) -> None:
-    """`python experiments/x.py --config.a=b` runs that config, with the same error handling."""
-    sys.exit(main(["run", "-"] + sys.argv[1:], entry=lambda args, rest: run_config(get_config(), rest)))
+def run_file_main(get_config: Callable[[], ml_collections.ConfigDict], command: str = "run") -> None:
+    """`python experiments/x.py --config.a=b` runs that config (command="sweep": a sweep, which also
+    takes --dry_run), with the same error handling."""
+    def entry(args: argparse.Namespace, rest: list[str]) -> None:
+        if command == "sweep":
+            from w2s.sweep import sweep_config
+
+            sweep_config(get_config(), rest, args.dry_run)
+        else:
+            run_config(get_config(), rest)
+
+    sys.exit(main([command, "-"] + sys.argv[1:], entry=entry))
 
 
 if __name__ == "__main__":

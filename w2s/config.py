@@ -94,7 +94,13 @@ def apply_overrides(cfg: ml_collections.ConfigDict, argv: Sequence[str]) -> ml_c
                 raise ConfigError(f"--config.{key}: no such key ({'.'.join(parts[: depth + 1])!r}).{hint}")
             if depth < len(parts) - 1:
                 node = node[part]
-        node[parts[-1]] = _parse_value(raw, node[parts[-1]], key)
+        if isinstance(node[parts[-1]], ml_collections.ConfigDict):
+            example = next(iter(node[parts[-1]].keys()), "key")
+            raise ConfigError(f"--config.{key} is a section: set one of its keys, e.g. --config.{key}.{example}.")
+        try:
+            node[parts[-1]] = _parse_value(raw, node[parts[-1]], key)
+        except (TypeError, ValueError) as e:  # ml_collections refusing the value's type
+            raise ConfigError(f"--config.{key}: cannot take {raw!r:.100} ({e}).") from None
         i += 1
     return cfg
 

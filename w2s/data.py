@@ -19,6 +19,11 @@ class Tokenized:
     def take(self, indices: np.ndarray) -> "Tokenized":
         return Tokenized(self.input_ids[indices], self.attention_mask[indices])
 
+    def batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """The rows of one training batch, trailing padding trimmed (see trim_to_bucket)."""
+        input_ids, attention_mask = trim_to_bucket(self.input_ids[indices], self.attention_mask[indices])
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
 
 def tokenize(tokenizer, texts: list[str], max_length: int, pad_to_multiple: int = 8) -> Tokenized:
     """Tokenizes all texts at once (host work happens once, not per step), truncating to max_length.

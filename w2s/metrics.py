@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -82,20 +82,43 @@ def load_results(results_dir: str | pathlib.Path) -> list[dict]:
     return results
 
 
+def bootstrap_ci(cells: Sequence[Sequence[float]], level: float = 0.95, n_boot: int = 10_000,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """(median over cells of each cell's mean, low, high): a percentile bootstrap interval that
+    resamples every cell's values (its seeds) with replacement.
+
+    One cell gives its mean over seeds and that mean's interval; several (e.g. the tasks and pairs
+    of one method) give Burns et al.'s median with an interval for seed noise. nan values (PGR with
+    no gap) are left out, and a cell with none left is dropped. With few seeds the interval cannot
+    be wider than the seeds' range: read it with the number of seeds.
+    """
+    arrays = [np.asarray([v for v in c if not math.isnan(v)], float) for c in cells]
+    arrays = [a for a in arrays if a.size]
+    if not arrays:
+        return math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    draws = np.stack([a[rng.integers(0, a.size, (n_boot, a.size))].mean(1) for a in arrays])  # [cells, n_boot]
+    low, high = np.quantile(np.median(draws, axis=0), [(1 - level) / 2, (1 + level) / 2])
+    return float(np.median([a.mean() for a in arrays])), float(low), float(high)
+
+
 def _stats(values: list[float]) -> dict:
-    """mean/std/min/max of the non-nan values, plus the values themselves.
+    """mean/std/min/max of the non-nan values, a 95% bootstrap interval of the mean (ci), plus the
+    values themselves.
 
     std is the population std (ddof=0), so a single seed gives 0 rather than nan. nan values
     (PGR with no weak-ceiling gap) stay in `values` but are left out of the statistics.
     """
     finite = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
     if finite.size == 0:
-        return dict(mean=math.nan, std=math.nan, min=math.nan, max=math.nan, values=list(values))
+        return dict(mean=math.nan, std=math.nan, min=math.nan, max=math.nan, ci=(math.nan, math.nan),
+                    values=list(values))
     return dict(
         mean=float(finite.mean()),
         std=float(finite.std()),
         min=float(finite.min()),
         max=float(finite.max()),
+        ci=bootstrap_ci([finite])[1:],
         values=list(values),
     )
 
@@ -144,6 +167,19 @@ def loss_names(rows: Iterable[dict]) -> list[str]:
     return list(dict.fromkeys(loss for row in rows for loss in row["losses"]))
 
 
+def median_pgr(rows: Iterable[dict]) -> dict[str, dict]:
+    """Per loss or method: the median over (task, weak, strong) cells of the mean PGR over seeds, as
+    Burns et al. summarise across tasks, with its bootstrap interval (bootstrap_ci). Cells whose weak
+    and strong model are the same are left out: their gap is only noise."""
+    rows = [r for r in rows if r["weak_model"] != r["strong_model"]]
+    out = {}
+    for loss in loss_names(rows):
+        cells = [r["losses"][loss]["pgr"]["values"] for r in rows if loss in r["losses"]]
+        median, low, high = bootstrap_ci(cells)
+        out[loss] = dict(median=median, ci=(low, high), cells=len(cells))
+    return out
+
+
 def format_table(rows: list[dict]) -> str:
     """Fixed-width text table of summarize() rows, for printing to a terminal."""
     losses = loss_names(rows)
@@ -164,13 +200,32 @@ def format_table(rows: list[dict]) -> str:
             cells.append(f"{stats['student_acc']['mean']:.3f}")
             cells.append(f"{stats['pgr']['mean']:.2f} ± {stats['pgr']['std']:.2f}")
         body.append(cells)
+    return _columns(header, body, names=3)
 
+
+def format_pgr_table(rows: list[dict]) -> str:
+    """One line per (task, weak, strong, loss or method) of summarize() rows: mean accuracies and the
+    mean PGR over seeds with its 95% bootstrap interval; then the median PGR of each (median_pgr)."""
+    header = ["task", "weak", "strong", "method", "seeds", "weak acc", "ceiling acc", "student acc", "PGR [95% CI]"]
+    body = [
+        [row["task"], row["weak_model"], row["strong_model"], loss, str(len(row["seeds"])),
+         f"{row['weak_acc']:.3f}", f"{row['ceiling_acc']:.3f}", f"{stats['student_acc']['mean']:.3f}",
+         f"{stats['pgr']['mean']:.2f} [{stats['pgr']['ci'][0]:.2f}, {stats['pgr']['ci'][1]:.2f}]"]
+        for row in rows for loss, stats in row["losses"].items()
+    ]
+    medians = [[loss, f"{m['median']:.2f} [{m['ci'][0]:.2f}, {m['ci'][1]:.2f}]", str(m["cells"])]
+               for loss, m in median_pgr(rows).items()]
+    return (_columns(header, body, names=4) + "\n\n"
+            + _columns(["method", "median PGR [95% CI]", "pairs x tasks"], medians, names=1))
+
+
+def _columns(header: list[str], body: list[list[str]], names: int) -> str:
+    """Fixed-width columns: the first `names` left-aligned, the numbers right-aligned."""
     widths = [max(len(c) for c in column) for column in zip(header, *body)]
 
     def line(cells: list[str]) -> str:
-        # The three name columns read best left-aligned, the numbers right-aligned.
         return "  ".join(
-            c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+            c.ljust(w) if i < names else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
         ).rstrip()
 
     rule = "  ".join("-" * w for w in widths)

@@ -1,7 +1,9 @@
 """The weak-to-strong experiment: weak supervisor -> weak labels -> strong students -> strong ceiling -> PGR.
 
 Every stage writes its output atomically and is skipped when that output exists; a stage killed
-while training resumes from its last orbax checkpoint. Layout of one seed's run:
+while training resumes from its last orbax checkpoint. Stages are keyed by the model they train
+and the name of their output (Stages), so sweeps (w2s.sweep) chain and share them; `w2s run`
+(Experiment) names them by role. Layout of one seed's run:
 
     <output_dir>/seed_<s>/config.json      the config the outputs belong to
     <output_dir>/seed_<s>/weak.json        weak accuracy and training history
@@ -14,31 +16,36 @@ while training resumes from its last orbax checkpoint. Layout of one seed's run:
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import platform
 import shutil
+import subprocess
 import time
 from importlib import metadata
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import nnx
 
-from w2s import metrics, sharding
-from w2s.checkpoint import read_json, write_json_atomic
+from w2s import distributed, metrics, sharding
+from w2s.checkpoint import read_json, read_npz, read_record, write_json_atomic, write_npz_atomic
 from w2s.config import ConfigError, check_keys, refuse_changes
 from w2s.data import Tokenized, one_hot, tokenize
 from w2s.losses import known_losses, make_loss
 from w2s.models import build_classifier
+from w2s.probe import Features, Probe
 from w2s.tasks import TaskData, load_task
-from w2s.train import TrainConfig, predict_logits, train
+from w2s.train import TrainConfig, predict_features, predict_logits, train
 
 TOP_KEYS = ("name", "task", "task_options", "seeds", "weak", "strong", "losses", "loss_options",
-            "mesh", "output_dir", "checkpoint_dir", "keep_checkpoints")
+            "mesh", "distributed", "output_dir", "checkpoint_dir", "keep_checkpoints")
 MODEL_KEYS = ("model", "num_layers", "pretrained", "pooling", "dtype", "train")
 # Keys that may change without invalidating finished stages.
-RUNTIME_KEYS = ("output_dir", "checkpoint_dir", "keep_checkpoints", "mesh", "seeds", "losses")
+RUNTIME_KEYS = ("output_dir", "checkpoint_dir", "keep_checkpoints", "mesh", "distributed", "seeds", "losses")
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -77,23 +84,45 @@ def split_halves(examples: list, seed: int) -> tuple[list, list]:
     return [examples[i] for i in order[:half]], [examples[i] for i in order[half:]]
 
 
+# Every requirement of setup.py and the hub extra: what a result may depend on.
+PACKAGES = ("w2s", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections", "transformers",
+            "tokenizers", "safetensors", "huggingface-hub", "numpy", "matplotlib", "tqdm", "datasets")
+
+
 def versions() -> dict[str, str]:
+    """What a result depends on besides config and seed: every library (and JAX's accelerator plug-ins),
+    the w2s commit, the devices, their driver and the XLA flags."""
+    plugins = sorted(d.metadata["Name"] for d in metadata.distributions()
+                     if d.metadata["Name"].lower().startswith(("jax-cuda", "jax_cuda", "jax-rocm", "libtpu")))
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for package in ("w2s", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "transformers", "numpy"):
+    for package in (*PACKAGES, *plugins):
         try:
             out[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             out[package] = "not installed"
-    out["devices"] = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
+    try:
+        commit = subprocess.run(["git", "-C", str(pathlib.Path(__file__).parent), "describe", "--always",
+                                 "--dirty", "--abbrev=40"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):  # no git
+        commit = ""
+    out["w2s_commit"] = commit.strip() or "unknown (not a git checkout)"
+    device = jax.devices()[0]
+    out["devices"] = f"{jax.device_count()} x {device.device_kind}"
+    out["backend"] = f"{device.platform} {device.client.platform_version}"
+    out["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     return out
 
 
 @dataclasses.dataclass
-class _Model:
-    """A model spec with its tokenizer and tokenized splits (tokenized once per tokenizer)."""
+class ModelSpec:
+    """A model spec (the config's `weak`/`strong` format) and its train config."""
 
     side: ml_collections.ConfigDict
     train_cfg: TrainConfig
+
+    @classmethod
+    def from_config(cls, side: ml_collections.ConfigDict) -> "ModelSpec":
+        return cls(side, TrainConfig.from_config(side.train))
 
     def build(self, seed: int):
         dtype = jnp.bfloat16 if self.side.dtype == "bfloat16" else jnp.float32
@@ -103,28 +132,38 @@ class _Model:
         )
 
 
-class Experiment:
-    """One seed of one weak-to-strong configuration."""
+LABEL_KEYS = ("probs", "labels")  # what a stage's <name>_labels.npz holds
+GROUND_TRUTH = {"gt_a": 0, "gt_b": 1}  # a stage's source: ground truth of split A or B, or a stage's labels of B
 
-    def __init__(self, cfg: ml_collections.ConfigDict, seed: int):
-        validate(cfg)
-        self.cfg, self.seed = cfg, seed
-        self.run_dir = pathlib.Path(cfg.output_dir) / f"seed_{seed}"
-        self.ckpt_dir = pathlib.Path(cfg.checkpoint_dir).absolute() / cfg.name / f"seed_{seed}"
-        self.mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
-        self.weak = _Model(cfg.weak, TrainConfig.from_config(cfg.weak.train))
-        self.strong = _Model(cfg.strong, TrainConfig.from_config(cfg.strong.train))
+
+class Stages:
+    """The training stages of one task and seed, each keyed by the model it trains and the name of
+    its output, so that any stage can feed any later one (weak labels, bootstrapping, relabelling).
+
+    Stage `s` writes <run_dir>/<s>.json, and <run_dir>/<s>_labels.npz when it labels split B for
+    a later stage; it is skipped when those exist. `w2s run` names its stages by role (weak,
+    ceiling, student_<loss>), a sweep by model (w2s.sweep). With `probe` (a train config), only a
+    linear head trains, on the frozen backbone's features computed once per model and split.
+    """
+
+    def __init__(self, task: str, task_options: dict, seed: int, *, run_dir: pathlib.Path, ckpt_dir: pathlib.Path,
+                 mesh: jax.sharding.Mesh, loss_options: ml_collections.ConfigDict, keep_checkpoints: bool,
+                 probe: TrainConfig | None = None):
+        self.task_name, self.task_options, self.seed = task, dict(task_options), seed
+        self.run_dir, self.ckpt_dir, self.mesh = run_dir, ckpt_dir, mesh
+        self.loss_options, self.keep_checkpoints, self.probe = loss_options, keep_checkpoints, probe
         self.timings: dict[str, float] = {}
         self._task: TaskData | None = None
+        self._features: dict[tuple, dict[str, np.ndarray]] = {}  # linear probes: per model, per split
 
     # -- data ---------------------------------------------------------------------------------
     @property
     def task(self) -> TaskData:
         if self._task is None:
-            self._task = load_task(self.cfg.task, seed=self.seed, **dict(self.cfg.task_options))
+            self._task = load_task(self.task_name, seed=self.seed, **self.task_options)
             if len(self._task.train) < 4 or len(self._task.test) < 2:
                 raise ValueError(
-                    f"task {self.cfg.task!r} has {len(self._task.train)} train and {len(self._task.test)} "
+                    f"task {self.task_name!r} has {len(self._task.train)} train and {len(self._task.test)} "
                     "test examples; the pipeline needs at least 4 train (two halves) and 2 test."
                 )
         return self._task
@@ -132,103 +171,175 @@ class Experiment:
     def splits(self) -> tuple[list, list]:
         return split_halves(self.task.train, self.seed)
 
-    def _tokenize(self, tokenizer, model: _Model, examples: list) -> tuple[Tokenized, np.ndarray]:
+    def examples(self, split: str) -> list:
+        """'a', 'b' or 'test'."""
+        return self.task.test if split == "test" else self.splits()[split == "b"]
+
+    def _tokenize(self, tokenizer, model: ModelSpec, examples: list) -> tuple[Tokenized, np.ndarray]:
         texts = [text for text, _ in examples]
         labels = np.asarray([label for _, label in examples], np.int32)
         return tokenize(tokenizer, texts, model.train_cfg.max_length), labels
 
-    # -- stages -------------------------------------------------------------------------------
-    def _check_config(self) -> None:
-        """Refuses to mix finished stages of a different config into this run's results."""
-        path = self.run_dir / "config.json"
-        current = {k: v for k, v in self.cfg.to_dict().items() if k not in RUNTIME_KEYS}
-        finished = [p for p in self.run_dir.glob("*") if p.name not in ("config.json", "results.json")]
-        if path.exists() and finished:
-            stored = {k: v for k, v in read_json(path).items() if k not in RUNTIME_KEYS}
-            refuse_changes(stored, current, f"{self.run_dir} holds results of a different config")
-        else:
-            write_json_atomic(path, self.cfg.to_dict())
+    def _trainable(self, spec: ModelSpec) -> tuple[nnx.Module, Callable[[str], Tokenized | Features]]:
+        """What trains (the classifier, or a zero head on features computed once per model) and its
+        inputs per split."""
+        if self.probe is None:
+            model, tokenizer = spec.build(self.seed)
+            return model, lambda split: self._tokenize(tokenizer, spec, self.examples(split))[0]
+        key = (spec.side.model, spec.side.num_layers, spec.side.pretrained, spec.side.get("pooling"),
+               spec.side.dtype, spec.train_cfg.max_length)
+        if key not in self._features:
+            model, tokenizer = spec.build(self.seed)
+            self._features[key] = {
+                split: predict_features(model, self._tokenize(tokenizer, spec, self.examples(split))[0],
+                                        self.mesh, spec.train_cfg.eval_batch_size)
+                for split in ("a", "b", "test")
+            }
+        features = self._features[key]
+        return Probe(features["test"].shape[1]), lambda split: Features(features[split])
 
-    def _fit(self, model_spec: _Model, stage: str, examples: list, targets: np.ndarray, loss_name: str):
-        """Builds, tokenizes and trains one model; returns its test accuracy, test logits and more."""
-        model, tokenizer = model_spec.build(self.seed)
-        inputs, _ = self._tokenize(tokenizer, model_spec, examples)
-        test_inputs, test_labels = self._tokenize(tokenizer, model_spec, self.task.test)
-        cfg = model_spec.train_cfg
+    def _predict(self, model: nnx.Module, inputs: Tokenized | Features, batch_size: int) -> np.ndarray:
+        if isinstance(inputs, Features):
+            return np.asarray(model(jnp.asarray(inputs.features)), np.float32)
+        return predict_logits(model, inputs, self.mesh, batch_size)
+
+    # -- stages -------------------------------------------------------------------------------
+    def _fit(self, spec: ModelSpec, stage: str, split: str, targets: np.ndarray, loss_name: str,
+             holdout_frac: float = 0.0, evals: int = 0) -> tuple[Callable[[str], np.ndarray], dict]:
+        """Trains `spec` on a split's examples; returns its logits per split (a function) and the record.
+
+        holdout_frac > 0 keeps that part of the examples, with their targets, out of training and
+        reports the test accuracy at the evaluation (one of `evals`, the last at the end) whose
+        predictions agree best with the held-out targets: early stopping without ground truth.
+        """
+        model, inputs = self._trainable(spec)
+        cfg = spec.train_cfg if self.probe is None else self.probe
+        train_inputs, test_inputs = inputs(split), inputs("test")
+        test_labels = np.asarray([label for _, label in self.task.test], np.int32)
+        rows = np.arange(len(train_inputs))
+        if holdout_frac:
+            order = np.random.default_rng([self.seed, 4]).permutation(len(rows))
+            held, rows = np.sort(order[: int(holdout_frac * len(rows))]), np.sort(order[int(holdout_frac * len(rows)):])
+            if not len(held) or not len(rows):
+                raise ValueError(f"{stage}: holdout_frac {holdout_frac} leaves no examples to hold out or to train on.")
+            cfg = dataclasses.replace(cfg, eval_every=max(1, cfg.total_steps(len(rows)) // max(evals, 1)))
 
         def evaluate(m):
-            logits = predict_logits(m, test_inputs, self.mesh, cfg.eval_batch_size)
-            return {"test_accuracy": metrics.accuracy(logits, test_labels)}
+            scores = {"test_accuracy": metrics.accuracy(self._predict(m, test_inputs, cfg.eval_batch_size), test_labels)}
+            if holdout_frac:
+                held_logits = self._predict(m, train_inputs.take(held), cfg.eval_batch_size)
+                scores["holdout_agreement"] = metrics.accuracy(held_logits, targets[held])
+            return scores
 
-        loss = make_loss(loss_name, **dict(self.cfg.loss_options.get(loss_name, {})))
+        loss = make_loss(loss_name, **dict(self.loss_options.get(loss_name, {})))
         start = time.perf_counter()
         model, history = train(
-            model, inputs, targets, cfg, loss=loss, mesh=self.mesh, seed=self.seed,
+            model, train_inputs.take(rows), targets[rows], cfg, loss=loss, mesh=self.mesh, seed=self.seed,
             checkpoint_dir=str(self.ckpt_dir / stage), evaluate=evaluate, desc=f"{stage} (seed {self.seed})",
         )
-        test_logits = predict_logits(model, test_inputs, self.mesh, cfg.eval_batch_size)
+        final = evaluate(model)
         self.timings[stage] = time.perf_counter() - start
-        return model, tokenizer, {
-            "test_accuracy": metrics.accuracy(test_logits, test_labels),
-            "history": history,
-            "seconds": self.timings[stage],
-        }
+        record = {**final, "history": history, "seconds": self.timings[stage]}
+        if holdout_frac:
+            evaluations = [r for r in history if "holdout_agreement" in r] + [{"step": history[-1]["step"], **final}]
+            best = max(evaluations, key=lambda r: r["holdout_agreement"])  # the first of equals: stop early
+            record.update(test_accuracy=best["test_accuracy"], final_test_accuracy=final["test_accuracy"],
+                          selected_step=best["step"])
+        return lambda which: self._predict(model, inputs(which), cfg.eval_batch_size), record
 
     def _finish(self, stage: str, record: dict) -> dict:
         """Writes a stage's output; its training checkpoints then have served their purpose."""
         write_json_atomic(self.run_dir / f"{stage}.json", record)
-        if not self.cfg.keep_checkpoints:
+        if not self.keep_checkpoints and distributed.is_main():
             shutil.rmtree(self.ckpt_dir / stage, ignore_errors=True)
         return record
 
+    def stage(self, spec: ModelSpec, name: str, source: str, loss_name: str = "xent", *, label_b: bool = False,
+              holdout_frac: float = 0.0, evals: int = 0) -> dict:
+        """Trains `spec` on `source`: 'gt_a' or 'gt_b' (ground truth of split A or B), or the name of a
+        stage whose soft labels of B are the targets. With label_b its own soft labels of B are saved."""
+        record = read_record(self.run_dir / f"{name}.json", ("test_accuracy", "seconds"))  # damaged: rerun
+        if record is not None and (not label_b or read_npz(self._labels_path(name), LABEL_KEYS) is not None):
+            return record
+        if source in GROUND_TRUTH:
+            split = "ab"[GROUND_TRUTH[source]]
+            targets = one_hot(np.asarray([label for _, label in self.examples(split)]))
+        else:
+            split, (targets, _) = "b", self.labels(source)
+        predict, record = self._fit(spec, name, split, targets, loss_name, holdout_frac, evals)
+        if label_b:
+            probs_b = np.asarray(jax.nn.softmax(predict("b")), np.float32)
+            labels_b = np.asarray([label for _, label in self.examples("b")], np.int32)
+            record["weak_label_accuracy"] = metrics.accuracy(probs_b, labels_b)
+            self._save_labels(name, probs_b, labels_b)
+        return self._finish(name, record)
+
+    def _labels_path(self, stage: str) -> pathlib.Path:
+        return self.run_dir / f"{stage}_labels.npz"
+
+    def _save_labels(self, stage: str, probs: np.ndarray, labels: np.ndarray) -> None:
+        """Process 0 writes them; every process waits until it has, as later stages read them."""
+        path = self._labels_path(stage)
+        write_npz_atomic(path, probs=probs, labels=labels)
+        distributed.barrier(f"labels written: {path}")
+
+    def labels(self, stage: str) -> tuple[np.ndarray, np.ndarray]:
+        """A stage's soft labels of split B, and B's ground truth."""
+        arrays = read_npz(self._labels_path(stage), LABEL_KEYS)
+        if arrays is None:
+            raise ValueError(f"{self._labels_path(stage)} is missing or unreadable: run stage {stage!r} first "
+                             "(it runs again when its labels do not read back).")
+        return arrays["probs"], arrays["labels"]
+
+
+class Experiment(Stages):
+    """One seed of one weak-to-strong configuration, its stages named by role."""
+
+    def __init__(self, cfg: ml_collections.ConfigDict, seed: int):
+        validate(cfg)
+        self.cfg = cfg
+        super().__init__(
+            cfg.task, cfg.task_options, seed,
+            run_dir=pathlib.Path(cfg.output_dir) / f"seed_{seed}",
+            ckpt_dir=pathlib.Path(cfg.checkpoint_dir).absolute() / cfg.name / f"seed_{seed}",
+            mesh=sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.model),
+            loss_options=cfg.loss_options, keep_checkpoints=cfg.keep_checkpoints,
+        )
+        self.weak = ModelSpec.from_config(cfg.weak)
+        self.strong = ModelSpec.from_config(cfg.strong)
+
+    def _check_config(self) -> None:
+        """Refuses to mix finished stages of a different config into this run's results."""
+        path = self.run_dir / "config.json"
+        current = {k: v for k, v in self.cfg.to_dict().items() if k not in RUNTIME_KEYS}
+        finished = [p for p in [*self.run_dir.glob("*"), *self.ckpt_dir.glob("*")]  # checkpoints count too
+                    if p.name not in ("config.json", "results.json") and not p.name.startswith(".")]
+        if path.exists() and finished:
+            stored = {k: v for k, v in read_json(path).items() if k not in RUNTIME_KEYS}
+            refuse_changes(stored, current, f"{self.run_dir} holds results of a different config")
+        else:
+            distributed.barrier(f"config checked: {path}")  # every process looked before it changes
+            write_json_atomic(path, self.cfg.to_dict())
+
     def run_weak(self) -> dict:
         """Weak model on ground truth of A; its soft labels of B are saved with B's ground truth."""
-        out = self.run_dir / "weak.json"
-        if out.exists() and (self.run_dir / "weak_labels.npz").exists():
-            return read_json(out)
-        split_a, split_b = self.splits()
-        gt_a = one_hot(np.asarray([label for _, label in split_a]))
-        model, tokenizer, record = self._fit(self.weak, "weak", split_a, gt_a, "xent")
-        inputs_b, labels_b = self._tokenize(tokenizer, self.weak, split_b)
-        logits_b = predict_logits(model, inputs_b, self.mesh, self.weak.train_cfg.eval_batch_size)
-        probs_b = np.asarray(jax.nn.softmax(logits_b), np.float32)
-        record["weak_label_accuracy"] = metrics.accuracy(probs_b, labels_b)
-        self._save_weak_labels(probs_b, labels_b)
-        return self._finish("weak", record)
+        return self.stage(self.weak, "weak", "gt_a", label_b=True)
 
     def _save_weak_labels(self, probs: np.ndarray, labels: np.ndarray) -> None:
-        path = self.run_dir / "weak_labels.npz"
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, probs=probs, labels=labels)
-        tmp.replace(path)
+        self._save_labels("weak", probs, labels)
 
     def weak_labels(self) -> tuple[np.ndarray, np.ndarray]:
-        path = self.run_dir / "weak_labels.npz"
-        try:
-            with np.load(path) as f:
-                return f["probs"], f["labels"]
-        except Exception as e:  # a truncated file is recomputed, not trusted
-            raise ValueError(f"{path} is unreadable ({e}); delete it and weak.json to relabel.") from e
+        """The weak stage's labels of B; a missing or damaged file makes the weak stage run again."""
+        self.run_weak()
+        return self.labels("weak")
 
     def run_ceiling(self) -> dict:
         """The strong model on ground truth of B: the best a perfect supervisor could give."""
-        out = self.run_dir / "ceiling.json"
-        if out.exists():
-            return read_json(out)
-        _, split_b = self.splits()
-        gt_b = one_hot(np.asarray([label for _, label in split_b]))
-        _, _, record = self._fit(self.strong, "ceiling", split_b, gt_b, "xent")
-        return self._finish("ceiling", record)
+        return self.stage(self.strong, "ceiling", "gt_b")
 
     def run_student(self, loss_name: str) -> dict:
         """The strong model on the weak model's soft labels of B, with one loss."""
-        out = self.run_dir / f"student_{loss_name}.json"
-        if out.exists():
-            return read_json(out)
-        _, split_b = self.splits()
-        probs_b, _ = self.weak_labels()
-        _, _, record = self._fit(self.strong, f"student_{loss_name}", split_b, probs_b, loss_name)
-        return self._finish(f"student_{loss_name}", record)
+        return self.stage(self.strong, f"student_{loss_name}", "weak", loss_name)
 
     def run(self) -> dict:
         """All stages, then results.json with accuracies and PGR per loss."""
@@ -274,7 +385,8 @@ def use_compilation_cache(cfg: ml_collections.ConfigDict) -> None:
 
 
 def run_experiment(cfg: ml_collections.ConfigDict) -> list[dict]:
-    """Runs every configured seed and returns their results."""
+    """Runs every configured seed and returns their results (on every process of a multi-process run)."""
     validate(cfg)
+    distributed.initialize(cfg.distributed)
     use_compilation_cache(cfg)
     return [Experiment(cfg, seed).run() for seed in cfg.seeds]

@@ -1,4 +1,5 @@
-"""PNG plots of a results directory: PGR per loss, and student accuracy against the ceiling.
+"""PNG plots of a results directory: PGR per loss, and student accuracy against the ceiling; of a
+sweep, also the median PGR per method and PGR against the strong/weak size ratio.
 
 Figures are drawn on an explicit Agg canvas rather than through pyplot, so plotting works on
 headless machines and never switches the backend of a notebook or script that imports w2s.
@@ -14,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from w2s import metrics
+from w2s.results_table import load_records
 
 _LOSS_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 # No "--": dashed lines are the weak models' own accuracy.
@@ -161,4 +163,78 @@ def plot_results(results_dir: str | pathlib.Path,
     paths = [out / "pgr.png", out / "accuracy.png"]
     _plot_pgr(rows, paths[0])
     _plot_accuracy(rows, paths[1])
+    return paths
+
+
+def _interval(stats: list[dict]) -> np.ndarray:
+    """[2, N] distances from each mean to its interval's ends, as errorbar's yerr wants them."""
+    return np.abs(np.asarray([[s["ci"][0] for s in stats], [s["ci"][1] for s in stats]])
+                  - np.asarray([s["mean"] for s in stats]))
+
+
+def _plot_median_pgr(rows: list[dict], path: pathlib.Path) -> None:
+    """Median PGR per method over tasks and pairs (bars, 95% bootstrap interval), each pair a dot."""
+    medians = metrics.median_pgr(rows)
+    fig = figure(max(6.0, 1.2 * len(medians) + 2.5), 4.5)
+    ax = fig.add_subplot()
+    for i, (method, m) in enumerate(medians.items()):
+        ax.bar(i, m["median"], 0.7, color=color(i), alpha=0.85,
+               yerr=[[m["median"] - m["ci"][0]], [m["ci"][1] - m["median"]]], capsize=4)
+        cells = [r["losses"][method]["pgr"]["mean"] for r in rows
+                 if method in r["losses"] and r["weak_model"] != r["strong_model"]]
+        ax.scatter(i + np.linspace(-0.2, 0.2, len(cells)), cells, s=12, color="black", zorder=3)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axhline(1, color="gray", lw=0.8, ls="--")
+    ax.set_xticks(range(len(medians)), list(medians))
+    ax.set_ylabel("PGR")
+    ax.legend(handles=[Line2D([], [], color="black", marker="o", ms=4, ls="none",
+                              label="one (task, weak, strong): mean over seeds"),
+                       Line2D([], [], color="gray", lw=0.8, ls="--", label="ceiling (PGR = 1)")], fontsize=8)
+    fig.suptitle("Median PGR per method over tasks and pairs\n(95% bootstrap interval over seeds)", fontsize=11)
+    fig.savefig(path, dpi=150)
+
+
+def _plot_pgr_vs_size(rows: list[dict], params: dict[str, float], path: pathlib.Path) -> None:
+    """PGR (mean over seeds, 95% interval) against strong/weak parameter ratio, one colour per method."""
+    rows = [r for r in rows if r["weak_model"] != r["strong_model"]]
+    fig = figure(8.0, 4.8)
+    ax = fig.add_subplot()
+    methods = metrics.loss_names(rows)
+    ratios: set[float] = set()
+    for j, method in enumerate(methods):
+        group = [r for r in rows if method in r["losses"]]
+        ratio = [params[r["strong_model"]] / params[r["weak_model"]] for r in group]
+        ratios.update(ratio)
+        stats = [r["losses"][method]["pgr"] for r in group]
+        # Methods side by side at each ratio, so equal ratios do not hide each other.
+        shift = 1.0 + 0.012 * (j - (len(methods) - 1) / 2)
+        ax.errorbar(np.asarray(ratio) * shift, [s["mean"] for s in stats], yerr=_interval(stats), color=color(j),
+                    marker=_LOSS_MARKERS[j % len(_LOSS_MARKERS)], ls="none", ms=5, capsize=2, label=method)
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(ratios), [f"{r:.3g}×" for r in sorted(ratios)], minor=False)
+    ax.set_xticks([], minor=True)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axhline(1, color="gray", lw=0.8, ls="--")
+    ax.set_xlabel("strong / weak parameters")
+    ax.set_ylabel("PGR")
+    ax.grid(alpha=0.3)
+    fig.legend(fontsize=8, loc="outside center right")
+    fig.suptitle("PGR against the strong/weak size ratio, each task and pair\n(mean, 95% bootstrap interval over seeds)",
+                 fontsize=11)
+    fig.savefig(path, dpi=150)
+
+
+def plot_sweep(sweep_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None = None) -> list[pathlib.Path]:
+    """Writes accuracy.png (Burns et al.'s main figure), pgr.png, median_pgr.png and pgr_vs_size.png
+    for the results table of a sweep; returns the paths."""
+    records = load_records(sweep_dir)
+    rows = metrics.summarize(records)
+    params = {r[f"{side}_model"]: r["params"][side] for r in records for side in ("weak", "strong")}
+    out = pathlib.Path(sweep_dir if out_dir is None else out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / name for name in ("accuracy.png", "pgr.png", "median_pgr.png", "pgr_vs_size.png")]
+    _plot_accuracy(rows, paths[0])
+    _plot_pgr(rows, paths[1])
+    _plot_median_pgr(rows, paths[2])
+    _plot_pgr_vs_size(rows, params, paths[3])
     return paths

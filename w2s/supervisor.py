@@ -60,14 +60,15 @@ def labels_file(path: str | os.PathLike, pool_size: int) -> Lookup:
         raise SupervisorError(f"labels file {path}: expected a .npy, .json or .csv file.")
     try:
         answers = _READERS[path.suffix](path)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, EOFError, OSError) as e:  # unparsable, mixed, ragged, truncated
         raise SupervisorError(f"labels file {path} does not hold numbers per example: {e}") from e
     if answers.shape[:1] != (pool_size,):
         raise SupervisorError(
             f"labels file {path} has shape {answers.shape}, but split B has {pool_size} examples; "
             "give one row per example of split B, in its order."
         )
-    return Lookup(answers, f"labels file {path}")
+    # Every row is checked now, before anything is trained or bought; row i answers pool index i.
+    return Lookup(check_answers(answers, np.arange(pool_size), f"labels file {path}"), f"labels file {path}")
 
 
 def make_supervisor(spec: Any, experiment: Any) -> Supervisor:
@@ -105,7 +106,7 @@ def check_answers(answers: Any, indices: np.ndarray, source: str) -> np.ndarray:
                 f"{rows.size} of {n} answers are bad)."
             )
 
-    fail(~np.isfinite(a).reshape(n, -1).all(1), "non-finite answer")
+    fail(~np.isfinite(a).all(axis=tuple(range(1, a.ndim))), "non-finite answer")
     if a.ndim == 1:
         fail((a != 0) & (a != 1), "label outside {0, 1}")
         return one_hot(a)

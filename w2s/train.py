@@ -14,10 +14,11 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from w2s import sharding
-from w2s.checkpoint import StageCheckpointer, read_json, write_json_atomic
+from w2s import distributed, sharding
+from w2s.checkpoint import StageCheckpointer
 from w2s.data import Tokenized, batch_indices, trim_to_bucket
 from w2s.losses import Loss, balanced_threshold
+from w2s.probe import Features
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +94,11 @@ def learning_rate(peak: float, step: jax.Array, warmup_steps: jax.Array, total_s
     return jnp.where(step < warmup_steps, warm, cosine)
 
 
+def _model_inputs(batch: dict) -> dict:
+    """The arrays of a batch the model reads: everything but the targets."""
+    return {k: v for k, v in batch.items() if k != "targets"}
+
+
 def make_train_step(
     graphdef: Any, optimizer: optax.GradientTransformation, loss: Loss, peak_lr: float
 ) -> Callable[[dict, dict], tuple[dict, dict]]:
@@ -103,21 +109,21 @@ def make_train_step(
     batch, so accumulating gradients does not change what it computes.
     """
 
-    def forward(params, input_ids, attention_mask):
-        return nnx.merge(graphdef, params)(input_ids, attention_mask)
+    def forward(params, inputs: dict):
+        return nnx.merge(graphdef, params)(**inputs)
 
     def step(state: dict, batch: dict) -> tuple[dict, dict]:
         params = state["params"]
         step_frac = state["step"].astype(jnp.float32) / state["total_steps"]
-        accum = batch["input_ids"].shape[0]
+        accum = batch["targets"].shape[0]
         if loss.needs_threshold and accum > 1:
-            logits = jax.lax.map(lambda mb: forward(params, *mb), (batch["input_ids"], batch["attention_mask"]))
+            logits = jax.lax.map(lambda mb: forward(params, _model_inputs(mb)), batch)
             threshold = balanced_threshold(logits.reshape(-1, 2), batch["targets"].reshape(-1, 2))
         else:
             threshold = None
 
-        def micro_loss(p, input_ids, attention_mask, targets):
-            logits = forward(p, input_ids, attention_mask)
+        def micro_loss(p, mb):
+            logits, targets = forward(p, _model_inputs(mb)), mb["targets"]
             t = balanced_threshold(logits, targets) if threshold is None else threshold
             return loss(logits, targets, step_frac=step_frac, class1_threshold=t)
 
@@ -125,7 +131,7 @@ def make_train_step(
 
         def accumulate(carry, mb):
             total_loss, total_grads = carry
-            value, grads = grad_fn(params, mb["input_ids"], mb["attention_mask"], mb["targets"])
+            value, grads = grad_fn(params, mb)
             return (total_loss + value, jax.tree.map(jnp.add, total_grads, grads)), None
 
         zeros = jax.tree.map(jnp.zeros_like, params)
@@ -193,22 +199,35 @@ def _step_cache(graphdef, optimizer, loss, peak_lr, mesh, sharding_leaves, shard
 
 
 def _put_batch(mesh, arrays: dict[str, np.ndarray], leading_axes: int) -> dict[str, jax.Array]:
+    """The global batch as global arrays; this process hands over only the rows its devices hold."""
     shard = sharding.batch_sharding(mesh, leading_axes)
-    return {k: jax.make_array_from_process_local_data(shard, v) for k, v in arrays.items()}
+    rows = sharding.process_rows(mesh, next(iter(arrays.values())).shape[leading_axes])
+    return {k: jax.make_array_from_process_local_data(shard, np.take(v, rows, axis=leading_axes), v.shape)
+            for k, v in arrays.items()}
 
 
 class NonFiniteLossError(RuntimeError):
     pass
 
 
-def _read_history(checkpointer: StageCheckpointer) -> list[dict[str, float]]:
-    path = checkpointer.directory / "history.json"
-    return read_json(path) if path.exists() else []
+def _check_finite(pending: list[tuple[int, np.ndarray, jax.Array]], desc: str,
+                  checkpointer: StageCheckpointer | None) -> None:
+    """Raises on the first non-finite loss among (step, batch indices, loss) of the steps since the
+    last check. Called before every checkpoint, so a saved state never comes after a bad step."""
+    for (done, idx, _), value in zip(pending, jax.device_get([loss for _, _, loss in pending])):
+        if not np.isfinite(value):
+            last = checkpointer.latest_step() if checkpointer is not None else None
+            kept = ("no checkpoint was saved" if last is None
+                    else f"the last good checkpoint (step {last}) is kept in {checkpointer.directory}")
+            raise NonFiniteLossError(
+                f"{desc}: loss became {float(value)} at step {done} (the batch of example indices "
+                f"{idx[:8].tolist()}{'...' if len(idx) > 8 else ''}); {kept}."
+            )
 
 
 def train(
     model: nnx.Module,
-    inputs: Tokenized,
+    inputs: Tokenized | Features,
     targets: np.ndarray,
     cfg: TrainConfig,
     *,
@@ -219,44 +238,45 @@ def train(
     evaluate: Callable[[nnx.Module], dict[str, float]] | None = None,
     desc: str = "train",
 ) -> tuple[nnx.Module, list[dict[str, float]]]:
-    """Finetunes `model` on `targets` ([N, 2] distributions); resumes from `checkpoint_dir` if it has
+    """Finetunes `model` on `targets` ([N, 2] distributions) of `inputs` (token ids, or a linear probe's
+    features: each batch is passed to the model by keyword); resumes from `checkpoint_dir` if it has
     a checkpoint. Returns the trained model and the logged history (loss, throughput, evaluations)."""
     num_examples = len(inputs)
     if targets.shape != (num_examples, 2):
         raise ValueError(f"{desc}: targets have shape {targets.shape}, expected ({num_examples}, 2).")
     sharding.check_batch_size(mesh, cfg.micro_batch_size, f"{desc}: micro_batch_size")
+    if hasattr(model, "backbone"):  # a linear probe has no attention heads to split
+        sharding.check_heads(mesh, model.backbone.cfg.num_heads, model.backbone.cfg.num_kv_heads, desc)
     total_steps = cfg.total_steps(num_examples)
     optimizer = make_optimizer(cfg)
     graphdef, state, state_sh = init_train_state(model, optimizer, mesh, total_steps, cfg.warmup_steps(total_steps))
     checkpointer = StageCheckpointer(checkpoint_dir, cfg.checkpoint_every) if checkpoint_dir else None
     start, history = 0, []
-    if checkpointer is not None and checkpointer.latest_step() is not None:
-        state = checkpointer.restore(state)
+    restored = checkpointer.restore(state) if checkpointer is not None else None
+    if restored is not None:
+        state, history = restored
         start = int(state["step"])
-        history = [r for r in _read_history(checkpointer) if r["step"] <= start]
     step_fn = _compiled_train_step(graphdef, optimizer, loss, cfg.lr, mesh, state_sh)
     accum, micro = cfg.accum_steps, cfg.micro_batch_size
-    bar = tqdm(total=total_steps, initial=start, desc=desc, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=start, desc=desc, unit="step", dynamic_ncols=True,
+               disable=not distributed.is_main())
     window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
+    pending = []  # (step, batch indices, loss) of steps whose loss is not checked yet
     for step in range(start, total_steps):
         idx = batch_indices(num_examples, cfg.batch_size, seed, step)
-        input_ids, attention_mask = trim_to_bucket(inputs.input_ids[idx], inputs.attention_mask[idx])
-        host = {
-            "input_ids": input_ids.reshape(accum, micro, -1),
-            "attention_mask": attention_mask.reshape(accum, micro, -1),
-            "targets": targets[idx].reshape(accum, micro, 2).astype(np.float32),
-        }
+        host = {k: v.reshape(accum, micro, *v.shape[1:]) for k, v in inputs.batch(idx).items()}
+        host["targets"] = targets[idx].reshape(accum, micro, 2).astype(np.float32)
         state, metrics = step_fn(state, _put_batch(mesh, host, leading_axes=1))
         window_examples += cfg.batch_size
-        window_tokens += int(host["attention_mask"].sum())
+        window_tokens += int(host["attention_mask"].sum()) if "attention_mask" in host else 0
         done = step + 1
+        pending.append((done, idx, metrics["loss"]))
+        saving = checkpointer is not None and checkpointer.due(done, force=done == total_steps)
+        if saving or done % cfg.log_every == 0 or done == total_steps:
+            _check_finite(pending, desc, checkpointer)
+            pending = []
         if done % cfg.log_every == 0 or done == total_steps:
             loss_value = float(metrics["loss"])
-            if not np.isfinite(loss_value):
-                raise NonFiniteLossError(
-                    f"{desc}: loss became {loss_value} at step {done} (batch of example indices "
-                    f"{idx[:8].tolist()}...); the last good checkpoint is kept in {checkpoint_dir}."
-                )
             elapsed = time.perf_counter() - window_start
             record = {
                 "step": done,
@@ -272,8 +292,8 @@ def train(
             scores = evaluate(nnx.merge(graphdef, state["params"]))
             history.append({"step": done, **scores})
             bar.write(f"{desc} step {done}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
-        if checkpointer is not None and checkpointer.maybe_save(done, state, force=done == total_steps):
-            write_json_atomic(checkpointer.directory / "history.json", history)
+        if saving:
+            checkpointer.save(done, state, history)
         bar.update(1)
     bar.close()
     if checkpointer is not None:

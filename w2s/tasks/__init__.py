@@ -56,7 +56,7 @@ def load_task(name: str, seed: int = 0, **options: Any) -> TaskData:
     elif isinstance(result, Mapping):
         splits = result
     else:
-        raise TypeError(
+        raise ValueError(
             f"task {name!r} returned {type(result).__name__}; expected TaskData or a dict "
             "with 'train' and 'test' lists"
         )
@@ -68,7 +68,11 @@ def _resolve(name: str) -> TaskFn:
         return _REGISTRY[name]
     if ":" in name:
         module_name, _, attr = name.partition(":")
-        fn = getattr(importlib.import_module(module_name), attr, None)
+        try:
+            module = importlib.import_module(module_name)
+        except (ImportError, ValueError, TypeError) as e:  # no such module, or an empty or relative name
+            raise ValueError(f"plug-in task {name!r}: cannot import module {module_name!r} ({e})") from e
+        fn = getattr(module, attr, None)
         if not callable(fn):
             raise ValueError(
                 f"plug-in task {name!r}: module {module_name!r} has no function {attr!r}"
@@ -84,20 +88,25 @@ def _resolve(name: str) -> TaskFn:
 
 
 def _check_options(name: str, fn: TaskFn, options: Mapping[str, Any]) -> None:
-    """Names a misspelt option here instead of letting a TypeError surface from inside the task."""
-    params = list(inspect.signature(fn).parameters.values())
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return
+    """Names a misspelt option, or a function that cannot take (seed, **options), here instead of
+    letting a TypeError surface from inside the task."""
+    signature = inspect.signature(fn)
+    params = list(signature.parameters.values())
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     accepted = sorted(p.name for p in params[1:] if p.kind in kinds)  # params[0] is the seed.
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
     for option in options:
-        if option not in accepted:
+        if option not in accepted and not takes_any:
             close = difflib.get_close_matches(option, accepted, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(
                 f"task {name!r} has no option {option!r}.{hint} "
                 f"Accepted options: {', '.join(accepted) or '(none)'}."
             )
+    try:
+        signature.bind(0, **options)
+    except TypeError as e:
+        raise ValueError(f"task {name!r} cannot be called as {name}(seed, **options): {e}") from None
 
 
 def _checked(name: str, split: str, splits: Mapping[str, Any]) -> list[Example]:
@@ -114,6 +123,10 @@ def _checked(name: str, split: str, splits: Mapping[str, Any]) -> list[Example]:
         text, label = example
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"{where}: text must be a non-empty str, got {text!r:.200}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:  # lone surrogates: the tokenizer would fail deep inside
+            raise ValueError(f"{where}: text is not valid Unicode ({e.reason} at character {e.start})") from None
         # numbers.Integral admits bool and numpy integers but not 1.0 or '1'.
         if not isinstance(label, numbers.Integral) or label not in (0, 1):
             raise ValueError(

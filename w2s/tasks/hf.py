@@ -33,21 +33,31 @@ def sciq_examples(row: Row, rng: random.Random) -> list[Example]:
     return [(f"Q: {question} A: {answer}", 1), (f"Q: {question} A: {rng.choice(distractors)}", 0)]
 
 
+def _label(value: Any) -> int:
+    """An integer label from a bool, an int or a whole float (a csv column with gaps reads as floats);
+    anything else is refused rather than truncated (int(0.7) would be 0)."""
+    if isinstance(value, (bool, int, np.integer)) or (isinstance(value, float) and value.is_integer()):
+        return int(value)
+    raise ValueError(f"label {value!r} is not an integer")
+
+
 def boolq_examples(row: Row, rng: random.Random) -> list[Example]:
     del rng  # The label is the answer itself.
-    return [(f"{row['passage'].strip()}\nQ: {row['question'].strip()}?", int(row["answer"]))]
+    return [(f"{row['passage'].strip()}\nQ: {row['question'].strip()}?", _label(row["answer"]))]
 
 
 def amazon_polarity_examples(row: Row, rng: random.Random) -> list[Example]:
     del rng  # The label is the review's polarity itself.
     text = f"{row['title'].strip()}\n{row['content'].strip()}".strip()
-    return [(text, int(row["label"]))] if text else []
+    return [(text, _label(row["label"]))] if text else []
 
 
 def cosmos_qa_examples(row: Row, rng: random.Random) -> list[Example]:
     """The correct answer and one random wrong one of the four, so classes balance exactly."""
     answers = [row[f"answer{i}"].strip() for i in range(4)]
-    right = int(row["label"])
+    right = _label(row["label"])
+    if right not in range(4):  # -1 marks an unlabeled row; it would silently pick answer3
+        raise ValueError(f"label {right} is not one of 0, 1, 2, 3")
     wrong = [a for i, a in enumerate(answers) if i != right and a and a != answers[right]]
     if not wrong:
         return []
@@ -75,7 +85,11 @@ def _load_splits(name: str, path: DataPath) -> Any:
         suffix = pathlib.Path(first if isinstance(first, str) else first[0]).suffix
         if suffix not in _BUILDERS:
             raise ValueError(f"cannot read {suffix!r} files; use one of {', '.join(_BUILDERS)}")
-        return datasets.load_dataset(_BUILDERS[suffix], data_files=files)
+        try:
+            return datasets.load_dataset(_BUILDERS[suffix], data_files=files)
+        except Exception as e:  # datasets, pyarrow and pandas raise many types for malformed files
+            cause = f" ({e.__cause__})" if e.__cause__ else ""
+            raise ValueError(f"{name}: cannot read {files}: {type(e).__name__}: {e}{cause}"[:1000]) from e
     try:
         return datasets.load_dataset(path)
     except OSError as e:  # ConnectionError, DatasetNotFoundError.
@@ -95,14 +109,19 @@ def _labeled(split: Any, label_column: str) -> bool:
 def _sample(
     name: str, split_name: str, split: Any, binarize: Binarize, n: int | None, seed: int
 ) -> list[Example]:
-    """Binarizes rows in a seeded random order until `n` examples (None: every row)."""
+    """Binarizes rows in a seeded random order until `n` examples (None: every row). `name` says
+    where the rows come from; a row that is not what the task expects is named by its index."""
     order = np.random.default_rng(seed).permutation(len(split))
     rng = random.Random(seed)
     examples = []
     chunk = max(len(split) if n is None else n, 1)  # Rows yield one example or more, nearly all.
     for start in range(0, len(split), chunk):
-        for row in split.select(order[start : start + chunk]):
-            examples += binarize(row, rng)
+        for index, row in zip(order[start : start + chunk], split.select(order[start : start + chunk])):
+            try:
+                examples += binarize(row, rng)
+            except (KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
+                raise ValueError(f"{name}: split {split_name!r}, row {index} (from 0): {type(e).__name__}: "
+                                 f"{e} (columns: {', '.join(split.column_names)})") from e
         if n is not None and len(examples) >= n:
             break
     if n is not None:
@@ -133,10 +152,11 @@ def _task(
                 f"{name}: {path!r} has splits {sorted(splits)}, needs 'train' and a labeled "
                 "'test' or 'validation'; for local files pass path={'train': ..., 'test': ...}"
             )
+    source = f"{name} from {path!r}"
     return TaskData(
         name,
-        _sample(name, "train", splits["train"], binarize, n_train, seed),
-        _sample(name, test, splits[test], binarize, n_test, seed + 1),
+        _sample(source, "train", splits["train"], binarize, n_train, seed),
+        _sample(source, test, splits[test], binarize, n_test, seed + 1),
     )
 
 

@@ -1,0 +1,96 @@
+"""Model ladders: named rungs, weakest first, that a sweep pairs as weak supervisor and strong student.
+
+A rung is a model spec in the pipeline's `weak`/`strong` format (without its train config, which
+the sweep supplies) plus what the sweep needs around it: a label for tables and paths, its
+parameter count for the size-ratio plot, and overrides of the sweep's train config for this rung.
+
+Pythia (GPT-NeoX) is not here: w2s.models has no GPT-NeoX backbone (parallel attention and MLP,
+partial rotary embeddings); BERT, GPT-2 and Llama/Qwen2 are the architectures it loads.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import ml_collections
+
+
+@dataclasses.dataclass(frozen=True)
+class Rung:
+    label: str
+    model: str
+    params: float  # backbone parameters; hub rungs give the model card's count
+    num_layers: int | None = None
+    pretrained: bool = True
+    pooling: str | None = None
+    dtype: str = "float32"
+    train: tuple[tuple[str, Any], ...] = ()  # (key, value) overrides of the sweep's train config
+
+    def spec(self, train: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+        """The pipeline's model spec: this rung trained with `train` and this rung's overrides."""
+        return ml_collections.ConfigDict(dict(
+            model=self.model, num_layers=self.num_layers, pretrained=self.pretrained, pooling=self.pooling,
+            dtype=self.dtype, train={**train.to_dict(), **dict(self.train)}))
+
+
+_RUNGS: dict[str, Rung] = {}
+_FAMILY: dict[str, str] = {}  # rung label -> its ladder
+LADDERS: dict[str, tuple[str, ...]] = {}
+
+
+def register(ladder: str, rungs: list[Rung]) -> None:
+    """Registers rungs (also usable from a config file for models of one's own) as a named ladder."""
+    for rung in rungs:
+        _RUNGS[rung.label] = rung
+        _FAMILY[rung.label] = ladder
+    LADDERS[ladder] = tuple(r.label for r in rungs)
+
+
+def rung(label: str) -> Rung:
+    if label not in _RUNGS:
+        raise ValueError(f"unknown rung {label!r}; known rungs: {', '.join(_RUNGS)} (ladders: {', '.join(LADDERS)}).")
+    return _RUNGS[label]
+
+
+def family(label: str) -> str:
+    """The ladder a rung belongs to: a sweep pairs rungs of one ladder only."""
+    rung(label)
+    return _FAMILY[label]
+
+
+def ladder(name: str) -> tuple[str, ...]:
+    """The rung labels of a named ladder, weakest first."""
+    if name not in LADDERS:
+        raise ValueError(f"unknown ladder {name!r}; known ladders: {', '.join(LADDERS)}.")
+    return LADDERS[name]
+
+
+# Offline: the first k layers of all-MiniLM-L6-v2 (from its PyPI wheel). k = 0 is the pretrained
+# word-piece embeddings alone, trained like the quickstart's weak model (lr 1e-3, 3 epochs). The cut
+# rungs are mean-pooled (their [CLS] is untrained: k = 1 read at [CLS] reached 0.61 on wordnet_living
+# against 0.74 mean-pooled); all six layers read [CLS] when finetuned, as the quickstart's strong
+# model does, and are mean-pooled for linear probes.
+# Counts are the backbones' (tests/test_sweep.py checks them).
+register("minilm", [
+    Rung("minilm-l0-mean", "minilm", 11_918_592, num_layers=0, pooling="mean", train=(("lr", 1e-3), ("epochs", 3.0))),
+    Rung("minilm-l1-mean", "minilm", 13_693_056, num_layers=1, pooling="mean"),
+    Rung("minilm-l2-mean", "minilm", 15_467_520, num_layers=2, pooling="mean"),
+    Rung("minilm-l6", "minilm", 22_565_376),
+    Rung("minilm-l6-mean", "minilm", 22_565_376, pooling="mean"),  # for linear probes: its [CLS] probes at 0.77
+])
+
+# The hub: Burns et al.'s GPT-2 family, and Qwen2.5 base models, bfloat16 compute. Learning rates
+# shrink with size as in Burns et al.; micro-batches are a starting point for 80 GB GPUs with fsdp
+# over 8 at max_length 512, not measured yet.
+register("gpt2", [
+    Rung("gpt2", "gpt2", 124e6, dtype="bfloat16", train=(("lr", 5e-5),)),
+    Rung("gpt2-medium", "gpt2-medium", 355e6, dtype="bfloat16", train=(("lr", 3e-5),)),
+    Rung("gpt2-large", "gpt2-large", 774e6, dtype="bfloat16", train=(("lr", 2e-5), ("micro_batch_size", 16))),
+    Rung("gpt2-xl", "gpt2-xl", 1558e6, dtype="bfloat16", train=(("lr", 1e-5), ("micro_batch_size", 8))),
+])
+register("qwen2.5", [
+    Rung("qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B", 494e6, dtype="bfloat16", train=(("lr", 2e-5),)),
+    Rung("qwen2.5-1.5b", "Qwen/Qwen2.5-1.5B", 1544e6, dtype="bfloat16", train=(("lr", 1e-5), ("micro_batch_size", 16))),
+    Rung("qwen2.5-3b", "Qwen/Qwen2.5-3B", 3086e6, dtype="bfloat16", train=(("lr", 1e-5), ("micro_batch_size", 8))),
+    Rung("qwen2.5-7b", "Qwen/Qwen2.5-7B", 7616e6, dtype="bfloat16", train=(("lr", 5e-6), ("micro_batch_size", 4))),
+])

@@ -1,0 +1,260 @@
+"""Sweeps: every weak ≤ strong pair of model ladders, over tasks, methods and seeds, into one table.
+
+A run is one (task, weak, strong, method, seed). It is a chain of pipeline stages keyed by model
+(w2s.pipeline.Stages): the weak model on ground truth of A (its labels of B), the strong ceiling on
+ground truth of B, then the method's students. Stages are shared by every run that needs them, so a
+model's weak labels and ceiling train once per (task, seed); a finished stage is skipped, a run
+whose row is in the table is skipped, and a killed sweep resumes where it stopped.
+
+Methods (config.methods):
+    xent, aux_conf, product   the strong model on the weak labels of B with that loss
+    bootstrap                 through every rung in between: weak -> mid -> ... -> strong, each model
+                              trained on its predecessor's labels of B (xent); pairs with a rung between
+    early_stop                xent on B less a held-out part; the test accuracy reported is that of the
+                              evaluation whose predictions agree best with the held-out weak labels
+    relabel                   strong-to-strong: the xent student labels B, a fresh strong model trains
+                              on those labels; `rounds` times
+With config.linear_probe every stage trains only a head on the frozen backbone's features.
+
+Layout:
+    <output_dir>/sweep_config.json                      the settings its finished stages belong to
+    <output_dir>/results.sqlite                         one row per finished run (w2s.results_table)
+    <output_dir>/<task>/seed_<s>/<model>/weak.json      the model on ground truth of A, with
+    <output_dir>/<task>/seed_<s>/<model>/weak_labels.npz  its labels of B
+    <output_dir>/<task>/seed_<s>/<model>/ceiling.json   the model on ground truth of B
+    <output_dir>/<task>/seed_<s>/<weak>_to_<strong>/<method>.json   students (and their labels of B)
+    <checkpoint_dir>/<name>/<task>/seed_<s>/...         orbax checkpoints of unfinished stages
+
+Concurrent sweeps may share an output folder and its table when they split the work by seeds or
+tasks (`--config.seeds=0,` here, `--config.seeds=1,` there); two sweeps must not train one stage.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import pathlib
+from typing import Sequence
+
+import ml_collections
+from tqdm.auto import tqdm
+
+from w2s import ladders, metrics, sharding
+from w2s.checkpoint import read_json, write_json_atomic
+from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
+from w2s.losses import known_losses, make_loss
+from w2s.pipeline import ModelSpec, Stages, use_compilation_cache
+from w2s.results_table import FILENAME, ResultsTable, load_records
+from w2s.train import TrainConfig
+
+TOP_KEYS = ("name", "tasks", "task_options", "seeds", "models", "self_pairs", "train", "methods", "loss_options",
+            "method_options", "linear_probe", "probe_train", "mesh", "output_dir", "checkpoint_dir",
+            "keep_checkpoints")
+# Keys that may change without invalidating finished stages.
+RUNTIME_KEYS = ("tasks", "seeds", "models", "self_pairs", "methods", "mesh", "output_dir", "checkpoint_dir",
+                "keep_checkpoints")
+METHOD_OPTIONS = {"bootstrap": (), "early_stop": ("holdout_frac", "evals"), "relabel": ("rounds",)}
+
+
+def known_methods() -> list[str]:
+    return known_losses() + sorted(METHOD_OPTIONS)
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+    """Checks the config's shape before any work, naming the key that is wrong."""
+    check_keys(cfg, TOP_KEYS, "config")
+    for key in ("tasks", "seeds", "models", "methods"):
+        if not cfg[key]:
+            raise ConfigError(f"config.{key} is empty.")
+    for label in cfg.models:
+        ladders.rung(label)
+    if len(set(cfg.models)) != len(cfg.models):
+        raise ConfigError(f"config.models names a rung twice: {list(cfg.models)}.")
+    TrainConfig.from_config(cfg.train)
+    TrainConfig.from_config(cfg.probe_train)
+    unknown = sorted(set(cfg.methods) - set(known_methods()))
+    if unknown:
+        raise ConfigError(f"config.methods: unknown method(s) {unknown}; known: {', '.join(known_methods())}.")
+    check_keys(cfg.loss_options, known_losses(), "config.loss_options")
+    for name in known_losses():
+        make_loss(name, **dict(cfg.loss_options.get(name, {})))
+    check_keys(cfg.method_options, list(METHOD_OPTIONS), "config.method_options")
+    for name, accepted in METHOD_OPTIONS.items():
+        check_keys(cfg.method_options.get(name, ml_collections.ConfigDict()), accepted, f"config.method_options.{name}")
+    early = cfg.method_options.get("early_stop", {})
+    if "early_stop" in cfg.methods and not (0 < early.get("holdout_frac", 0) < 1 and early.get("evals", 0) >= 1):
+        raise ConfigError("config.method_options.early_stop needs 0 < holdout_frac < 1 and evals >= 1.")
+    if "relabel" in cfg.methods and cfg.method_options.get("relabel", {}).get("rounds", 0) < 1:
+        raise ConfigError("config.method_options.relabel.rounds must be at least 1.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One pipeline stage (Stages.stage): `model` trained on `source` ('gt_a', 'gt_b' or a stage's labels)."""
+
+    stage: str
+    model: str
+    source: str
+    loss: str = "xent"
+    label_b: bool = False
+    holdout_frac: float = 0.0
+    evals: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One row of the table. Its steps: the weak model's, the ceiling's, then the method's; the last
+    step's test accuracy is the student's."""
+
+    task: str
+    seed: int
+    weak: str
+    strong: str
+    method: str
+    steps: tuple[Step, ...]
+
+    @property
+    def key(self) -> tuple:
+        return (self.task, self.weak, self.strong, self.method, self.seed)
+
+
+def method_steps(method: str, weak: str, strong: str, models: Sequence[str],
+                 options: ml_collections.ConfigDict) -> tuple[Step, ...]:
+    """The stages that make `method`'s student of (weak, strong); () where it does not apply."""
+    pair, weak_labels = f"{weak}_to_{strong}", f"{weak}/weak"
+    xent = Step(f"{pair}/xent", strong, weak_labels, label_b=True)  # others relabel from it
+    if method in known_losses():
+        return (xent,) if method == "xent" else (Step(f"{pair}/{method}", strong, weak_labels, loss=method),)
+    if method == "early_stop":
+        o = options.early_stop
+        return (Step(f"{pair}/early_stop", strong, weak_labels, holdout_frac=o.holdout_frac, evals=o.evals),)
+    if method == "relabel":
+        steps = [xent]
+        for r in range(1, options.relabel.rounds + 1):
+            steps.append(Step(f"{pair}/relabel_{r}", strong, steps[-1].stage, label_b=True))
+        return tuple(steps)
+    between = list(models[models.index(weak) + 1: models.index(strong)])  # bootstrap
+    if not between:
+        return ()
+    steps = [Step(f"{weak}_to_{between[0]}/xent", between[0], weak_labels, label_b=True)]
+    for model in between[1:] + [strong]:
+        steps.append(Step(f"{weak}_to_{model}/bootstrap", model, steps[-1].stage, label_b=True))
+    return tuple(steps)
+
+
+def pairs(models: Sequence[str], self_pairs: bool) -> list[tuple[str, str]]:
+    """(weak, strong) with weak before strong (or equal, with self_pairs) in the same ladder."""
+    return [(w, s) for i, w in enumerate(models) for s in models[i if self_pairs else i + 1:]
+            if ladders.family(w) == ladders.family(s)]
+
+
+def plan(cfg: ml_collections.ConfigDict) -> list[Run]:
+    """Every run of the sweep, grouped by task and seed (the stages they share)."""
+    runs = []
+    for task in cfg.tasks:
+        for seed in cfg.seeds:
+            for weak, strong in pairs(cfg.models, cfg.self_pairs):
+                family = [m for m in cfg.models if ladders.family(m) == ladders.family(weak)]
+                ground_truth = (Step(f"{weak}/weak", weak, "gt_a", label_b=True), Step(f"{strong}/ceiling", strong, "gt_b"))
+                for method in cfg.methods:
+                    steps = method_steps(method, weak, strong, family, cfg.method_options)
+                    if steps:
+                        runs.append(Run(task, seed, weak, strong, method, ground_truth + steps))
+    return runs
+
+
+def _run_dir(cfg: ml_collections.ConfigDict, task: str, seed: int) -> pathlib.Path:
+    return pathlib.Path(cfg.output_dir) / task / f"seed_{seed}"
+
+
+def specs(cfg: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
+    """Each rung's model spec with the sweep's train config and the rung's overrides."""
+    return {label: ladders.rung(label).spec(cfg.train) for label in cfg.models}
+
+
+def format_plan(cfg: ml_collections.ConfigDict, runs: list[Run], finished: set[tuple]) -> str:
+    """The runs, whether each is in the table, and how many trainings of each model are left."""
+    lines = [f"{'task':<16} {'seed':>4}  {'weak':<16} {'strong':<16} {'method':<10} status"]
+    left: dict[tuple, str] = {}
+    for run in runs:
+        done = run.key in finished
+        lines.append(f"{run.task:<16} {run.seed:>4}  {run.weak:<16} {run.strong:<16} {run.method:<10} "
+                     f"{'done' if done else 'to run'}")
+        for step in () if done else run.steps:
+            if not (_run_dir(cfg, run.task, run.seed) / f"{step.stage}.json").exists():
+                left[(run.task, run.seed, step.stage)] = step.model
+    per_model = collections.Counter(left.values())
+    lines.append(f"\n{len(runs)} runs, {sum(r.key in finished for r in runs)} done; {len(left)} stages to train"
+                 + (": " + ", ".join(f"{m} x{per_model[m]}" for m in cfg.models if per_model[m]) if left else "")
+                 + (" (linear probes)" if cfg.linear_probe else ""))
+    return "\n".join(lines)
+
+
+def _check_settings(cfg: ml_collections.ConfigDict) -> None:
+    """Refuses to mix finished stages of other settings into this output folder, naming the keys.
+    Rungs and methods may be added; a rung whose spec changed is refused."""
+    path = pathlib.Path(cfg.output_dir) / "sweep_config.json"
+    current = json.loads(json.dumps({k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS}))
+    current["rungs"] = {label: spec.to_dict() for label, spec in specs(cfg).items()}
+    if path.exists():
+        stored = read_json(path)
+        shared = sorted(set(stored.get("rungs", {})) & set(current["rungs"]))
+        refuse_changes({**stored, "rungs": {k: stored["rungs"][k] for k in shared}},
+                       {**current, "rungs": {k: current["rungs"][k] for k in shared}},
+                       f"{cfg.output_dir} holds a sweep of other settings")
+        current["rungs"] = {**stored["rungs"], **current["rungs"]}
+    write_json_atomic(path, current)
+
+
+def _row(run: Run, records: list[dict]) -> dict:
+    weak, ceiling, student = records[0], records[1], records[-1]
+    return {
+        "task": run.task, "weak": run.weak, "strong": run.strong, "method": run.method, "seed": run.seed,
+        "weak_acc": weak["test_accuracy"], "ceiling_acc": ceiling["test_accuracy"],
+        "student_acc": student["test_accuracy"],
+        "pgr": metrics.pgr(weak["test_accuracy"], student["test_accuracy"], ceiling["test_accuracy"]),
+        "weak_params": ladders.rung(run.weak).params, "strong_params": ladders.rung(run.strong).params,
+        "seconds": sum(r["seconds"] for r in records[2:]),  # the method's stages, shared ones included
+        "details": {"weak_label_accuracy": weak["weak_label_accuracy"], "stages": [s.stage for s in run.steps],
+                    "student": {k: v for k, v in student.items() if k not in ("history", "test_accuracy", "seconds")}},
+    }
+
+
+def run_sweep(cfg: ml_collections.ConfigDict, dry_run: bool = False) -> list[Run]:
+    """Runs every run not in the table yet (or, with dry_run, prints the plan); returns the plan."""
+    validate(cfg)
+    runs = plan(cfg)
+    table_path = pathlib.Path(cfg.output_dir) / FILENAME
+    finished = ResultsTable(table_path).keys() if table_path.exists() else set()
+    print(format_plan(cfg, runs, finished))
+    if dry_run:
+        return runs
+    pathlib.Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    _check_settings(cfg)
+    use_compilation_cache(cfg)
+    table = ResultsTable(table_path)
+    mesh = sharding.make_mesh(**cfg.mesh)
+    models = {label: ModelSpec.from_config(spec) for label, spec in specs(cfg).items()}
+    probe = TrainConfig.from_config(cfg.probe_train) if cfg.linear_probe else None
+    stages = None
+    for run in tqdm([r for r in runs if r.key not in finished], desc="sweep", unit="run"):
+        if stages is None or (stages.task_name, stages.seed) != (run.task, run.seed):
+            stages = Stages(run.task, cfg.task_options, run.seed, run_dir=_run_dir(cfg, run.task, run.seed),
+                            ckpt_dir=pathlib.Path(cfg.checkpoint_dir).absolute() / cfg.name / run.task / f"seed_{run.seed}",
+                            mesh=mesh, loss_options=cfg.loss_options, keep_checkpoints=cfg.keep_checkpoints,
+                            probe=probe)
+        records = [stages.stage(models[s.model], s.stage, s.source, s.loss, label_b=s.label_b,
+                                holdout_frac=s.holdout_frac, evals=s.evals) for s in run.steps]
+        table.put(_row(run, records))
+    return runs
+
+
+def sweep_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = (), dry_run: bool = False) -> list[Run]:
+    """Applies overrides, runs the sweep (or prints its plan), prints the PGR table; returns the plan."""
+    cfg = apply_overrides(cfg, overrides)
+    runs = run_sweep(cfg, dry_run)
+    if not dry_run:
+        print()
+        print(metrics.format_pgr_table(metrics.summarize(load_records(cfg.output_dir))))
+        print(f"\nresults: {pathlib.Path(cfg.output_dir) / FILENAME}   (plot them with: w2s plot {cfg.output_dir})")
+    return runs
