@@ -4,8 +4,8 @@ A rung is a model spec in the pipeline's `weak`/`strong` format (without its tra
 the sweep supplies) plus what the sweep needs around it: a label for tables and paths, its
 parameter count for the size-ratio plot, and overrides of the sweep's train config for this rung.
 
-Pythia (GPT-NeoX) is not here: w2s.models has no GPT-NeoX backbone (parallel attention and MLP,
-partial rotary embeddings); BERT, GPT-2 and Llama/Qwen2 are the architectures it loads.
+Ladders: offline MiniLM cuts; from the hub Burns et al.'s GPT-2 family, Qwen2.5 and Pythia
+(GPT-NeoX: one training run's data and order across seven sizes).
 """
 from __future__ import annotations
 
@@ -93,4 +93,21 @@ register("qwen2.5", [
     Rung("qwen2.5-1.5b", "Qwen/Qwen2.5-1.5B", 1544e6, dtype="bfloat16", train=(("lr", 1e-5), ("micro_batch_size", 16))),
     Rung("qwen2.5-3b", "Qwen/Qwen2.5-3B", 3086e6, dtype="bfloat16", train=(("lr", 1e-5), ("micro_batch_size", 8))),
     Rung("qwen2.5-7b", "Qwen/Qwen2.5-7B", 7616e6, dtype="bfloat16", train=(("lr", 5e-6), ("micro_batch_size", 4))),
+])
+
+# Pythia 70M to 6.9B, trained on the same data in the same order. Counts are the model card's totals,
+# which include the untied embed_out (tests/test_gpt_neox.py checks them against the architecture);
+# learning rates and micro-batches follow the GPT-2 and Qwen2.5 rungs of similar size, not measured yet.
+register("pythia", [
+    Rung("pythia-70m", "EleutherAI/pythia-70m", 70_426_624, dtype="bfloat16", train=(("lr", 5e-5),)),
+    Rung("pythia-160m", "EleutherAI/pythia-160m", 162_322_944, dtype="bfloat16", train=(("lr", 5e-5),)),
+    Rung("pythia-410m", "EleutherAI/pythia-410m", 405_334_016, dtype="bfloat16", train=(("lr", 3e-5),)),
+    Rung("pythia-1b", "EleutherAI/pythia-1b", 1_011_781_632, dtype="bfloat16",
+         train=(("lr", 2e-5), ("micro_batch_size", 16))),
+    Rung("pythia-1.4b", "EleutherAI/pythia-1.4b", 1_414_647_808, dtype="bfloat16",
+         train=(("lr", 1e-5), ("micro_batch_size", 16))),
+    Rung("pythia-2.8b", "EleutherAI/pythia-2.8b", 2_775_208_960, dtype="bfloat16",
+         train=(("lr", 1e-5), ("micro_batch_size", 8))),
+    Rung("pythia-6.9b", "EleutherAI/pythia-6.9b", 6_857_302_016, dtype="bfloat16",
+         train=(("lr", 5e-6), ("micro_batch_size", 4))),
 ])

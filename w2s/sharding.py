@@ -20,7 +20,8 @@ BATCH_AXES = ("data", "fsdp")
 # Tensor parallelism: the projections that widen (q/k/v, MLP in) split their output features over
 # `model`, the ones that narrow back (attention out, MLP out) their input features, so each device
 # computes whole heads and a slice of the MLP hidden and only the narrowing matmul all-reduces.
-# bert.py, gpt2.py and llama.py (Llama and Qwen2) all use these module names; causal_lm.py's lm_head
+# bert.py, gpt2.py, llama.py (Llama and Qwen2) and gpt_neox.py (Pythia; its fused query_key_value is
+# split into query, key and value on loading) all use these module names; causal_lm.py's lm_head
 # splits the vocabulary.
 COLUMN_PARALLEL = frozenset({"query", "key", "value", "mlp_in", "mlp_gate", "mlp_up", "lm_head"})
 ROW_PARALLEL = frozenset({"out", "mlp_out", "mlp_down"})

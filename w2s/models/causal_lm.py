@@ -2,7 +2,8 @@
 
 The classifiers use the bare backbones; generation also needs the head HF's *ForCausalLM models
 carry: GPT-2 ties it to the token embedding, Llama/Qwen2 have their own lm_head unless
-tie_word_embeddings says otherwise. Both load from the same checkpoint files as the backbones.
+tie_word_embeddings says otherwise, and GPT-NeoX (Pythia) its own embed_out. All load from the same
+checkpoint files as the backbones.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from w2s.models import BACKBONES, layers, resolve_model_dir
 from w2s.models.config import TransformerConfig
 from w2s.models.loading import load_pretrained, read_hf_config
 
-DECODERS = ("gpt2", "llama")
+DECODERS = ("gpt2", "llama", "gpt_neox")
 
 
 class CausalLM(nnx.Module):
@@ -60,7 +61,8 @@ def build_causal_lm(
     folder = resolve_model_dir(name)
     cfg = TransformerConfig.from_hf(read_hf_config(folder))
     if cfg.arch not in DECODERS:
-        raise ValueError(f"{name} is a {cfg.arch} encoder; generation needs a gpt2, llama or qwen2 decoder")
+        raise ValueError(
+            f"{name} is a {cfg.arch} encoder; generation needs a gpt2, llama, qwen2 or gpt_neox decoder")
 
     def make() -> CausalLM:
         backbone = BACKBONES[cfg.arch](cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0))

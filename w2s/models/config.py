@@ -9,7 +9,7 @@ from typing import Any
 class TransformerConfig:
     """Shapes and options of a backbone; `arch` picks the module that reads it."""
 
-    arch: str  # 'bert' | 'gpt2' | 'llama' (llama also covers qwen2)
+    arch: str  # 'bert' | 'gpt2' | 'llama' (llama also covers qwen2) | 'gpt_neox' (Pythia)
     vocab_size: int
     hidden_size: int
     num_layers: int
@@ -21,9 +21,16 @@ class TransformerConfig:
     norm_eps: float
     activation: str
     rope_theta: float = 10_000.0
+    rotary_fraction: float = 1.0  # GPT-NeoX rotates only this leading fraction of each head
+    parallel_residual: bool = False  # GPT-NeoX: x + attn(ln1(x)) + mlp(ln2(x)) instead of one after the other
     qkv_bias: bool = False
     tie_embeddings: bool = False
     type_vocab_size: int = 0
+
+    @property
+    def rotary_dim(self) -> int:
+        """Dimensions of each head that RoPE rotates, as HF computes it: int(head_dim * fraction)."""
+        return int(self.head_dim * self.rotary_fraction)
 
     @classmethod
     def from_hf(cls, d: dict[str, Any]) -> TransformerConfig:
@@ -84,15 +91,38 @@ class TransformerConfig:
                 qkv_bias=model_type == "qwen2" or bool(d.get("attention_bias")),
                 tie_embeddings=d.get("tie_word_embeddings", False),
             )
+        if model_type == "gpt_neox":
+            # Defaults are GPTNeoXConfig's; Pythia's config.json uses the old rotary_* names.
+            hidden, heads = d["hidden_size"], d["num_attention_heads"]
+            params = d.get("rope_parameters") or {}
+            return cls(
+                arch="gpt_neox",
+                vocab_size=d["vocab_size"],
+                hidden_size=hidden,
+                num_layers=d["num_hidden_layers"],
+                num_heads=heads,
+                num_kv_heads=heads,
+                head_dim=hidden // heads,
+                intermediate_size=d["intermediate_size"],
+                max_position=d["max_position_embeddings"],
+                norm_eps=d.get("layer_norm_eps", 1e-5),
+                activation=d.get("hidden_act", "gelu"),
+                rope_theta=_rope_theta(d),
+                rotary_fraction=float(params.get("partial_rotary_factor", d.get("rotary_pct", 0.25))),
+                parallel_residual=d.get("use_parallel_residual", True),
+                qkv_bias=d.get("attention_bias", True),
+                tie_embeddings=d.get("tie_word_embeddings", False),
+            )
         raise ValueError(
-            f"unsupported model_type {model_type!r}; supported: bert, gpt2, llama, qwen2"
+            f"unsupported model_type {model_type!r}; supported: bert, gpt2, llama, qwen2, gpt_neox"
         )
 
 
 def _rope_theta(d: dict[str, Any]) -> float:
-    """Reads rope_theta from either the old (top-level) or the v5 (rope_parameters) layout."""
+    """Reads rope_theta from either the old (top-level; GPT-NeoX's rotary_emb_base) or the v5
+    (rope_parameters) layout."""
     params = d.get("rope_parameters") or d.get("rope_scaling") or {}
     rope_type = params.get("rope_type", params.get("type", "default"))
     if rope_type != "default":
         raise ValueError(f"RoPE scaling {rope_type!r} is not supported, only plain RoPE")
-    return float(params.get("rope_theta", d.get("rope_theta", 10_000.0)))
+    return float(params.get("rope_theta", d.get("rope_theta", d.get("rotary_emb_base", 10_000.0))))

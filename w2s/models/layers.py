@@ -50,19 +50,23 @@ def check_length(input_ids: jax.Array, cfg: TransformerConfig) -> int:
     return length
 
 
-def rope_tables(positions: Any, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
-    """cos and sin [..., head_dim/2] at integer positions [...] ([T], or [B, T] when rows sit at
-    their own offsets in a KV cache), as HF Llama computes them (float32)."""
-    inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)
+def rope_tables(positions: Any, dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+    """cos and sin [..., dim/2] at integer positions [...] ([T], or [B, T] when rows sit at
+    their own offsets in a KV cache), as HF Llama computes them (float32). dim is the rotated
+    part of a head: all of it, or GPT-NeoX's leading cfg.rotary_dim."""
+    inv_freq = 1.0 / theta ** (np.arange(0, dim, 2, dtype=np.float32) / dim)
     angles = jnp.asarray(positions, jnp.float32)[..., None] * inv_freq
     return jnp.cos(angles), jnp.sin(angles)
 
 
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """Rotates [B, T, N, D] by position; HF pairs dimension i with i + D/2 (rotate_half)."""
-    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    """Rotates the first R = 2 * cos.shape[-1] dimensions of [B, T, N, D] by position and passes
+    the rest (partial rotary when R < D); HF pairs dimension i with i + R/2 (rotate_half)."""
+    rotated = 2 * cos.shape[-1]
+    x1, x2 = jnp.split(x[..., :rotated].astype(jnp.float32), 2, axis=-1)
     cos, sin = cos[..., None, :], sin[..., None, :]
-    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+    y = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+    return jnp.concatenate([y, x[..., rotated:]], axis=-1)
 
 
 def attention_impl(q: jax.Array) -> str | None:

@@ -24,12 +24,15 @@ from w2s.models.config import TransformerConfig
 
 _INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 _SINGLES = ("model.safetensors", "pytorch_model.bin")
-# Wrappers such as BertForMaskedLM, GPT2LMHeadModel or LlamaForCausalLM nest the backbone.
-_PREFIXES = ("bert.", "transformer.", "model.")
-# Heads of task models and non-parameter buffers of older checkpoints: not part of a backbone.
+# Wrappers such as BertForMaskedLM, GPT2LMHeadModel, LlamaForCausalLM or GPTNeoXForCausalLM nest
+# the backbone.
+_PREFIXES = ("bert.", "transformer.", "model.", "gpt_neox.")
+# Heads of task models (GPT-NeoX calls its LM head embed_out) and non-parameter buffers of older
+# checkpoints: not part of a backbone.
 _IGNORED = re.compile(
-    r"^(pooler|cls|lm_head|score|classifier|qa_outputs)\."
-    r"|(^|\.)(position_ids|attn\.bias|attn\.masked_bias|rotary_emb\.inv_freq)$"
+    r"^(pooler|cls|lm_head|embed_out|score|classifier|qa_outputs)\."
+    r"|(^|\.)(position_ids|attn\.bias|attn\.masked_bias|attention\.bias|attention\.masked_bias"
+    r"|rotary_emb\.inv_freq)$"
 )
 _LAYER = re.compile(r"^(?:encoder\.layer|h|layers)\.(\d+)\.")
 
@@ -195,7 +198,37 @@ def _llama_names(cfg: TransformerConfig) -> NameMap:
     return m
 
 
-_NAMES = {"bert": _bert_names, "gpt2": _gpt2_names, "llama": _llama_names}
+def _gpt_neox_names(cfg: TransformerConfig) -> NameMap:
+    m: NameMap = {
+        ("token_embed", "embedding"): ("embed_in.weight", _same),
+        **_norm(("final_norm",), "final_layer_norm"),
+    }
+    for i in range(cfg.num_layers):
+        ours, hf = ("layers", i), f"layers.{i}"
+        # query_key_value's outputs are [heads, 3, head_dim]: part j of every head is one projection.
+        fused = f"{hf}.attention.query_key_value"
+        for j, name in enumerate(("query", "key", "value")):
+            m[ours + ("attn", name, "kernel")] = (
+                f"{fused}.weight", lambda w, j=j: _per_head_part(w, j, cfg.num_heads).T)
+            if cfg.qkv_bias:
+                m[ours + ("attn", name, "bias")] = (
+                    f"{fused}.bias", lambda b, j=j: _per_head_part(b, j, cfg.num_heads))
+        m |= _linear(ours + ("attn", "out"), f"{hf}.attention.dense", bias=cfg.qkv_bias)
+        m |= _norm(ours + ("attn_norm",), f"{hf}.input_layernorm")
+        m |= _norm(ours + ("mlp_norm",), f"{hf}.post_attention_layernorm")
+        m |= _linear(ours + ("mlp_in",), f"{hf}.mlp.dense_h_to_4h")
+        m |= _linear(ours + ("mlp_out",), f"{hf}.mlp.dense_4h_to_h")
+    return m
+
+
+def _per_head_part(x: np.ndarray, j: int, heads: int) -> np.ndarray:
+    """Rows [heads * head_dim, ...] of part j of a tensor whose rows are [heads, 3, head_dim]."""
+    return x.reshape(heads, 3, -1, *x.shape[1:])[:, j].reshape(-1, *x.shape[1:])
+
+
+_NAMES = {"bert": _bert_names, "gpt2": _gpt2_names, "llama": _llama_names, "gpt_neox": _gpt_neox_names}
+# The untied LM head's checkpoint name where it is not lm_head.
+_LM_HEADS = {"gpt_neox": "embed_out"}
 
 
 def _strip_prefix(name: str) -> str:
@@ -221,7 +254,7 @@ def load_pretrained(
     if lm_head:
         names = {("backbone",) + path: name for path, name in names.items()}
         if not cfg.tie_embeddings:
-            names |= _linear(("lm_head",), "lm_head", bias=False)
+            names |= _linear(("lm_head",), _LM_HEADS.get(cfg.arch, "lm_head"), bias=False)
     graphdef, state = nnx.split(abstract)
     flat = list(nnx.to_flat_state(state))
 

@@ -1,0 +1,94 @@
+"""GPT-NeoX decoder (Pythia), as in HF GPTNeoXModel: LayerNorm with bias, RoPE on a leading
+fraction of each head, a gelu MLP beside attention (parallel residual) or after it.
+
+HF fuses query, key and value into one linear; loading.py splits it into layers.Attention's three,
+so the Megatron rules in sharding.py split whole heads as for the other decoders.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from w2s.models import layers
+from w2s.models.config import TransformerConfig
+
+
+class GPTNeoXBlock(nnx.Module):
+    def __init__(self, cfg: TransformerConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        norm = functools.partial(nnx.LayerNorm, cfg.hidden_size, epsilon=cfg.norm_eps, **kw)
+        self.attn_norm = norm()
+        self.attn = layers.Attention(cfg, out_bias=cfg.qkv_bias, **kw)  # HF's attention_bias covers both
+        self.mlp_norm = norm()
+        self.mlp_in = layers.dense(cfg.hidden_size, cfg.intermediate_size, bias=True, **kw)
+        self.mlp_out = layers.dense(cfg.intermediate_size, cfg.hidden_size, bias=True, **kw)
+        self.act = layers.activation(cfg.activation)
+        self.parallel_residual = cfg.parallel_residual
+
+    def __call__(
+        self, x: jax.Array, attention_mask: jax.Array, rope: tuple[jax.Array, jax.Array]
+    ) -> jax.Array:
+        return self._residual(x, self.attn(self.attn_norm(x), attention_mask, causal=True, rope=rope))
+
+    def cached(
+        self,
+        x: jax.Array,
+        kv: tuple[jax.Array, jax.Array],
+        step: layers.CacheStep,
+        rope: tuple[jax.Array, jax.Array],
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        y, kv = self.attn.cached(self.attn_norm(x), kv, step, rope)
+        return self._residual(x, y), kv
+
+    def _residual(self, x: jax.Array, attn: jax.Array) -> jax.Array:
+        """Adds the attention output and the MLP: Pythia's MLP reads the block input x, the
+        sequential variant reads x + attn."""
+        if self.parallel_residual:
+            return x + attn + self._mlp(x)
+        x = x + attn
+        return x + self._mlp(x)
+
+    def _mlp(self, x: jax.Array) -> jax.Array:
+        return self.mlp_out(self.act(self.mlp_in(self.mlp_norm(x))))
+
+
+class GPTNeoX(nnx.Module):
+    def __init__(
+        self,
+        cfg: TransformerConfig,
+        *,
+        dtype: Any = jnp.float32,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.cfg = cfg
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.token_embed = layers.embed(cfg.vocab_size, cfg.hidden_size, **kw)
+        self.layers = nnx.List([GPTNeoXBlock(cfg, **kw) for _ in range(cfg.num_layers)])
+        self.final_norm = nnx.LayerNorm(cfg.hidden_size, epsilon=cfg.norm_eps, **kw)
+
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        """[B, T] right-padded ids and mask -> hidden states after the final LayerNorm [B, T, H]."""
+        rope = layers.rope_tables(jnp.arange(input_ids.shape[1]), self.cfg.rotary_dim, self.cfg.rope_theta)
+        x = self.token_embed(input_ids)
+        for layer in self.layers:
+            x = layer(x, attention_mask, rope)
+        return self.final_norm(x)
+
+    def cached(
+        self, input_ids: jax.Array, attention_mask: jax.Array, cache: layers.KVCache
+    ) -> tuple[jax.Array, layers.KVCache]:
+        """[B, T] right-padded new ids and mask after each row's cached tokens -> their hidden
+        states [B, T, H] and the cache holding them too."""
+        step = layers.CacheStep.after(cache, input_ids.shape[1])
+        rope = layers.rope_tables(step.slots, self.cfg.rotary_dim, self.cfg.rope_theta)
+        x = self.token_embed(input_ids)
+        kvs = []
+        for layer, kv in zip(self.layers, zip(cache.keys, cache.values)):
+            x, kv = layer.cached(x, kv, step, rope)
+            kvs.append(kv)
+        return self.final_norm(x), layers.KVCache.filled(kvs, cache, attention_mask)
