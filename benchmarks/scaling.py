@@ -1,8 +1,9 @@
-"""The JAX train step on 1, 2, 4, 8 devices with data-parallel (data=n, fsdp=1) and fully sharded
-(data=1, fsdp=n) meshes, at a fixed global batch. On CPU the devices are simulated: the losses must
-agree across meshes and the parameter+optimizer bytes per device fall ~1/fsdp, while throughput
-means little (all simulated devices share the host's cores). On GPUs it runs on the real devices
-and the throughput and MFU are the point.
+"""The JAX train step on 1, 2, 4, 8 devices with data-parallel (data=n), fully sharded (fsdp=n) and
+tensor-parallel (model=n) meshes, at a fixed global batch. On CPU the devices are simulated: the
+losses must agree across meshes, the parameter+optimizer bytes per device fall ~1/(fsdp x model),
+and the compiled step's working memory per device (activations and temporaries) falls with data
+and model, while throughput means little (all simulated devices share the host's cores). On GPUs
+it runs on the real devices and the throughput and MFU are the point.
 
     python benchmarks/scaling.py --model minilm --batch 16 --seq 32
 """
@@ -51,18 +52,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def meshes(counts: list[int]) -> list[tuple[int, int]]:
-    """(data, fsdp) pairs: both layouts for each count, one for a single device."""
+def meshes(counts: list[int], heads: int) -> list[tuple[int, int, int]]:
+    """(data, fsdp, model) shapes: each layout for each count (model only where it divides the
+    attention heads), one for a single device."""
     out = []
     for n in counts:
-        out += [(n, 1)] if n == 1 else [(n, 1), (1, n)]
+        out += [(1, 1, 1)] if n == 1 else [(n, 1, 1), (1, n, 1)] + ([(1, 1, n)] if heads % n == 0 else [])
     return out
 
 
-def run_mesh(args: argparse.Namespace, data: int, fsdp: int, peak: float) -> dict[str, Any]:
-    """Loss after K steps, the largest per-device parameter+optimizer bytes, and throughput."""
+def working_bytes(step_fn: Any, state: dict, batch: dict) -> int | None:
+    """The compiled step's temporary memory per device (activations kept for the backward pass,
+    gradients, workspace), as XLA plans it; None where the backend does not say."""
+    analysis = step_fn.lower(state, batch).compile().memory_analysis()
+    return None if analysis is None else int(analysis.temp_size_in_bytes)
+
+
+def run_mesh(args: argparse.Namespace, data: int, fsdp: int, model_axis: int, peak: float) -> dict[str, Any]:
+    """Loss after K steps, the largest per-device parameter+optimizer bytes, the step's working
+    memory per device, and throughput."""
     hf = hf_config(args.model)
-    mesh = sharding.make_mesh(data, fsdp, devices=jax.devices()[: data * fsdp])
+    devices = data * fsdp * model_axis
+    mesh = sharding.make_mesh(data, fsdp, model_axis, devices=jax.devices()[:devices])
     sharding.check_batch_size(mesh, args.batch, "--batch")
     model = jax_classifier(hf, DTYPES[args.dtype], args.seed)
     n_mfu = non_embedding_params(model)
@@ -76,6 +87,7 @@ def run_mesh(args: argparse.Namespace, data: int, fsdp: int, peak: float) -> dic
     held = sharding.per_device_bytes({"params": state["params"], "opt_state": state["opt_state"]})
 
     batch = put_batch(mesh, synthetic_batch(hf, args.batch, args.seq, args.seed))
+    working = working_bytes(step_fn, state, batch)
 
     def run() -> None:
         nonlocal state
@@ -87,10 +99,10 @@ def run_mesh(args: argparse.Namespace, data: int, fsdp: int, peak: float) -> dic
     step_s = statistics.median(round_times(run, args.rounds)) / args.steps
     tokens_per_s = args.batch * args.seq / step_s
     # Simulated CPU devices share the host, whose peak was measured; real devices each bring theirs.
-    peak_total = peak if jax.devices()[0].platform == "cpu" else peak * data * fsdp
+    peak_total = peak if jax.devices()[0].platform == "cpu" else peak * devices
     return {
-        "devices": data * fsdp, "data": data, "fsdp": fsdp, "loss": loss,
-        "bytes_per_device": max(held.values()), "step_ms": 1e3 * step_s,
+        "devices": devices, "data": data, "fsdp": fsdp, "model": model_axis, "loss": loss,
+        "bytes_per_device": max(held.values()), "working_bytes": working, "step_ms": 1e3 * step_s,
         "examples_per_s": args.batch / step_s, "tokens_per_s": tokens_per_s,
         "mfu": 6 * n_mfu * tokens_per_s / peak_total,
     }
@@ -105,12 +117,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"only {available} devices: skipping counts {sorted(set(wanted) - set(counts))}")
     dev = jax.devices()[0]
     peak, peak_size = peak_matmul_flops(DTYPES[args.dtype], args.peak_size)
-    rows = [run_mesh(args, data, fsdp, peak) for data, fsdp in meshes(counts)]
+    heads = hf_config(args.model).num_attention_heads
+    rows = [run_mesh(args, *shape, peak) for shape in meshes(counts, heads)]
 
-    base_loss, base_bytes = rows[0]["loss"], rows[0]["bytes_per_device"]
+    base = rows[0]
     for r in rows:
-        r["loss_rel_diff"] = abs(r["loss"] - base_loss) / abs(base_loss)
-        r["bytes_vs_first"] = r["bytes_per_device"] / base_bytes
+        r["loss_rel_diff"] = abs(r["loss"] - base["loss"]) / abs(base["loss"])
+        r["bytes_vs_first"] = r["bytes_per_device"] / base["bytes_per_device"]
+        r["working_vs_first"] = r["working_bytes"] / base["working_bytes"] if base["working_bytes"] else None
     worst = max(r["loss_rel_diff"] for r in rows)
     agree = worst <= TOLERANCE[args.dtype]
 
@@ -123,13 +137,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"peak matmul (measured, {peak_size}x{peak_size} {args.dtype}): {fmt_si(peak)}FLOP/s{shared}")
     print(MFU_NOTE)
     print(
-        f"{'devices':>7}{'data':>6}{'fsdp':>6}{'loss':>12}{'rel diff':>10}{'MiB/device':>12}{'vs first':>9}"
-        f"{'step ms':>10}{'examples/s':>12}{'tokens/s':>11}{'MFU':>8}"
+        f"{'devices':>7}{'data':>6}{'fsdp':>6}{'model':>6}{'loss':>12}{'rel diff':>10}{'MiB/device':>12}"
+        f"{'vs first':>9}{'work MiB':>10}{'vs first':>9}{'step ms':>10}{'examples/s':>12}{'tokens/s':>11}{'MFU':>8}"
     )
     for r in rows:
+        work = ("" if r["working_bytes"] is None else f"{r['working_bytes'] / 2**20:.1f}").rjust(10)
+        work_vs = ("" if r["working_vs_first"] is None else f"{r['working_vs_first']:.3f}").rjust(9)
         print(
-            f"{r['devices']:>7}{r['data']:>6}{r['fsdp']:>6}{r['loss']:>12.6f}{r['loss_rel_diff']:>10.1e}"
-            f"{r['bytes_per_device'] / 2**20:>12.2f}{r['bytes_vs_first']:>9.3f}{r['step_ms']:>10.2f}"
+            f"{r['devices']:>7}{r['data']:>6}{r['fsdp']:>6}{r['model']:>6}{r['loss']:>12.6f}{r['loss_rel_diff']:>10.1e}"
+            f"{r['bytes_per_device'] / 2**20:>12.2f}{r['bytes_vs_first']:>9.3f}{work}{work_vs}{r['step_ms']:>10.2f}"
             f"{r['examples_per_s']:>12.1f}{r['tokens_per_s']:>11.0f}{100 * r['mfu']:>7.2f}%"
         )
     print(

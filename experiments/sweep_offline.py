@@ -36,6 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.probe_train = ml_collections.ConfigDict(dict(quickstart.strong.train.to_dict(), lr=1e-3, epochs=20.0,
                                                      checkpoint_every=0))
     cfg.mesh = quickstart.mesh
+    cfg.distributed = quickstart.distributed
     cfg.output_dir = "results/sweep_offline"
     cfg.checkpoint_dir = "checkpoints"
     cfg.keep_checkpoints = False

@@ -1,8 +1,9 @@
-"""Paper-scale sweep for a GPU pod: the GPT-2 and Qwen2.5 ladders from the hub on Burns et al.'s
-binarized NLP tasks, every method, 3 seeds.
+"""Paper-scale sweep for a GPU pod: the GPT-2, Pythia and Qwen2.5 ladders from the hub on Burns et
+al.'s binarized NLP tasks, every method, 3 seeds.
 
 Needs the hub (`pip install -e '.[hub]'`) and a pod: stages shard over one (data, fsdp) mesh of all
-devices. Offline it validates and prints its plan:
+devices, across hosts with `--config.distributed.*` or a launcher (README "Multi-host"). Offline it
+validates and prints its plan:
 
     python experiments/sweep_paper.py --dry_run
     python experiments/sweep_paper.py --config.models=gpt2,gpt2-medium --config.tasks=sciq,  # a slice
@@ -19,7 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.tasks = ("sciq", "boolq", "cosmos_qa", "amazon_polarity", "anthropic_hh")
     cfg.task_options = ml_collections.ConfigDict(dict(n_train=8000, n_test=2000))
     cfg.seeds = (0, 1, 2)
-    cfg.models = ladders.ladder("gpt2") + ladders.ladder("qwen2.5")  # pairs stay within a ladder
+    cfg.models = ladders.ladder("gpt2") + ladders.ladder("pythia") + ladders.ladder("qwen2.5")  # pairs stay in a ladder
     cfg.self_pairs = True
     cfg.train = ml_collections.ConfigDict(dict(
         batch_size=32, micro_batch_size=32, epochs=2.0, lr=1e-5, weight_decay=0.01, warmup_frac=0.1,
@@ -31,6 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.linear_probe = False
     cfg.probe_train = ml_collections.ConfigDict(dict(cfg.train.to_dict(), lr=1e-3, epochs=20.0, checkpoint_every=0))
     cfg.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, model=1))
+    cfg.distributed = ml_collections.ConfigDict(dict(coordinator_address=None, num_processes=None, process_id=None))
     cfg.output_dir = "results/sweep_paper"
     cfg.checkpoint_dir = "checkpoints"
     cfg.keep_checkpoints = False

@@ -35,16 +35,18 @@ def test_train_step_times_jax_and_torch(tmp_path, capsys):
     assert "JAX/torch throughput" in capsys.readouterr().out
 
 
-def test_scaling_losses_agree_and_fsdp_shards_state():
+def test_scaling_losses_agree_and_fsdp_and_model_shard_state():
     out = scaling.main(["--model", "tiny-bert", "--batch", "8", "--devices", "1,2", "--loss-steps", "3", *FAST])
     rows = out["rows"]
-    assert [(r["data"], r["fsdp"]) for r in rows] == [(1, 1), (2, 1), (1, 2)]
+    assert [(r["data"], r["fsdp"], r["model"]) for r in rows] == [(1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 1, 2)]
     losses = np.array([r["loss"] for r in rows])
     assert abs(losses[0] - math.log(2)) > 1e-4  # trained states are compared, not the zero-head start
     np.testing.assert_allclose(losses, losses[0], rtol=1e-4)
     assert out["losses_agree"]
     assert rows[1]["bytes_per_device"] == rows[0]["bytes_per_device"]
     assert rows[2]["bytes_per_device"] < 0.6 * rows[0]["bytes_per_device"]
+    assert rows[3]["bytes_per_device"] < 0.6 * rows[0]["bytes_per_device"]
+    assert all(r["working_bytes"] > 0 for r in rows)  # XLA's plan is read on CPU
     for r in rows:
         for key in ("step_ms", "examples_per_s", "tokens_per_s", "mfu"):
             assert positive(r[key]), (key, r)

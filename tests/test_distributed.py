@@ -4,7 +4,9 @@ run's on the same global batches, every process gets the full predictions and pa
 killed after step 3 (its last checkpoint at step 2) and started again ends exactly where the
 uninterrupted run did.
 
-Run as a script, this file is one of those processes: test_distributed.py OUT OVERRIDE...
+A two-process `w2s sweep` writes each stage and each results row once and equals the one-process sweep.
+
+Run as a script, this file is one of those processes: test_distributed.py student|sweep OUT OVERRIDE...
 """
 import json
 import os
@@ -29,10 +31,10 @@ def numbered_items(seed: int, n_train: int = 64, n_test: int = 32) -> dict:
     return {"train": examples[:n_train], "test": examples[n_train:]}
 
 
-def load_config(overrides: list[str]):
+def load_config(overrides: list[str], experiment: str = "quickstart"):
     from w2s.config import apply_overrides, load_config_file
 
-    return apply_overrides(load_config_file(ROOT / "experiments" / "quickstart.py"), overrides)
+    return apply_overrides(load_config_file(ROOT / "experiments" / f"{experiment}.py"), overrides)
 
 
 def student_run(cfg, one_device: bool = False) -> dict:
@@ -42,19 +44,25 @@ def student_run(cfg, one_device: bool = False) -> dict:
     from flax import nnx
     from jax.experimental import multihost_utils
 
-    from w2s import pipeline, sharding
+    from w2s import data, pipeline, sharding
     from w2s import train as train_module
 
     exp = pipeline.Experiment(cfg, 0)
     if one_device:
         exp.mesh = sharding.make_mesh(devices=jax.devices()[:1])
-    seen = {"evaluations": 0, "rows": sharding.process_rows(exp.mesh, 16).tolist(), "batch_rows": set()}
+    seen = {"evaluations": 0, "rows": sharding.process_rows(exp.mesh, 16).tolist(), "batch_rows": set(),
+            "tokenized": set()}
     real_train, real_predict, real_put = pipeline.train, pipeline.predict_logits, train_module._put_batch
+    real_ids = data.TextRows.ids
 
-    def put_batch(mesh, arrays, leading_axes):
-        batch = real_put(mesh, arrays, leading_axes)
+    def put_batch(mesh, arrays, rows, leading_axes):
+        batch = real_put(mesh, arrays, rows, leading_axes)
         seen["batch_rows"].add(batch["input_ids"].shape[leading_axes])  # global rows, as the config says
         return batch
+
+    def ids(self, indices):
+        seen["tokenized"].update(self.texts[p] for p in self.positions[indices] if p not in self.cache)
+        return real_ids(self, indices)
 
     def count(model):
         seen["evaluations"] += 1
@@ -71,12 +79,14 @@ def student_run(cfg, one_device: bool = False) -> dict:
         return seen["logits"]
 
     pipeline.train, pipeline.predict_logits, train_module._put_batch = train, predict_logits, put_batch
+    data.TextRows.ids = ids
     try:
         exp.run_student("xent")
     finally:
         pipeline.train, pipeline.predict_logits, train_module._put_batch = real_train, real_predict, real_put
-    return {**seen, "batch_rows": sorted(seen["batch_rows"]), "processes": jax.process_count(),
-            "devices": jax.device_count()}
+        data.TextRows.ids = real_ids
+    return {**seen, "batch_rows": sorted(seen["batch_rows"]), "tokenized": sorted(seen["tokenized"]),
+            "processes": jax.process_count(), "devices": jax.device_count()}
 
 
 def config(tmp_path: pathlib.Path, model_dir: pathlib.Path, name: str, *extra: str) -> list[str]:
@@ -99,7 +109,7 @@ def free_loopback_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_two(out: pathlib.Path, overrides: list[str]) -> list[dict]:
+def launch_two(out: pathlib.Path, overrides: list[str], mode: str = "student") -> list[dict]:
     """Runs this file as processes 0 and 1 (2 CPU devices each); returns what each reported."""
     out.mkdir(parents=True, exist_ok=True)
     port = free_loopback_port()
@@ -110,7 +120,7 @@ def launch_two(out: pathlib.Path, overrides: list[str]) -> list[dict]:
         argv = [*overrides, f"--config.distributed.coordinator_address=127.0.0.1:{port}",
                 "--config.distributed.num_processes=2", f"--config.distributed.process_id={pid}"]
         log = open(out / f"log{pid}.txt", "w")
-        procs.append((subprocess.Popen([sys.executable, __file__, str(out / f"proc{pid}"), *argv],
+        procs.append((subprocess.Popen([sys.executable, __file__, mode, str(out / f"proc{pid}"), *argv],
                                        env=env, stdout=log, stderr=subprocess.STDOUT), log))
     deadline = time.monotonic() + TIMEOUT_S
     try:
@@ -137,8 +147,9 @@ def _save(path: pathlib.Path, result: dict) -> None:
 
 def _load(path: pathlib.Path) -> dict:
     result = json.loads(path.with_suffix(".json").read_text())
-    with np.load(path.with_suffix(".npz")) as f:
-        result["logits"], *result["params"] = [f[f"arr_{i}"] for i in range(len(f.files))]
+    if path.with_suffix(".npz").exists():
+        with np.load(path.with_suffix(".npz")) as f:
+            result["logits"], *result["params"] = [f[f"arr_{i}"] for i in range(len(f.files))]
     return result
 
 
@@ -147,6 +158,12 @@ def test_two_processes_match_one_and_resume_exactly(tmp_path, tiny_bert):
     reference = student_run(load_config(config(tmp_path, tiny_bert, "one")), one_device=True)
     assert np.ptp(reference["losses"]) > 100 * 2e-5  # the trajectory moves: matching it means something
     assert [got["rows"] for got in full] == [list(range(8)), list(range(8, 16))]  # each feeds its half
+    # ... and tokenizes only the texts of its rows: half of each evaluation batch, part of split B.
+    test_texts = [f"item number {i}" for i in range(64, 96)]
+    assert len(reference["tokenized"]) == 64 and set(test_texts) < set(reference["tokenized"])
+    for pid, got in enumerate(full):
+        assert set(test_texts[16 * pid: 16 * (pid + 1)]) == set(got["tokenized"]) & set(test_texts)
+        assert len(set(got["tokenized"]) - set(test_texts)) < 32
     for got in full:
         assert got["processes"] == 2 and got["devices"] == 4 and len(got["losses"]) == STEPS
         assert got["batch_rows"] == [16, 32]  # train and eval batches: global, not one per process
@@ -174,10 +191,58 @@ def test_two_processes_match_one_and_resume_exactly(tmp_path, tiny_bert):
     assert (tmp_path / "two" / "seed_0" / "student_xent.json").exists()  # written once, by process 0
 
 
-if __name__ == "__main__":
-    from w2s import distributed, pipeline
+def register_tiny_ladder(model_dir: str) -> None:
+    from w2s import ladders
 
-    child_cfg = load_config(sys.argv[2:])
-    distributed.initialize(child_cfg.distributed)  # before anything touches a device
-    pipeline.use_compilation_cache(child_cfg)
-    _save(pathlib.Path(sys.argv[1]), student_run(child_cfg))
+    ladders.register("tiny", [ladders.Rung("tiny-l0-mean", model_dir, 1e6, num_layers=0, pooling="mean"),
+                              ladders.Rung("tiny-l2", model_dir, 3e6, num_layers=2)])
+
+
+def sweep_config(tmp_path: pathlib.Path, name: str, *extra: str) -> list[str]:
+    """Two methods of one pair: the second run skips the weak and ceiling stages the first wrote."""
+    train = dict(batch_size=8, micro_batch_size=8, epochs=1, checkpoint_every=0, eval_batch_size=16, lr=1e-3,
+                 log_every=1)
+    return ["--config.models=tiny-l0-mean,tiny-l2", "--config.seeds=0,", "--config.methods=xent,aux_conf",
+            "--config.task_options.n_train=64", "--config.task_options.n_test=32",
+            *[f"--config.train.{k}={v}" for k, v in train.items()],
+            f"--config.output_dir={tmp_path / name}", f"--config.checkpoint_dir={tmp_path / 'ckpt'}", *extra]
+
+
+def sweep_losses(out: pathlib.Path) -> dict[str, list[float]]:
+    """Each stage's logged losses, from the stage files the sweep wrote."""
+    return {p.stem: [r["loss"] for r in json.loads(p.read_text())["history"] if "loss" in r]
+            for p in sorted(out.glob("wordnet_living/seed_0/**/*.json"))}
+
+
+def test_two_process_sweep_writes_once_and_equals_one_process(tmp_path, tiny_bert):
+    from w2s import sweep
+    from w2s.results_table import ResultsTable
+
+    register_tiny_ladder(str(tiny_bert))
+    launch_two(tmp_path / "logs", [str(tiny_bert), *sweep_config(tmp_path, "two", *MESH)], mode="sweep")
+    sweep.run_sweep(load_config(sweep_config(tmp_path, "one", "--config.mesh.data=-1", *MESH[1:]), "sweep_offline"))
+    two, one = ResultsTable(tmp_path / "two" / "results.sqlite").rows(), ResultsTable(tmp_path / "one" / "results.sqlite").rows()
+    assert [r["method"] for r in two] == ["aux_conf", "xent"]  # one row per run
+    for a, b in zip(two, one, strict=True):
+        assert (a["weak_acc"], a["ceiling_acc"], a["student_acc"]) == (b["weak_acc"], b["ceiling_acc"], b["student_acc"])
+    losses_two, losses_one = sweep_losses(tmp_path / "two"), sweep_losses(tmp_path / "one")
+    assert len(losses_two) == 4 and losses_two.keys() == losses_one.keys()  # weak, ceiling and two students
+    for stage, losses in losses_two.items():
+        np.testing.assert_allclose(losses, losses_one[stage], rtol=2e-5, atol=2e-5)
+
+
+if __name__ == "__main__":
+    from w2s import distributed, pipeline, sweep
+
+    mode, out = sys.argv[1], pathlib.Path(sys.argv[2])
+    if mode == "sweep":
+        register_tiny_ladder(sys.argv[3])
+        sweep.run_sweep(load_config(sys.argv[4:], "sweep_offline"))  # it joins the run itself
+        import jax
+
+        out.with_suffix(".json").write_text(json.dumps({"process": jax.process_index()}))
+    else:
+        child_cfg = load_config(sys.argv[3:])
+        distributed.initialize(child_cfg.distributed)  # before anything touches a device
+        pipeline.use_compilation_cache(child_cfg)
+        _save(out, student_run(child_cfg))

@@ -64,8 +64,8 @@ def test_minilm_rungs_count_their_parameters():
         model = nnx.eval_shape(lambda: build_backbone(rung.model, num_layers=rung.num_layers, pretrained=False))
         assert sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))) == rung.params, label
     assert ladders.family("qwen2.5-7b") == "qwen2.5"
-    with pytest.raises(ValueError, match="unknown rung 'pythia-70m'.*known rungs: minilm-l0-mean"):
-        ladders.rung("pythia-70m")
+    with pytest.raises(ValueError, match="unknown rung 'pythia-12b'.*known rungs: minilm-l0-mean"):
+        ladders.rung("pythia-12b")
 
 
 def test_plan_pairs_weak_below_strong_and_chains_the_methods(tiny_ladder, tmp_path):
@@ -187,7 +187,7 @@ def test_changed_settings_are_refused_and_new_rungs_are_not(tiny_ladder, tmp_pat
 
 def test_shipped_configs_print_their_plans_without_training(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(pipeline.Stages, "stage", lambda *a, **k: pytest.fail("a dry run trained"))
-    for name, runs in (("sweep_offline", 39), ("sweep_paper", 1590)):
+    for name, runs in (("sweep_offline", 39), ("sweep_paper", 3915)):
         code = main(["sweep", str(ROOT / "experiments" / f"{name}.py"), "--dry_run",
                      f"--config.output_dir={tmp_path / name}"])
         out = capsys.readouterr().out
@@ -195,7 +195,7 @@ def test_shipped_configs_print_their_plans_without_training(tmp_path, monkeypatc
         assert len(out.splitlines()) == runs + 3
         assert not (tmp_path / name).exists()
     cfg = load_config_file(ROOT / "experiments" / "sweep_paper.py")
-    assert {ladders.family(m) for m in cfg.models} == {"gpt2", "qwen2.5"}
+    assert {ladders.family(m) for m in cfg.models} == {"gpt2", "pythia", "qwen2.5"}
 
 
 @pytest.mark.parametrize("override, message", [

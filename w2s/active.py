@@ -31,7 +31,7 @@ from flax import nnx
 from w2s import distributed, metrics, pipeline, plot
 from w2s.checkpoint import read_json, read_record, write_json_atomic
 from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
-from w2s.data import Tokenized, tokenize
+from w2s.data import TextRows
 from w2s.losses import make_loss
 from w2s.strategies import Context, fit_committee, get_strategy, select
 from w2s.supervisor import Ledger, Supervisor, ask, describe, make_supervisor
@@ -87,7 +87,7 @@ def pipeline_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     return ml_collections.ConfigDict({k: v for k, v in cfg.to_dict().items() if k != "active"})
 
 
-def embed(model: nnx.Module, inputs: Tokenized, mesh: jax.sharding.Mesh, batch_size: int
+def embed(model: nnx.Module, inputs: TextRows, mesh: jax.sharding.Mesh, batch_size: int
           ) -> tuple[np.ndarray, np.ndarray]:
     """Pooled features [N, H] and class probabilities [N, 2] of every example, from one pass."""
     features = predict_features(model, inputs, mesh, batch_size)
@@ -115,8 +115,8 @@ class ActiveRun:
         self.supervisor = make_supervisor(settings.supervisor if supervisor is None else supervisor, experiment)
         self.ledger = Ledger(self.dir / "queries.jsonl")
         _, tokenizer = experiment.strong.build(experiment.seed)
-        self.pool = tokenize(tokenizer, self.texts, self.train_cfg.max_length)
-        self.test = tokenize(tokenizer, [text for text, _ in experiment.task.test], self.train_cfg.max_length)
+        self.pool = TextRows.of(tokenizer, self.texts, self.train_cfg.max_length)
+        self.test = TextRows.of(tokenizer, [text for text, _ in experiment.task.test], self.train_cfg.max_length)
         self.test_labels = np.asarray([label for _, label in experiment.task.test], np.int32)
 
     def run(self) -> dict:

@@ -1,14 +1,32 @@
-"""Tokenized datasets and the deterministic, resumable order in which training reads them."""
+"""Token sources and the deterministic, resumable order in which training reads them.
+
+A batch is cut to the power-of-two bucket of its longest row (at least 8), whichever process
+feeds which rows: a source returns only the rows asked for, and `widest` (every process's
+longest row -> the batch's longest) keeps the processes' widths equal.
+"""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Callable
 
 import numpy as np
 
 
+def bucket_width(longest: int, max_width: int, min_width: int = 8) -> int:
+    """The padded width of a batch whose longest row has `longest` tokens.
+
+    Short batches compute over few positions, and a run compiles at most log2(max_width) shapes.
+    """
+    return min(max_width, max(min_width, 1 << (max(1, longest) - 1).bit_length()))
+
+
+def _this_process(longest: int) -> int:
+    return longest
+
+
 @dataclasses.dataclass(frozen=True)
 class Tokenized:
-    """Right-padded token ids and attention masks, [N, T] int32, ready to slice into batches."""
+    """Right-padded token ids and attention masks, [N, T] int32, already in memory."""
 
     input_ids: np.ndarray
     attention_mask: np.ndarray
@@ -16,44 +34,60 @@ class Tokenized:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def take(self, indices: np.ndarray) -> "Tokenized":
+    def take(self, indices: np.ndarray) -> Tokenized:
         return Tokenized(self.input_ids[indices], self.attention_mask[indices])
 
-    def batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        """The rows of one training batch, trailing padding trimmed (see trim_to_bucket)."""
-        input_ids, attention_mask = trim_to_bucket(self.input_ids[indices], self.attention_mask[indices])
+    def batch(self, indices: np.ndarray, widest: Callable[[int], int] = _this_process) -> dict[str, np.ndarray]:
+        """Rows `indices`, trailing padding cut to the bucket of the batch's longest row."""
+        longest = widest(int(self.attention_mask[indices].sum(-1).max(initial=1)))
+        width = bucket_width(longest, self.input_ids.shape[1])
+        return {"input_ids": self.input_ids[indices, :width], "attention_mask": self.attention_mask[indices, :width]}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TextRows:
+    """Texts tokenized on first use, row by row: each process tokenizes only the rows it feeds its
+    devices (and each row once), never the whole dataset. `take` views share the token cache."""
+
+    tokenizer: Any
+    texts: list[str]
+    max_length: int
+    positions: np.ndarray  # rows of `texts` this view holds, in order
+    cache: dict[int, np.ndarray]  # position in `texts` -> its token ids
+
+    @classmethod
+    def of(cls, tokenizer: Any, texts: list[str], max_length: int) -> TextRows:
+        if not texts:
+            raise ValueError("no texts to tokenize.")
+        return cls(tokenizer, list(texts), max_length, np.arange(len(texts)), {})
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def take(self, indices: np.ndarray) -> TextRows:
+        return dataclasses.replace(self, positions=self.positions[indices])
+
+    def ids(self, indices: np.ndarray) -> list[np.ndarray]:
+        """Token ids of rows `indices` (truncated to max_length), tokenizing those not seen yet."""
+        wanted = [int(p) for p in self.positions[indices]]
+        new = sorted({p for p in wanted if p not in self.cache})
+        if new:
+            encoded = self.tokenizer([self.texts[p] for p in new], truncation=True, max_length=self.max_length,
+                                     padding=False)["input_ids"]
+            self.cache.update((p, np.asarray(ids, np.int32)) for p, ids in zip(new, encoded))
+        return [self.cache[p] for p in wanted]
+
+    def batch(self, indices: np.ndarray, widest: Callable[[int], int] = _this_process) -> dict[str, np.ndarray]:
+        """Rows `indices`, right-padded to the bucket of the batch's longest row."""
+        rows = self.ids(indices)
+        width = bucket_width(widest(max((len(r) for r in rows), default=1)), self.max_length)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = np.full((len(rows), width), pad_id, np.int32)
+        attention_mask = np.zeros((len(rows), width), np.int32)
+        for row, ids in enumerate(rows):
+            input_ids[row, : len(ids)] = ids
+            attention_mask[row, : len(ids)] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask}
-
-
-def tokenize(tokenizer, texts: list[str], max_length: int, pad_to_multiple: int = 8) -> Tokenized:
-    """Tokenizes all texts at once (host work happens once, not per step), truncating to max_length.
-
-    Padding goes to the longest text, rounded up to a multiple of `pad_to_multiple`, so compiled
-    shapes stay few.
-    """
-    if not texts:
-        raise ValueError("tokenize: no texts given.")
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
-    lengths = [len(ids) for ids in encoded["input_ids"]]
-    width = min(max_length, -(-max(lengths) // pad_to_multiple) * pad_to_multiple)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = np.full((len(texts), width), pad_id, np.int32)
-    attention_mask = np.zeros((len(texts), width), np.int32)
-    for row, ids in enumerate(encoded["input_ids"]):
-        input_ids[row, : len(ids)] = ids
-        attention_mask[row, : len(ids)] = 1
-    return Tokenized(input_ids, attention_mask)
-
-
-def trim_to_bucket(input_ids: np.ndarray, attention_mask: np.ndarray, min_width: int = 8):
-    """Drops trailing padding columns down to a power-of-two width (at least `min_width`).
-
-    A batch of short texts then computes over few positions, while the number of distinct
-    compiled shapes stays at most log2 of the padded width.
-    """
-    longest = max(1, int(attention_mask.sum(-1).max()))
-    width = min(attention_mask.shape[-1], max(min_width, 1 << (longest - 1).bit_length()))
-    return input_ids[..., :width], attention_mask[..., :width]
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:

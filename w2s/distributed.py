@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
 KEYS = ("coordinator_address", "num_processes", "process_id")
@@ -58,3 +59,18 @@ def barrier(name: str) -> None:
     """Every process waits here for all others, e.g. until process 0 has written a file they read."""
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(name)
+
+
+def widest(longest: int) -> int:
+    """The longest row of a batch across processes, given this process's longest row: one small
+    collective per batch, so that every process pads its rows of the batch to the same width."""
+    if jax.process_count() == 1:
+        return longest
+    return int(np.max(multihost_utils.process_allgather(np.int32(longest))))
+
+
+def total(count: int) -> int:
+    """The sum of a host-side count (e.g. tokens fed since the last log) over all processes."""
+    if jax.process_count() == 1:
+        return count
+    return int(np.sum(multihost_utils.process_allgather(np.int32(count))))

@@ -81,7 +81,8 @@ register("minilm", [
 
 # The hub: Burns et al.'s GPT-2 family, and Qwen2.5 base models, bfloat16 compute. Learning rates
 # shrink with size as in Burns et al.; micro-batches are a starting point for 80 GB GPUs with fsdp
-# over 8 at max_length 512, not measured yet.
+# over 8 at max_length 512, not measured yet (a micro-batch must be a multiple of data x fsdp, so
+# the largest rungs feed one example per device of a data=1 fsdp=8 node).
 register("gpt2", [
     Rung("gpt2", "gpt2", 124e6, dtype="bfloat16", train=(("lr", 5e-5),)),
     Rung("gpt2-medium", "gpt2-medium", 355e6, dtype="bfloat16", train=(("lr", 3e-5),)),
@@ -92,7 +93,7 @@ register("qwen2.5", [
     Rung("qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B", 494e6, dtype="bfloat16", train=(("lr", 2e-5),)),
     Rung("qwen2.5-1.5b", "Qwen/Qwen2.5-1.5B", 1544e6, dtype="bfloat16", train=(("lr", 1e-5), ("micro_batch_size", 16))),
     Rung("qwen2.5-3b", "Qwen/Qwen2.5-3B", 3086e6, dtype="bfloat16", train=(("lr", 1e-5), ("micro_batch_size", 8))),
-    Rung("qwen2.5-7b", "Qwen/Qwen2.5-7B", 7616e6, dtype="bfloat16", train=(("lr", 5e-6), ("micro_batch_size", 4))),
+    Rung("qwen2.5-7b", "Qwen/Qwen2.5-7B", 7616e6, dtype="bfloat16", train=(("lr", 5e-6), ("micro_batch_size", 8))),
 ])
 
 # Pythia 70M to 6.9B, trained on the same data in the same order. Counts are the model card's totals,
@@ -109,5 +110,5 @@ register("pythia", [
     Rung("pythia-2.8b", "EleutherAI/pythia-2.8b", 2_775_208_960, dtype="bfloat16",
          train=(("lr", 1e-5), ("micro_batch_size", 8))),
     Rung("pythia-6.9b", "EleutherAI/pythia-6.9b", 6_857_302_016, dtype="bfloat16",
-         train=(("lr", 5e-6), ("micro_batch_size", 4))),
+         train=(("lr", 5e-6), ("micro_batch_size", 8))),
 ])

@@ -16,6 +16,7 @@ and the name of their output (Stages), so sweeps (w2s.sweep) chain and share the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import pathlib
 import platform
@@ -34,7 +35,7 @@ from flax import nnx
 from w2s import distributed, metrics, sharding
 from w2s.checkpoint import read_json, read_npz, read_record, write_json_atomic, write_npz_atomic
 from w2s.config import ConfigError, check_keys, refuse_changes
-from w2s.data import Tokenized, one_hot, tokenize
+from w2s.data import TextRows, one_hot
 from w2s.losses import known_losses, make_loss
 from w2s.models import build_classifier
 from w2s.probe import Features, Probe
@@ -175,30 +176,29 @@ class Stages:
         """'a', 'b' or 'test'."""
         return self.task.test if split == "test" else self.splits()[split == "b"]
 
-    def _tokenize(self, tokenizer, model: ModelSpec, examples: list) -> tuple[Tokenized, np.ndarray]:
-        texts = [text for text, _ in examples]
-        labels = np.asarray([label for _, label in examples], np.int32)
-        return tokenize(tokenizer, texts, model.train_cfg.max_length), labels
+    def _texts(self, tokenizer, model: ModelSpec, split: str) -> TextRows:
+        """A split's texts, tokenized as batches ask for them (each process only its rows)."""
+        return TextRows.of(tokenizer, [text for text, _ in self.examples(split)], model.train_cfg.max_length)
 
-    def _trainable(self, spec: ModelSpec) -> tuple[nnx.Module, Callable[[str], Tokenized | Features]]:
+    def _trainable(self, spec: ModelSpec) -> tuple[nnx.Module, Callable[[str], TextRows | Features]]:
         """What trains (the classifier, or a zero head on features computed once per model) and its
         inputs per split."""
         if self.probe is None:
             model, tokenizer = spec.build(self.seed)
-            return model, lambda split: self._tokenize(tokenizer, spec, self.examples(split))[0]
+            return model, functools.cache(functools.partial(self._texts, tokenizer, spec))  # tokens kept per split
         key = (spec.side.model, spec.side.num_layers, spec.side.pretrained, spec.side.get("pooling"),
                spec.side.dtype, spec.train_cfg.max_length)
         if key not in self._features:
             model, tokenizer = spec.build(self.seed)
             self._features[key] = {
-                split: predict_features(model, self._tokenize(tokenizer, spec, self.examples(split))[0],
+                split: predict_features(model, self._texts(tokenizer, spec, split),
                                         self.mesh, spec.train_cfg.eval_batch_size)
                 for split in ("a", "b", "test")
             }
         features = self._features[key]
         return Probe(features["test"].shape[1]), lambda split: Features(features[split])
 
-    def _predict(self, model: nnx.Module, inputs: Tokenized | Features, batch_size: int) -> np.ndarray:
+    def _predict(self, model: nnx.Module, inputs: TextRows | Features, batch_size: int) -> np.ndarray:
         if isinstance(inputs, Features):
             return np.asarray(model(jnp.asarray(inputs.features)), np.float32)
         return predict_logits(model, inputs, self.mesh, batch_size)
@@ -248,8 +248,10 @@ class Stages:
         return lambda which: self._predict(model, inputs(which), cfg.eval_batch_size), record
 
     def _finish(self, stage: str, record: dict) -> dict:
-        """Writes a stage's output; its training checkpoints then have served their purpose."""
+        """Writes a stage's output; its training checkpoints then have served their purpose. Every
+        process waits until it is written: a later run of a sweep may skip the stage by reading it."""
         write_json_atomic(self.run_dir / f"{stage}.json", record)
+        distributed.barrier(f"stage written: {self.run_dir / stage}")
         if not self.keep_checkpoints and distributed.is_main():
             shutil.rmtree(self.ckpt_dir / stage, ignore_errors=True)
         return record

@@ -6,6 +6,7 @@ pass, and a head trains in seconds with the same train loop, losses and batch or
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import numpy as np
@@ -24,7 +25,8 @@ class Features:
     def take(self, indices: np.ndarray) -> "Features":
         return Features(self.features[indices])
 
-    def batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    def batch(self, indices: np.ndarray, widest: Any = None) -> dict[str, np.ndarray]:
+        """Rows `indices`; features have one width, so `widest` (see w2s.data) plays no part."""
         return {"features": self.features[indices]}
 
 

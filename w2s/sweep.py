@@ -39,7 +39,7 @@ from typing import Sequence
 import ml_collections
 from tqdm.auto import tqdm
 
-from w2s import ladders, metrics, sharding
+from w2s import distributed, ladders, metrics, sharding
 from w2s.checkpoint import read_json, write_json_atomic
 from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
 from w2s.losses import known_losses, make_loss
@@ -48,11 +48,11 @@ from w2s.results_table import FILENAME, ResultsTable, load_records
 from w2s.train import TrainConfig
 
 TOP_KEYS = ("name", "tasks", "task_options", "seeds", "models", "self_pairs", "train", "methods", "loss_options",
-            "method_options", "linear_probe", "probe_train", "mesh", "output_dir", "checkpoint_dir",
-            "keep_checkpoints")
+            "method_options", "linear_probe", "probe_train", "mesh", "distributed", "output_dir",
+            "checkpoint_dir", "keep_checkpoints")
 # Keys that may change without invalidating finished stages.
-RUNTIME_KEYS = ("tasks", "seeds", "models", "self_pairs", "methods", "mesh", "output_dir", "checkpoint_dir",
-                "keep_checkpoints")
+RUNTIME_KEYS = ("tasks", "seeds", "models", "self_pairs", "methods", "mesh", "distributed", "output_dir",
+                "checkpoint_dir", "keep_checkpoints")
 METHOD_OPTIONS = {"bootstrap": (), "early_stop": ("holdout_frac", "evals"), "relabel": ("rounds",)}
 
 
@@ -63,6 +63,7 @@ def known_methods() -> list[str]:
 def validate(cfg: ml_collections.ConfigDict) -> None:
     """Checks the config's shape before any work, naming the key that is wrong."""
     check_keys(cfg, TOP_KEYS, "config")
+    check_keys(cfg.get("distributed") or ml_collections.ConfigDict(), distributed.KEYS, "config.distributed")
     for key in ("tasks", "seeds", "models", "methods"):
         if not cfg[key]:
             raise ConfigError(f"config.{key} is empty.")
@@ -203,6 +204,7 @@ def _check_settings(cfg: ml_collections.ConfigDict) -> None:
                        {**current, "rungs": {k: current["rungs"][k] for k in shared}},
                        f"{cfg.output_dir} holds a sweep of other settings")
         current["rungs"] = {**stored["rungs"], **current["rungs"]}
+    distributed.barrier(f"sweep settings checked: {path}")  # every process looked before it changes
     write_json_atomic(path, current)
 
 
@@ -229,15 +231,17 @@ def run_sweep(cfg: ml_collections.ConfigDict, dry_run: bool = False) -> list[Run
     print(format_plan(cfg, runs, finished))
     if dry_run:
         return runs
+    distributed.initialize(cfg.get("distributed"))  # before anything touches a device
     pathlib.Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     _check_settings(cfg)
     use_compilation_cache(cfg)
-    table = ResultsTable(table_path)
+    table = ResultsTable(table_path) if distributed.is_main() else None  # process 0 writes the rows
     mesh = sharding.make_mesh(**cfg.mesh)
     models = {label: ModelSpec.from_config(spec) for label, spec in specs(cfg).items()}
     probe = TrainConfig.from_config(cfg.probe_train) if cfg.linear_probe else None
     stages = None
-    for run in tqdm([r for r in runs if r.key not in finished], desc="sweep", unit="run"):
+    for run in tqdm([r for r in runs if r.key not in finished], desc="sweep", unit="run",
+                    disable=not distributed.is_main()):
         if stages is None or (stages.task_name, stages.seed) != (run.task, run.seed):
             stages = Stages(run.task, cfg.task_options, run.seed, run_dir=_run_dir(cfg, run.task, run.seed),
                             ckpt_dir=pathlib.Path(cfg.checkpoint_dir).absolute() / cfg.name / run.task / f"seed_{run.seed}",
@@ -245,7 +249,8 @@ def run_sweep(cfg: ml_collections.ConfigDict, dry_run: bool = False) -> list[Run
                             probe=probe)
         records = [stages.stage(models[s.model], s.stage, s.source, s.loss, label_b=s.label_b,
                                 holdout_frac=s.holdout_frac, evals=s.evals) for s in run.steps]
-        table.put(_row(run, records))
+        if table is not None:
+            table.put(_row(run, records))
     return runs
 
 
@@ -253,7 +258,7 @@ def sweep_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = (), 
     """Applies overrides, runs the sweep (or prints its plan), prints the PGR table; returns the plan."""
     cfg = apply_overrides(cfg, overrides)
     runs = run_sweep(cfg, dry_run)
-    if not dry_run:
+    if not dry_run and distributed.is_main():
         print()
         print(metrics.format_pgr_table(metrics.summarize(load_records(cfg.output_dir))))
         print(f"\nresults: {pathlib.Path(cfg.output_dir) / FILENAME}   (plot them with: w2s plot {cfg.output_dir})")

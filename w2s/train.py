@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from w2s import distributed, sharding
 from w2s.checkpoint import StageCheckpointer
-from w2s.data import Tokenized, batch_indices, trim_to_bucket
+from w2s.data import TextRows, Tokenized, batch_indices
 from w2s.losses import Loss, balanced_threshold
 from w2s.probe import Features
 
@@ -198,12 +198,15 @@ def _step_cache(graphdef, optimizer, loss, peak_lr, mesh, sharding_leaves, shard
     return jit_train_step(make_train_step(graphdef, optimizer, loss, peak_lr), mesh, state_sh)
 
 
-def _put_batch(mesh, arrays: dict[str, np.ndarray], leading_axes: int) -> dict[str, jax.Array]:
-    """The global batch as global arrays; this process hands over only the rows its devices hold."""
+def _put_batch(mesh, arrays: dict[str, np.ndarray], rows: int, leading_axes: int) -> dict[str, jax.Array]:
+    """Global arrays of a batch of `rows` rows (after `leading_axes` axes) from this process's rows
+    of it (sharding.process_rows): no process holds, or tokenized, the others' rows."""
     shard = sharding.batch_sharding(mesh, leading_axes)
-    rows = sharding.process_rows(mesh, next(iter(arrays.values())).shape[leading_axes])
-    return {k: jax.make_array_from_process_local_data(shard, np.take(v, rows, axis=leading_axes), v.shape)
-            for k, v in arrays.items()}
+
+    def global_shape(v: np.ndarray) -> tuple[int, ...]:
+        return (*v.shape[:leading_axes], rows, *v.shape[leading_axes + 1:])
+
+    return {k: jax.make_array_from_process_local_data(shard, v, global_shape(v)) for k, v in arrays.items()}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -227,7 +230,7 @@ def _check_finite(pending: list[tuple[int, np.ndarray, jax.Array]], desc: str,
 
 def train(
     model: nnx.Module,
-    inputs: Tokenized | Features,
+    inputs: Tokenized | TextRows | Features,
     targets: np.ndarray,
     cfg: TrainConfig,
     *,
@@ -262,11 +265,14 @@ def train(
                disable=not distributed.is_main())
     window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
     pending = []  # (step, batch indices, loss) of steps whose loss is not checked yet
+    rows = sharding.process_rows(mesh, micro)  # this process's rows of every micro-batch
     for step in range(start, total_steps):
         idx = batch_indices(num_examples, cfg.batch_size, seed, step)
-        host = {k: v.reshape(accum, micro, *v.shape[1:]) for k, v in inputs.batch(idx).items()}
-        host["targets"] = targets[idx].reshape(accum, micro, 2).astype(np.float32)
-        state, metrics = step_fn(state, _put_batch(mesh, host, leading_axes=1))
+        local = idx.reshape(accum, micro)[:, rows]
+        host = {k: v.reshape(accum, len(rows), *v.shape[1:])
+                for k, v in inputs.batch(local.reshape(-1), distributed.widest).items()}
+        host["targets"] = targets[local].astype(np.float32)
+        state, metrics = step_fn(state, _put_batch(mesh, host, micro, leading_axes=1))
         window_examples += cfg.batch_size
         window_tokens += int(host["attention_mask"].sum()) if "attention_mask" in host else 0
         done = step + 1
@@ -277,6 +283,7 @@ def train(
             pending = []
         if done % cfg.log_every == 0 or done == total_steps:
             loss_value = float(metrics["loss"])
+            window_tokens = distributed.total(window_tokens)
             elapsed = time.perf_counter() - window_start
             record = {
                 "step": done,
@@ -310,34 +317,37 @@ def _compiled_apply(graphdef: Any, mesh: jax.sharding.Mesh, method: str) -> Call
     )
 
 
-def _apply_in_batches(model: nnx.Module, inputs: Tokenized, mesh: jax.sharding.Mesh, batch_size: int,
-                      method: str) -> np.ndarray:
-    """Runs `model.<method>` over all examples; the last batch is padded to the compiled shape."""
+def _apply_in_batches(model: nnx.Module, inputs: Tokenized | TextRows, mesh: jax.sharding.Mesh,
+                      batch_size: int, method: str) -> np.ndarray:
+    """Runs `model.<method>` over all examples, every process feeding (and tokenizing) only its rows
+    of each batch; the last batch is padded to the compiled shape. Every process gets all outputs."""
     shards = sharding.batch_size_per_step(mesh)
     batch_size = max(shards, batch_size // shards * shards)
     graphdef, params = nnx.split(model)
     params = jax.device_put(params, sharding.state_shardings(mesh, params))
     forward = _compiled_apply(graphdef, mesh, method)
+    rows = sharding.process_rows(mesh, batch_size)
     n = len(inputs)
     outputs = []
     for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        chunk_ids, chunk_mask = trim_to_bucket(inputs.input_ids[start:stop], inputs.attention_mask[start:stop])
-        ids = np.zeros((batch_size, chunk_ids.shape[1]), np.int32)
+        idx = start + rows
+        real = idx[idx < n]  # rows past the end pad the last batch
+        chunk = inputs.batch(real, distributed.widest)
+        ids = np.zeros((len(rows), chunk["input_ids"].shape[1]), np.int32)
         mask = np.zeros_like(ids)
-        ids[: stop - start] = chunk_ids
-        mask[: stop - start] = chunk_mask
-        mask[stop - start :, 0] = 1  # padding rows get one real token, so no row is empty
-        batch = _put_batch(mesh, {"input_ids": ids, "attention_mask": mask}, leading_axes=0)
-        outputs.append(np.asarray(forward(params, batch["input_ids"], batch["attention_mask"]))[: stop - start])
+        ids[: len(real)] = chunk["input_ids"]
+        mask[: len(real)] = chunk["attention_mask"]
+        mask[len(real):, 0] = 1  # padding rows get one real token, so no row is empty
+        batch = _put_batch(mesh, {"input_ids": ids, "attention_mask": mask}, batch_size, leading_axes=0)
+        outputs.append(np.asarray(forward(params, batch["input_ids"], batch["attention_mask"]))[: min(batch_size, n - start)])
     return np.concatenate(outputs).astype(np.float32)
 
 
-def predict_logits(model: nnx.Module, inputs: Tokenized, mesh: jax.sharding.Mesh, batch_size: int = 128) -> np.ndarray:
+def predict_logits(model: nnx.Module, inputs: Tokenized | TextRows, mesh: jax.sharding.Mesh, batch_size: int = 128) -> np.ndarray:
     """Logits [N, 2] for every example."""
     return _apply_in_batches(model, inputs, mesh, batch_size, "__call__")
 
 
-def predict_features(model: nnx.Module, inputs: Tokenized, mesh: jax.sharding.Mesh, batch_size: int = 128) -> np.ndarray:
+def predict_features(model: nnx.Module, inputs: Tokenized | TextRows, mesh: jax.sharding.Mesh, batch_size: int = 128) -> np.ndarray:
     """Pooled features [N, H] for every example (what the head reads)."""
     return _apply_in_batches(model, inputs, mesh, batch_size, "features")

@@ -190,3 +190,39 @@ def write_slots(cache: jax.Array, new: jax.Array, slots: jax.Array) -> jax.Array
     """
     rows = jnp.arange(cache.shape[0])[:, None]
     return cache.at[rows, slots].set(new.astype(cache.dtype), mode="drop")
+
+
+class RotaryDecoder(nnx.Module):
+    """What the rotary decoders (Llama/Qwen2, GPT-NeoX) share: token embeddings, blocks that take
+    RoPE tables (and a KV cache), a final norm. A subclass names its `block` and `norm` classes."""
+
+    block: type[nnx.Module]
+    norm: type[nnx.Module]
+
+    def __init__(self, cfg: TransformerConfig, *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
+                 rngs: nnx.Rngs):
+        self.cfg = cfg
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.token_embed = embed(cfg.vocab_size, cfg.hidden_size, **kw)
+        self.layers = nnx.List([self.block(cfg, **kw) for _ in range(cfg.num_layers)])
+        self.final_norm = self.norm(cfg.hidden_size, epsilon=cfg.norm_eps, **kw)
+
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        """[B, T] right-padded ids and mask -> hidden states after the final norm [B, T, H]."""
+        rope = rope_tables(jnp.arange(input_ids.shape[1]), self.cfg.rotary_dim, self.cfg.rope_theta)
+        x = self.token_embed(input_ids)
+        for layer in self.layers:
+            x = layer(x, attention_mask, rope)
+        return self.final_norm(x)
+
+    def cached(self, input_ids: jax.Array, attention_mask: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:
+        """[B, T] right-padded new ids and mask after each row's cached tokens -> their hidden
+        states [B, T, H] and the cache holding them too."""
+        step = CacheStep.after(cache, input_ids.shape[1])
+        rope = rope_tables(step.slots, self.cfg.rotary_dim, self.cfg.rope_theta)
+        x = self.token_embed(input_ids)
+        kvs = []
+        for layer, kv in zip(self.layers, zip(cache.keys, cache.values)):
+            x, kv = layer.cached(x, kv, step, rope)
+            kvs.append(kv)
+        return self.final_norm(x), KVCache.filled(kvs, cache, attention_mask)

@@ -5,7 +5,6 @@ import functools
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from w2s.models import layers
@@ -45,39 +44,6 @@ class LlamaBlock(nnx.Module):
         return x + self.mlp_down(self.act(self.mlp_gate(h)) * self.mlp_up(h))
 
 
-class Llama(nnx.Module):
-    def __init__(
-        self,
-        cfg: TransformerConfig,
-        *,
-        dtype: Any = jnp.float32,
-        param_dtype: Any = jnp.float32,
-        rngs: nnx.Rngs,
-    ):
-        self.cfg = cfg
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.token_embed = layers.embed(cfg.vocab_size, cfg.hidden_size, **kw)
-        self.layers = nnx.List([LlamaBlock(cfg, **kw) for _ in range(cfg.num_layers)])
-        self.final_norm = nnx.RMSNorm(cfg.hidden_size, epsilon=cfg.norm_eps, **kw)
-
-    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
-        """[B, T] right-padded ids and mask -> hidden states after the final RMSNorm [B, T, H]."""
-        rope = layers.rope_tables(jnp.arange(input_ids.shape[1]), self.cfg.head_dim, self.cfg.rope_theta)
-        x = self.token_embed(input_ids)
-        for layer in self.layers:
-            x = layer(x, attention_mask, rope)
-        return self.final_norm(x)
-
-    def cached(
-        self, input_ids: jax.Array, attention_mask: jax.Array, cache: layers.KVCache
-    ) -> tuple[jax.Array, layers.KVCache]:
-        """[B, T] right-padded new ids and mask after each row's cached tokens -> their hidden
-        states [B, T, H] and the cache holding them too."""
-        step = layers.CacheStep.after(cache, input_ids.shape[1])
-        rope = layers.rope_tables(step.slots, self.cfg.head_dim, self.cfg.rope_theta)
-        x = self.token_embed(input_ids)
-        kvs = []
-        for layer, kv in zip(self.layers, zip(cache.keys, cache.values)):
-            x, kv = layer.cached(x, kv, step, rope)
-            kvs.append(kv)
-        return self.final_norm(x), layers.KVCache.filled(kvs, cache, attention_mask)
+class Llama(layers.RotaryDecoder):
+    block = LlamaBlock
+    norm = nnx.RMSNorm
