@@ -1,4 +1,4 @@
-"""Nudging (Fei et al., 2024) and its reverse on GSM8K and ARC-Challenge.
+"""Nudging (Fei et al., 2024) and its reverse on GSM8K, ARC-Challenge and WordNet definitions.
 
 Nudging: a base model (Qwen2.5-1.5B, not instruction-tuned) writes the answer; wherever its top-1
 probability is below γ = 0.4, a small instruct model (Qwen2.5-0.5B-Instruct) writes the next word.
@@ -10,7 +10,7 @@ get them unless they are in the Hugging Face cache or given as local folders.
 
     python experiments/nudging.py
     python experiments/nudging.py --config.base.model=gpt2-large --config.nudger.model=PATH \\
-        --config.task_options.gsm8k.path=gsm8k_test.jsonl --config.tasks=gsm8k,
+        --config.task_options.gsm8k.path=gsm8k_test.jsonl --config.tasks=gsm8k,wordnet_definitions
 """
 import ml_collections
 
@@ -22,10 +22,11 @@ def get_config() -> ml_collections.ConfigDict:
         model="Qwen/Qwen2.5-1.5B", chat=False, template="Question: {question}\nAnswer:"))
     cfg.nudger = ml_collections.ConfigDict(dict(
         model="Qwen/Qwen2.5-0.5B-Instruct", chat=True, template="{question}"))
-    cfg.tasks = ("gsm8k", "arc_challenge")
+    cfg.tasks = ("gsm8k", "arc_challenge", "wordnet_definitions")  # the last one is offline (WordNet)
     cfg.task_options = ml_collections.ConfigDict(dict(
         gsm8k=dict(n=8, path="openai/gsm8k", name="main", split="test"),
         arc_challenge=dict(n=8, path="allenai/ai2_arc", name="ARC-Challenge", split="test"),
+        wordnet_definitions=dict(n=8, choices=4),
     ))
     cfg.seed = 0  # which questions
     cfg.methods = ("base", "nudger", "nudging", "reverse")

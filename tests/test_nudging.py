@@ -216,6 +216,7 @@ def test_experiment_runs_on_local_models_and_files(folders, tmp_path, capsys):
                              for i in range(3)))
     cfg = _experiment_config([
         f"--config.base.model={words}", f"--config.nudger.model={chars}", "--config.nudger.chat=false",
+        "--config.tasks=gsm8k,arc_challenge",  # the tiny models' tokenizers know only w0..w59
         f"--config.task_options.gsm8k.path={gsm}", "--config.task_options.gsm8k.n=2",
         f"--config.task_options.arc_challenge.path={arc}", "--config.task_options.arc_challenge.n=2",
         "--config.nudging.threshold=1.1", "--config.reverse.budget=3",
@@ -243,3 +244,23 @@ def test_missing_models_say_how_to_get_them(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ValueError, match=r"Qwen2.5-1.5B.*no PyPI wheel.*--config.base.model=PATH"):
         run_nudging(_experiment_config([f"--config.output_dir={tmp_path}"]))
+
+
+def test_offline_wordnet_definitions_are_multiple_choice_with_one_right_definition():
+    from w2s.tasks import wordnet
+
+    questions = qa.wordnet_definitions(n=50, seed=3)
+    assert len(questions) == 50 and questions == qa.wordnet_definitions(n=50, seed=3)
+    assert questions != qa.wordnet_definitions(n=50, seed=4)
+    nouns, vocab = wordnet.synsets("n"), wordnet.words()
+    definition_of = {vocab[o]: nouns[o].definition for o in vocab}
+    assert {q.answer for q in questions} == set("ABCD")  # the right one is not always in one place
+    for q in questions:
+        head, *lines = q.text.split("\n")
+        word = re.fullmatch(r"Which is the meaning of the word '(.+)'\?", head).group(1)
+        options = [line[3:] for line in lines]
+        assert q.kind == "choice" and q.choices == 4 and len(set(options)) == 4
+        assert options["ABCD".index(q.answer)] == definition_of[word]
+        assert qa.is_correct(q, f"The answer is {q.answer}.")
+    with pytest.raises(ValueError, match="choices must be 2 to 10"):
+        qa.wordnet_definitions(choices=1)

@@ -1,7 +1,7 @@
 """Question-answer tasks for generation: GSM8K-style math and multiple choice.
 
 Rows come from Hugging Face `datasets`: a hub id, or a local json/jsonl/csv/parquet file on
-machines without the hub. Each row becomes a Question whose gold answer is checked against the
+machines without the hub; `wordnet_definitions` is built offline from WordNet. Each row becomes a Question whose gold answer is checked against the
 answer a model writes, read off its text.
 """
 from __future__ import annotations
@@ -81,7 +81,40 @@ def multiple_choice(n: int | None = None, seed: int = 0, path: str = "allenai/ai
     return out
 
 
-TASKS: dict[str, Callable[..., list[Question]]] = {"gsm8k": gsm8k, "arc_challenge": multiple_choice}
+def wordnet_definitions(n: int | None = 200, seed: int = 0, choices: int = 4) -> list[Question]:
+    """Offline multiple choice from WordNet, which ships with the default: which definition fits
+    the word? The distractors define other nouns of the word's lexicographer file (its coarse topic),
+    so the topic alone does not give the answer away."""
+    from w2s.tasks import wordnet  # Reads the WordNet files only when this task is used.
+
+    if not 2 <= choices <= len(LETTERS):
+        raise ValueError(f"wordnet_definitions: choices must be 2 to {len(LETTERS)}, got {choices}")
+    nouns, vocab = wordnet.synsets("n"), wordnet.words()
+    eligible = sorted(o for o in vocab if 0 < len(nouns[o].definition.split()) <= wordnet.MAX_GLOSS_WORDS)
+    by_file: dict[int, list[int]] = {}
+    for o in eligible:
+        by_file.setdefault(nouns[o].lex_filenum, []).append(o)
+    rng = random.Random(seed)
+    rng.shuffle(eligible)
+    out = []
+    for o in eligible:
+        if n is not None and len(out) == n:
+            break
+        definitions = list(dict.fromkeys(nouns[x].definition for x in by_file[nouns[o].lex_filenum]))
+        others = [d for d in definitions if d != nouns[o].definition]
+        if len(others) < choices - 1:
+            continue
+        options = rng.sample(others, choices - 1)
+        right = rng.randrange(choices)
+        options.insert(right, nouns[o].definition)
+        lines = [f"{LETTERS[i]}. {d}" for i, d in enumerate(options)]
+        out.append(Question("\n".join([f"Which is the meaning of the word '{vocab[o]}'?", *lines]),
+                            LETTERS[right], "choice", choices))
+    return out
+
+
+TASKS: dict[str, Callable[..., list[Question]]] = {
+    "gsm8k": gsm8k, "arc_challenge": multiple_choice, "wordnet_definitions": wordnet_definitions}
 
 
 def _clean_number(s: str) -> str:

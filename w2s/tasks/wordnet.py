@@ -23,7 +23,7 @@ NLTK_DIRS = [
     os.path.join(sys.prefix, "share", "nltk_data"),
 ]
 _HYPERNYM_POINTERS = ("@", "@i")  # Class and instance hypernyms.
-_MAX_GLOSS_WORDS = 25
+MAX_GLOSS_WORDS = 25
 _FILE_POS = {"n": "noun", "v": "verb", "a": "adj", "r": "adv"}
 
 
@@ -238,7 +238,7 @@ def wordnet_gloss(seed: int, n_train: int = 4000, n_test: int = 1000) -> TaskDat
     nouns = synsets("n")
     vocab = words()
     # Long definitions are dropped to keep texts short enough for CPU runs.
-    offsets = sorted(o for o in vocab if 0 < len(nouns[o].definition.split()) <= _MAX_GLOSS_WORDS)
+    offsets = sorted(o for o in vocab if 0 < len(nouns[o].definition.split()) <= MAX_GLOSS_WORDS)
     rng = random.Random(seed)
     rng.shuffle(offsets)
     if len(offsets) < n_train + n_test:
