@@ -16,7 +16,7 @@ from w2s.models import layers
 from w2s.models.config import TransformerConfig
 
 
-class GPTNeoXBlock(nnx.Module):
+class GPTNeoXBlock(layers.RotaryBlock):
     def __init__(self, cfg: TransformerConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         norm = functools.partial(nnx.LayerNorm, cfg.hidden_size, epsilon=cfg.norm_eps, **kw)
@@ -28,22 +28,7 @@ class GPTNeoXBlock(nnx.Module):
         self.act = layers.activation(cfg.activation)
         self.parallel_residual = cfg.parallel_residual
 
-    def __call__(
-        self, x: jax.Array, attention_mask: jax.Array, rope: tuple[jax.Array, jax.Array]
-    ) -> jax.Array:
-        return self._residual(x, self.attn(self.attn_norm(x), attention_mask, causal=True, rope=rope))
-
-    def cached(
-        self,
-        x: jax.Array,
-        kv: tuple[jax.Array, jax.Array],
-        step: layers.CacheStep,
-        rope: tuple[jax.Array, jax.Array],
-    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        y, kv = self.attn.cached(self.attn_norm(x), kv, step, rope)
-        return self._residual(x, y), kv
-
-    def _residual(self, x: jax.Array, attn: jax.Array) -> jax.Array:
+    def combine(self, x: jax.Array, attn: jax.Array) -> jax.Array:
         """Adds the attention output and the MLP: Pythia's MLP reads the block input x, the
         sequential variant reads x + attn."""
         if self.parallel_residual:

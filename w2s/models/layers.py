@@ -192,6 +192,19 @@ def write_slots(cache: jax.Array, new: jax.Array, slots: jax.Array) -> jax.Array
     return cache.at[rows, slots].set(new.astype(cache.dtype), mode="drop")
 
 
+class RotaryBlock(nnx.Module):
+    """A rotary decoder block: attention over `attn_norm(x)`, whole or against a KV cache, then the
+    subclass's `combine(x, attention output)` (its residuals and MLP)."""
+
+    def __call__(self, x: jax.Array, attention_mask: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
+        return self.combine(x, self.attn(self.attn_norm(x), attention_mask, causal=True, rope=rope))
+
+    def cached(self, x: jax.Array, kv: tuple[jax.Array, jax.Array], step: CacheStep,
+               rope: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        y, kv = self.attn.cached(self.attn_norm(x), kv, step, rope)
+        return self.combine(x, y), kv
+
+
 class RotaryDecoder(nnx.Module):
     """What the rotary decoders (Llama/Qwen2, GPT-NeoX) share: token embeddings, blocks that take
     RoPE tables (and a KV cache), a final norm. A subclass names its `block` and `norm` classes."""

@@ -11,7 +11,7 @@ from w2s.models import layers
 from w2s.models.config import TransformerConfig
 
 
-class LlamaBlock(nnx.Module):
+class LlamaBlock(layers.RotaryBlock):
     def __init__(self, cfg: TransformerConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         norm = functools.partial(nnx.RMSNorm, cfg.hidden_size, epsilon=cfg.norm_eps, **kw)
@@ -24,22 +24,8 @@ class LlamaBlock(nnx.Module):
         self.mlp_down = dense(cfg.intermediate_size, cfg.hidden_size)
         self.act = layers.activation(cfg.activation)
 
-    def __call__(
-        self, x: jax.Array, attention_mask: jax.Array, rope: tuple[jax.Array, jax.Array]
-    ) -> jax.Array:
-        return self._mlp(x + self.attn(self.attn_norm(x), attention_mask, causal=True, rope=rope))
-
-    def cached(
-        self,
-        x: jax.Array,
-        kv: tuple[jax.Array, jax.Array],
-        step: layers.CacheStep,
-        rope: tuple[jax.Array, jax.Array],
-    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        y, kv = self.attn.cached(self.attn_norm(x), kv, step, rope)
-        return self._mlp(x + y), kv
-
-    def _mlp(self, x: jax.Array) -> jax.Array:
+    def combine(self, x: jax.Array, attn: jax.Array) -> jax.Array:
+        x = x + attn
         h = self.mlp_norm(x)
         return x + self.mlp_down(self.act(self.mlp_gate(h)) * self.mlp_up(h))
 
