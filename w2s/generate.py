@@ -22,6 +22,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
+from w2s.data import bucket_width
 from w2s.models.causal_lm import CausalLM
 from w2s.models.layers import KVCache
 
@@ -94,10 +95,6 @@ def _feed(graphdef: nnx.GraphDef, params: nnx.State, cache: KVCache, ids: jax.Ar
     entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
     token = sample(logits, jax.random.fold_in(key, step), temperature, top_p)
     return token[:, None], top1, entropy, cache  # [B, 1]: ready to be fed back
-
-
-def _bucket(n: int) -> int:
-    return max(8, 1 << (n - 1).bit_length())
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -206,7 +203,7 @@ class Generator:
         for b, row in rows.items():
             keep[b] = min(_common_prefix(self.held[b], row.prompt), len(row.prompt) - 1)
         chunks = {b: row.prompt[keep[b]:] for b, row in rows.items()}
-        width = _bucket(max(len(c) for c in chunks.values()))
+        width = bucket_width(max(len(c) for c in chunks.values()), self.max_length)
         ids = np.zeros((self.rows, width), np.int32)
         mask = np.zeros((self.rows, width), np.int32)
         for b, chunk in chunks.items():
