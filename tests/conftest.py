@@ -15,6 +15,8 @@ import pytest  # noqa: E402
 def tiny_bert(tmp_path_factory) -> pathlib.Path:
     """A 2-layer random BERT in HF format with the real MiniLM tokenizer files beside it."""
     transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)  # the same weights in every session, whichever tests ran before
     folder = tmp_path_factory.mktemp("tiny_bert")
     config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
                                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
