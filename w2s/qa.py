@@ -90,18 +90,16 @@ def wordnet_definitions(n: int | None = 200, seed: int = 0, choices: int = 4) ->
     if not 2 <= choices <= len(LETTERS):
         raise ValueError(f"wordnet_definitions: choices must be 2 to {len(LETTERS)}, got {choices}")
     nouns, vocab = wordnet.synsets("n"), wordnet.words()
-    eligible = sorted(o for o in vocab if 0 < len(nouns[o].definition.split()) <= wordnet.MAX_GLOSS_WORDS)
-    by_file: dict[int, list[int]] = {}
-    for o in eligible:
-        by_file.setdefault(nouns[o].lex_filenum, []).append(o)
+    eligible = wordnet.glossed_nouns(nouns, vocab)
+    definitions = {file: list(dict.fromkeys(nouns[x].definition for x in group))  # each once, in order
+                   for file, group in wordnet.by_lexicographer_file(eligible, nouns).items()}
     rng = random.Random(seed)
     rng.shuffle(eligible)
     out = []
     for o in eligible:
         if n is not None and len(out) == n:
             break
-        definitions = list(dict.fromkeys(nouns[x].definition for x in by_file[nouns[o].lex_filenum]))
-        others = [d for d in definitions if d != nouns[o].definition]
+        others = [d for d in definitions[nouns[o].lex_filenum] if d != nouns[o].definition]
         if len(others) < choices - 1:
             continue
         options = rng.sample(others, choices - 1)

@@ -23,7 +23,7 @@ NLTK_DIRS = [
     os.path.join(sys.prefix, "share", "nltk_data"),
 ]
 _HYPERNYM_POINTERS = ("@", "@i")  # Class and instance hypernyms.
-MAX_GLOSS_WORDS = 25
+_MAX_GLOSS_WORDS = 25
 _FILE_POS = {"n": "noun", "v": "verb", "a": "adj", "r": "adv"}
 
 
@@ -170,6 +170,21 @@ def words() -> dict[int, str]:
     return out
 
 
+def glossed_nouns(nouns: dict[int, Synset], vocab: dict[int, str]) -> list[int]:
+    """Offsets, sorted, of the words' synsets (`vocab`, from words()) whose definition has 1 to
+    _MAX_GLOSS_WORDS words: the definition tasks drop long ones to keep texts short for CPU runs."""
+    return sorted(o for o in vocab if 0 < len(nouns[o].definition.split()) <= _MAX_GLOSS_WORDS)
+
+
+def by_lexicographer_file(offsets: list[int], nouns: dict[int, Synset]) -> dict[int, list[int]]:
+    """Offsets grouped by their synset's lexicographer file (its coarse topic), in their order:
+    where same-topic distractor definitions come from."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for o in offsets:
+        groups[nouns[o].lex_filenum].append(o)
+    return groups
+
+
 def _halves(name: str, n_train: int, n_test: int) -> tuple[int, int]:
     if n_train <= 0 or n_test <= 0 or n_train % 2 or n_test % 2:
         raise ValueError(
@@ -237,8 +252,7 @@ def wordnet_gloss(seed: int, n_train: int = 4000, n_test: int = 1000) -> TaskDat
     half_train, half_test = _halves("wordnet_gloss", n_train, n_test)
     nouns = synsets("n")
     vocab = words()
-    # Long definitions are dropped to keep texts short enough for CPU runs.
-    offsets = sorted(o for o in vocab if 0 < len(nouns[o].definition.split()) <= MAX_GLOSS_WORDS)
+    offsets = glossed_nouns(nouns, vocab)
     rng = random.Random(seed)
     rng.shuffle(offsets)
     if len(offsets) < n_train + n_test:
@@ -256,9 +270,7 @@ def wordnet_gloss(seed: int, n_train: int = 4000, n_test: int = 1000) -> TaskDat
 def _gloss_side(
     side: list[int], half: int, nouns: dict[int, Synset], vocab: dict[int, str], rng: random.Random
 ) -> list[Example]:
-    by_file = defaultdict(list)
-    for o in side:
-        by_file[nouns[o].lex_filenum].append(o)
+    by_file = by_lexicographer_file(side, nouns)
     examples = [(f"What is a {vocab[o]}? {nouns[o].definition}", 1) for o in side[:half]]
     for o in side[half:]:
         if len(examples) == 2 * half:
