@@ -20,6 +20,7 @@ from w2s.models import (
     known_models,
     resolve_model_dir,
 )
+from w2s.models import loading
 from w2s.models.loading import read_checkpoint, read_torch_bin
 
 VOCAB = 100
@@ -138,6 +139,17 @@ def test_torch_bin_dtypes_and_views(tmp_path):
     torch.save({"f64": base.double()}, tmp_path / "y.bin")
     with pytest.raises(ValueError, match="DoubleStorage"):
         read_torch_bin(tmp_path / "y.bin")
+
+
+def test_truncated_backbone_reads_only_its_tensors(checkpoints, monkeypatch):
+    """Layers past num_layers are never read from disk (a sweep's small rungs of a big checkpoint)."""
+    folder, _ = checkpoints["gpt2"]
+    read = []
+    real = loading.CheckpointTensors.__getitem__
+    monkeypatch.setattr(loading.CheckpointTensors, "__getitem__", lambda self, k: read.append(k) or real(self, k))
+    build_backbone(str(folder), num_layers=1)
+    assert read and all(".1." not in name for name in read)
+    assert any(name.startswith("h.0.") for name in read)
 
 
 @pytest.mark.parametrize("arch, k", [("bert", 0), ("gpt2", 1), ("qwen2", 1)])

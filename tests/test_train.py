@@ -183,3 +183,23 @@ def test_runs_of_different_lengths_share_one_compiled_step(monkeypatch):
         train(tiny_model(), inputs.take(np.arange(n)), one_hot(labels[:n]), CFG, loss=make_loss("xent"),
               mesh=mesh, seed=0, desc="test")
     assert len(made) == 1 and made[0]._cache_size() == 1
+
+
+def test_background_save_holds_its_steps_state_while_training_donates_it(tmp_path):
+    """StageCheckpointer writes while the next steps run; those steps donate the saved buffers,
+    and the step on disk must still be the state it was given."""
+    from w2s.checkpoint import StageCheckpointer
+
+    step = jax.jit(lambda s: jax.tree.map(lambda x: x * 2.0 + 1.0, s), donate_argnums=0)
+    state = {"w": jnp.arange(2_000_000, dtype=jnp.float32), "b": jnp.ones((3, 5))}
+    expected = jax.tree.map(np.array, state)
+    checkpointer = StageCheckpointer(tmp_path / "stage", save_every=1)
+    checkpointer.save(1, state, [{"step": 1}])
+    for _ in range(5):
+        state = step(state)
+    jax.block_until_ready(state)
+    checkpointer.close()
+    restored, history = StageCheckpointer(tmp_path / "stage", save_every=1).restore(state)
+    assert history == [{"step": 1}]
+    for key in expected:
+        np.testing.assert_array_equal(np.asarray(restored[key]), expected[key])

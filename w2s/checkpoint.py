@@ -39,28 +39,39 @@ def report_corrupt(path: str | os.PathLike, error: BaseException, action: str) -
 class StageCheckpointer:
     """Saves and restores one training stage's state (step, params, optimizer state) with the
     history logged up to it, in one orbax step, so the two always belong together. The newest
-    `keep` steps are kept, so a damaged newest step still leaves an older one to resume from."""
+    `keep` steps are kept, so a damaged newest step still leaves an older one to resume from.
+
+    A save is written in the background while training goes on: `save` returns once orbax has
+    copied the state to host memory (a later train step that donates the state's buffers does not
+    touch those copies), and the next save, a restore, latest_step and close wait for it. A kill
+    mid-write leaves only orbax's temporary folder, which is never read as a step."""
 
     def __init__(self, directory: str | os.PathLike, save_every: int, keep: int = 2):
         self.directory = pathlib.Path(directory).absolute()
         self.save_every = save_every
         self._manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
                                                  cleanup_tmp_directories=True),
         )
+        self._last_saved = self._manager.latest_step()  # the newest step written or being written
 
     def latest_step(self) -> int | None:
+        """The newest complete step on disk (after any save in flight has finished)."""
+        self._manager.wait_until_finished()
         return self._manager.latest_step()
 
     def restore(self, like: Any) -> tuple[Any, list[dict]] | None:
         """(state, history) of the newest step that reads back onto the shapes, dtypes and shardings
         of `like`; None when no step does. An unreadable step is reported and deleted."""
+        self._manager.wait_until_finished()
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
         args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore())
+        self._last_saved = None
         for step in sorted(self._manager.all_steps(), reverse=True):
             try:
                 restored = self._manager.restore(step, args=args)
+                self._last_saved = step
                 return restored["state"], list(restored["history"])
             except Exception as e:  # orbax and tensorstore raise many types for damaged files
                 older = [s for s in self._manager.all_steps() if s < step]
@@ -76,14 +87,18 @@ class StageCheckpointer:
         """Whether `save` would write step `step` (every `save_every` steps, or when forced)."""
         if not force and (self.save_every <= 0 or step % self.save_every):
             return False
-        return self.latest_step() != step
+        return self._last_saved != step
 
     def save(self, step: int, state: Any, history: list[dict]) -> None:
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), history=ocp.args.JsonSave(history))
-        self._manager.save(step, args=args, force=True)
+        """Starts writing `step`; returns once the state is copied, before it is on disk."""
         self._manager.wait_until_finished()
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), history=ocp.args.JsonSave(list(history)))
+        self._manager.save(step, args=args, force=True)
+        self._last_saved = step
 
     def close(self) -> None:
+        """Waits for the save in flight, if any, to be complete on disk."""
+        self._manager.wait_until_finished()
         self._manager.close()
 
 

@@ -266,45 +266,47 @@ def train(
     window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
     pending = []  # (step, batch indices, loss) of steps whose loss is not checked yet
     rows = sharding.process_rows(mesh, micro)  # this process's rows of every micro-batch
-    for step in range(start, total_steps):
-        idx = batch_indices(num_examples, cfg.batch_size, seed, step)
-        local = idx.reshape(accum, micro)[:, rows]
-        host = {k: v.reshape(accum, len(rows), *v.shape[1:])
-                for k, v in inputs.batch(local.reshape(-1), distributed.widest).items()}
-        host["targets"] = targets[local].astype(np.float32)
-        state, metrics = step_fn(state, _put_batch(mesh, host, micro, leading_axes=1))
-        window_examples += cfg.batch_size
-        window_tokens += int(host["attention_mask"].sum()) if "attention_mask" in host else 0
-        done = step + 1
-        pending.append((done, idx, metrics["loss"]))
-        saving = checkpointer is not None and checkpointer.due(done, force=done == total_steps)
-        if saving or done % cfg.log_every == 0 or done == total_steps:
-            _check_finite(pending, desc, checkpointer)
-            pending = []
-        if done % cfg.log_every == 0 or done == total_steps:
-            loss_value = float(metrics["loss"])
-            window_tokens = distributed.total(window_tokens)
-            elapsed = time.perf_counter() - window_start
-            record = {
-                "step": done,
-                "loss": loss_value,
-                "grad_norm": float(metrics["grad_norm"]),
-                "examples_per_s": window_examples / elapsed,
-                "tokens_per_s": window_tokens / elapsed,
-            }
-            history.append(record)
-            bar.set_postfix(loss=f"{loss_value:.4f}", ex_s=f"{record['examples_per_s']:.1f}")
-            window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
-        if evaluate is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < total_steps:
-            scores = evaluate(nnx.merge(graphdef, state["params"]))
-            history.append({"step": done, **scores})
-            bar.write(f"{desc} step {done}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
-        if saving:
-            checkpointer.save(done, state, history)
-        bar.update(1)
-    bar.close()
-    if checkpointer is not None:
-        checkpointer.close()
+    try:
+        for step in range(start, total_steps):
+            idx = batch_indices(num_examples, cfg.batch_size, seed, step)
+            local = idx.reshape(accum, micro)[:, rows]
+            host = {k: v.reshape(accum, len(rows), *v.shape[1:])
+                    for k, v in inputs.batch(local.reshape(-1), distributed.widest).items()}
+            host["targets"] = targets[local].astype(np.float32)
+            state, metrics = step_fn(state, _put_batch(mesh, host, micro, leading_axes=1))
+            window_examples += cfg.batch_size
+            window_tokens += int(host["attention_mask"].sum()) if "attention_mask" in host else 0
+            done = step + 1
+            pending.append((done, idx, metrics["loss"]))
+            saving = checkpointer is not None and checkpointer.due(done, force=done == total_steps)
+            if saving or done % cfg.log_every == 0 or done == total_steps:
+                _check_finite(pending, desc, checkpointer)
+                pending = []
+            if done % cfg.log_every == 0 or done == total_steps:
+                loss_value = float(metrics["loss"])
+                window_tokens = distributed.total(window_tokens)
+                elapsed = time.perf_counter() - window_start
+                record = {
+                    "step": done,
+                    "loss": loss_value,
+                    "grad_norm": float(metrics["grad_norm"]),
+                    "examples_per_s": window_examples / elapsed,
+                    "tokens_per_s": window_tokens / elapsed,
+                }
+                history.append(record)
+                bar.set_postfix(loss=f"{loss_value:.4f}", ex_s=f"{record['examples_per_s']:.1f}")
+                window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
+            if evaluate is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < total_steps:
+                scores = evaluate(nnx.merge(graphdef, state["params"]))
+                history.append({"step": done, **scores})
+                bar.write(f"{desc} step {done}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+            if saving:
+                checkpointer.save(done, state, history)
+            bar.update(1)
+    finally:  # an error or interrupt still lets the save in flight finish
+        bar.close()
+        if checkpointer is not None:
+            checkpointer.close()
     return nnx.merge(graphdef, state["params"]), history
 
 

@@ -7,12 +7,13 @@ init of a large model is never materialised.
 from __future__ import annotations
 
 import collections
+import collections.abc
 import json
 import pathlib
 import pickle
 import re
 import zipfile
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax.numpy as jnp
 import ml_dtypes
@@ -48,25 +49,48 @@ def read_hf_config(folder: str | pathlib.Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def read_checkpoint(folder: str | pathlib.Path) -> dict[str, np.ndarray]:
-    """All tensors of a checkpoint folder as numpy arrays, keyed by their HF names."""
+class CheckpointTensors(collections.abc.Mapping):
+    """A checkpoint folder's tensors as numpy arrays, keyed by their HF names, each read from disk
+    only when asked for: a backbone cut to its first layers never reads the others. A safetensors
+    file is read tensor by tensor; a torch .bin file whole, on first use."""
+
+    def __init__(self, files: dict[str, pathlib.Path], bins: dict[pathlib.Path, dict[str, np.ndarray]] | None = None):
+        self._files = files  # HF name -> the file holding it
+        self._bins = bins or {}  # torch .bin files already read whole
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        path = self._files[name]
+        if path.suffix != ".safetensors":
+            if path not in self._bins:
+                self._bins[path] = read_torch_bin(path)
+            return self._bins[path][name]
+        with safe_open(path, framework="numpy") as f:
+            return f.get_tensor(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+
+def read_checkpoint(folder: str | pathlib.Path) -> CheckpointTensors:
+    """The tensors of a checkpoint folder (single file or sharded with an index), read lazily."""
     folder = pathlib.Path(folder)
     for name in _INDEXES:
         if (folder / name).is_file():
-            shards = sorted(set(json.loads((folder / name).read_text())["weight_map"].values()))
-            return {k: v for shard in shards for k, v in _read_file(folder / shard).items()}
+            weight_map = json.loads((folder / name).read_text())["weight_map"]
+            return CheckpointTensors({k: folder / shard for k, shard in weight_map.items()})
     for name in _SINGLES:
         if (folder / name).is_file():
-            return _read_file(folder / name)
+            path = folder / name
+            if path.suffix != ".safetensors":
+                whole = read_torch_bin(path)
+                return CheckpointTensors(dict.fromkeys(whole, path), {path: whole})
+            with safe_open(path, framework="numpy") as f:
+                return CheckpointTensors(dict.fromkeys(f.keys(), path))
     looked = ", ".join(str(folder / n) for n in _INDEXES + _SINGLES)
     raise FileNotFoundError(f"no checkpoint in {folder}: looked for {looked}")
-
-
-def _read_file(path: pathlib.Path) -> dict[str, np.ndarray]:
-    if path.suffix == ".safetensors":
-        with safe_open(path, framework="numpy") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}
-    return read_torch_bin(path)
 
 
 _TORCH_DTYPES = {
@@ -249,7 +273,8 @@ def load_pretrained(
     the token embedding.
     """
     cfg: TransformerConfig = abstract.cfg
-    tensors = {_strip_prefix(k): v for k, v in read_checkpoint(folder).items()}
+    checkpoint = read_checkpoint(folder)
+    hf_name = {_strip_prefix(k): k for k in checkpoint}  # without a task wrapper's prefix
     names = _NAMES[cfg.arch](cfg)
     if lm_head:
         names = {("backbone",) + path: name for path, name in names.items()}
@@ -258,11 +283,11 @@ def load_pretrained(
     graphdef, state = nnx.split(abstract)
     flat = list(nnx.to_flat_state(state))
 
-    missing = sorted({hf for hf, _ in names.values() if hf not in tensors})
+    missing = sorted({hf for hf, _ in names.values() if hf not in hf_name})
     used = {hf for hf, _ in names.values()}
     unexpected = sorted(
         k
-        for k in tensors
+        for k in hf_name
         if k not in used
         and not _IGNORED.search(k)
         and not ((layer := _LAYER.match(k)) and int(layer.group(1)) >= cfg.num_layers)
@@ -277,7 +302,7 @@ def load_pretrained(
     for path, var in flat:
         hf, convert = names[path]
         want = var.get_value()
-        array = np.asarray(convert(tensors[hf]))
+        array = np.asarray(convert(checkpoint[hf_name[hf]]))
         if array.shape != want.shape:
             ours = "/".join(map(str, path))
             raise ValueError(f"{hf}: shape {array.shape} does not fit {ours} {want.shape}")
