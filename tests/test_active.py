@@ -41,6 +41,14 @@ def test_uncertainty_picks_the_least_sure_first():
     assert select("margin", c).tolist() == [4, 1, 3]
 
 
+def test_confident_picks_the_surest_of_each_predicted_class_in_turn():
+    c = ctx(two_class([0.9, 0.45, 0.02, 0.7, 0.51, 0.99, 0.3]), k=5)
+    # class 1 surest first: 5 (0.99), 0 (0.9), 3 (0.7), 4 (0.51); class 0: 2 (0.02), 6 (0.3), 1 (0.45)
+    assert select("confident", c).tolist() == [2, 5, 6, 0, 1]
+    one_sided = ctx(two_class([0.9, 0.8, 0.99, 0.6]), k=3)  # no class-0 prediction: surest class 1 first
+    assert select("confident", one_sided).tolist() == [2, 0, 1]
+
+
 def test_committee_and_bald_prefer_confident_disagreement():
     # Members: 0 agree and are sure; 1 each unsure (high entropy, no disagreement);
     # 2 each sure but split; 3 mildly split.

@@ -126,6 +126,19 @@ def min_margin(ctx: Context) -> np.ndarray:
     return _top(top2[:, 0] - top2[:, 1], ctx.k)
 
 
+@register_strategy("confident")
+def most_confident(ctx: Context) -> np.ndarray:
+    """Where the student is surest, alternating between the two classes it predicts: easy-first for a
+    noisy supervisor, whose labels are likeliest right where the task is easy."""
+    order = np.argsort(entropy(ctx.probs), kind="stable")
+    predicted = ctx.probs[order].argmax(-1)
+    by_class = [order[predicted == c] for c in range(ctx.probs.shape[-1])]
+    n = min(len(b) for b in by_class)
+    alternating = np.stack([b[:n] for b in by_class], 1).reshape(-1)
+    rest = np.concatenate([b[n:] for b in by_class])  # one class's surplus, surest first
+    return np.concatenate([alternating, rest])[: ctx.k]
+
+
 @register_strategy("vote_entropy")
 def vote_entropy(ctx: Context) -> np.ndarray:
     """Committee disagreement: entropy of the members' hard votes."""
