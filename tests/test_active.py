@@ -164,6 +164,10 @@ def test_bad_settings_are_refused():
         ActiveConfig(strategies=("uncertainty",))
     with pytest.raises(ConfigError, match="did you mean 'budget'"):
         ActiveConfig.from_config(ml_collections.ConfigDict(dict(budgt=3)))
+    with pytest.raises(ConfigError, match="train_on must be 'all' or 'new', not 'old'"):
+        ActiveConfig(train_on="old")
+    with pytest.raises(ConfigError, match="train_on='new' needs warm_start=True"):
+        ActiveConfig(train_on="new", warm_start=False)
 
 
 # -- the loop on a tiny model --------------------------------------------------------------------
@@ -290,3 +294,17 @@ def test_budget_larger_than_the_pool_fails_before_training(tmp_path, tiny_bert, 
     monkeypatch.setattr(active, "train", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(ValueError, match="budget 33 exceeds the pool: split B has 32 examples"):
         active.run_active_experiment(cfg)
+
+
+def round_steps(run_dir):
+    return [max(h["step"] for h in r["history"]) for r in json.loads((run_dir / "rounds.json").read_text())]
+
+
+def test_train_on_new_trains_each_round_on_its_own_labels(tmp_path, tiny_bert, reference):  # noqa: F811
+    ref_dir, _, _ = reference
+    # 2 epochs of batch 8: every label bought so far (8, 16, 24), or only the round's 8.
+    assert round_steps(ref_dir / "results" / "seed_0" / "active" / "bald_kcenter") == [2, 4, 6]
+    cfg = active_config(tmp_path, tiny_bert, "--config.active.train_on=new", "--config.active.strategies=random,")
+    (results,) = active.run_active_experiment(cfg, Counting(fake_pipeline(cfg)))
+    assert round_steps(tmp_path / "results" / "seed_0" / "active" / "random") == [2, 2, 2]
+    assert [p["queries"] for p in results["curve"]] == [8, 16, 24]

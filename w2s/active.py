@@ -50,6 +50,7 @@ class ActiveConfig:
     budget: int = 256
     rounds: int = 8
     warm_start: bool = True
+    train_on: str = "all"  # each round trains on every label bought so far, or on this round's ("new")
     ensemble_size: int = 8  # bootstrap logistic heads on the student's features (fit_committee)
     shortlist: int = 4  # bald_kcenter runs k-center over the query_batch * shortlist top-BALD examples
 
@@ -61,6 +62,11 @@ class ActiveConfig:
             raise ConfigError(f"config.active.budget {self.budget} is smaller than seed_size {self.seed_size}.")
         if not self.strategies:
             raise ConfigError("config.active.strategies is empty.")
+        if self.train_on not in ("all", "new"):
+            raise ConfigError(f"config.active.train_on must be 'all' or 'new', not {self.train_on!r}.")
+        if self.train_on == "new" and not self.warm_start:
+            raise ConfigError("config.active.train_on='new' needs warm_start=True: a student retrained from "
+                              "the pretrained weights on one round's labels would forget the others.")
         for name in self.strategies:
             get_strategy(name)
 
@@ -185,8 +191,9 @@ class ActiveRun:
             self.ledger.record(round_, missing, ask(self.supervisor, missing, [self.texts[i] for i in missing]))
 
     def _train(self, round_: int, rounds: list[dict], start: nnx.Module) -> tuple[nnx.Module, list[dict]]:
-        """The student of round `round_` on every label bought up to it (restored if that round finished)."""
-        labelled = _labelled(rounds[: round_ + 1])
+        """The student of round `round_` on every label bought up to it, or on that round's alone
+        (train_on='new'); restored if that round finished."""
+        labelled = _labelled(rounds[round_ if self.settings.train_on == "new" else 0: round_ + 1])
         return train(
             start, self.pool.take(labelled), self.ledger.lookup(labelled), self.train_cfg,
             loss=make_loss("xent"), mesh=self.exp.mesh, seed=self.exp.seed,
