@@ -110,28 +110,34 @@ def round_times(run: Callable[[], None], rounds: int) -> list[float]:
     return times
 
 
+def matmul_flops(run: Callable[[int], None], size: int, rounds: int = 5) -> float:
+    """FLOP/s of `run(n)`, which does n size x size matmuls and waits for the last: warmed up, with n
+    set so a round takes at least 0.1 s, the median of `rounds` rounds."""
+    run(1)
+    start = time.perf_counter()
+    run(1)
+    iters = max(1, int(0.1 / (time.perf_counter() - start)))
+    seconds = statistics.median(round_times(lambda: run(iters), rounds)) / iters
+    return 2 * size**3 / seconds
+
+
 def peak_matmul_flops(dtype: Any, size: int | None = None, rounds: int = 5) -> tuple[float, int]:
-    """FLOP/s of a large square jitted matmul in `dtype` on the first device, the median of `rounds`
-    rounds of at least 0.1 s each: MFU's denominator, measured rather than a datasheet number, so
-    it states what this chip reaches through XLA. Returns (FLOP/s, matrix size)."""
+    """FLOP/s of a large square jitted matmul in `dtype` on the first device: MFU's denominator,
+    measured rather than a datasheet number, so it states what this chip reaches through XLA.
+    Returns (FLOP/s, matrix size)."""
     device = jax.devices()[0]
     n = size or (2048 if device.platform == "cpu" else 8192)
     ka, kb = jax.random.split(jax.random.key(0))
     a = jax.device_put(jax.random.normal(ka, (n, n), dtype), device)
     b = jax.device_put(jax.random.normal(kb, (n, n), dtype), device)
     matmul = jax.jit(jnp.matmul)
-    matmul(a, b).block_until_ready()
-    start = time.perf_counter()
-    matmul(a, b).block_until_ready()
-    iters = max(1, int(0.1 / (time.perf_counter() - start)))
 
-    def run() -> None:
+    def run(iters: int) -> None:
         for _ in range(iters):
             out = matmul(a, b)
         out.block_until_ready()
 
-    seconds = statistics.median(round_times(run, rounds)) / iters
-    return 2 * n**3 / seconds, n
+    return matmul_flops(run, n, rounds), n
 
 
 def fmt_si(x: float) -> str:

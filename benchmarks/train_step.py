@@ -20,8 +20,8 @@ import transformers  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from harness import (  # noqa: E402
-    DTYPES, MFU_NOTE, SHAPES, fmt_si, hf_config, jax_classifier, non_embedding_params, peak_matmul_flops,
-    put_batch, sharded_train_step, synthetic_batch,
+    DTYPES, MFU_NOTE, SHAPES, fmt_si, hf_config, jax_classifier, matmul_flops, non_embedding_params,
+    peak_matmul_flops, put_batch, sharded_train_step, synthetic_batch,
 )
 from w2s import sharding  # noqa: E402
 from w2s.checkpoint import write_json_atomic  # noqa: E402
@@ -104,6 +104,23 @@ def torch_runner(
     return run, total
 
 
+def torch_peak_matmul_flops(device: str, dtype: str, size: int) -> float:
+    """peak_matmul_flops' measurement through torch on `device`: whether a gap between the two
+    steps comes from the large matmul itself or from the rest of the step."""
+    import torch
+
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    a, b = (torch.randn(size, size, device=device).to(torch_dtype) for _ in range(2))
+
+    def run(iters: int) -> None:
+        for _ in range(iters):
+            a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return matmul_flops(run, size)
+
+
 def torch_device(args: argparse.Namespace, jax_platform: str) -> str | None:
     """torch's device, or None (with the reason printed) when torch is not run."""
     if args.no_torch:
@@ -149,8 +166,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runners = {}
     runners["jax"], jax_total, n_mfu = jax_runner(args, hf, host)
     totals = {"jax": jax_total}
+    torch_peak = None
     if device is not None:
         runners["torch"], totals["torch"] = torch_runner(args, hf, host, device)
+        torch_peak = torch_peak_matmul_flops(device, args.dtype, peak_size)
     losses = {name: run(args.warmup) for name, run in runners.items()}
     times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(args.rounds):  # alternate, so a change in machine load hits both alike
@@ -181,7 +200,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "params: " + ", ".join(f"{k} {fmt_si(v)}" for k, v in totals.items())
         + f"; N for MFU {fmt_si(n_mfu)} (from the JAX model, used for both)"
     )
-    print(f"peak matmul (measured, {peak_size}x{peak_size} {args.dtype}): {fmt_si(peak)}FLOP/s")
+    print(f"peak matmul (measured, {peak_size}x{peak_size} {args.dtype}): {fmt_si(peak)}FLOP/s"
+          + ("" if torch_peak is None else f"; the same matmul through torch: {fmt_si(torch_peak)}FLOP/s"))
     print(MFU_NOTE)
     print(f"{'impl':<7}{'step ms':>10}{'(min-max)':>18}{'examples/s':>12}{'tokens/s':>12}{'MFU':>8}{'loss':>9}")
     for name, r in results.items():
@@ -197,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "model": args.model, "batch": args.batch, "seq": args.seq, "dtype": args.dtype,
         "steps": args.steps, "rounds": args.rounds,
         "jax_device": f"{jax_dev.platform} ({jax_dev.device_kind})", "torch_device": torch_desc,
-        "peak_flops": peak, "peak_matmul_size": peak_size, "params": totals, "mfu_params": n_mfu,
+        "peak_flops": peak, "torch_peak_flops": torch_peak, "peak_matmul_size": peak_size, "params": totals, "mfu_params": n_mfu,
         "results": results, "jax_over_torch": ratio,
     }
     if args.json:
