@@ -49,6 +49,18 @@ def test_confident_picks_the_surest_of_each_predicted_class_in_turn():
     assert select("confident", one_sided).tolist() == [2, 0, 1]
 
 
+def test_typical_takes_the_densest_example_of_the_largest_uncovered_clusters():
+    rng = np.random.default_rng(0)
+    # Blobs of 30, 50 and 40 points around 0, (5, 5) and (-5, -5); one labelled example covers the first.
+    centres = np.array([[0.0, 0.0], [5.0, 5.0], [-5.0, -5.0]])
+    emb = np.concatenate([rng.normal(m, 0.1, (n, 2)) for m, n in zip(centres, (30, 50, 40))])
+    chosen = select("typical", ctx(np.full((len(emb), 2), 0.5), embeddings=emb, labelled=[[0.0, 0.0]], k=2))
+    assert np.abs(emb[chosen] - centres[[1, 2]]).max() < 0.1  # the larger cluster first, each near its middle
+    blob = emb[30:80]
+    distances = np.linalg.norm(blob[:, None] - blob[None], axis=-1)
+    assert chosen[0] == 30 + np.argmin(np.sort(distances, 1)[:, 1:21].mean(1))  # the densest of its 50
+
+
 def test_committee_and_bald_prefer_confident_disagreement():
     # Members: 0 agree and are sure; 1 each unsure (high entropy, no disagreement);
     # 2 each sure but split; 3 mildly split.

@@ -166,6 +166,60 @@ def bald_kcenter(ctx: Context) -> np.ndarray:
     return shortlist[k_center(ctx.embeddings[shortlist], ctx.labelled, ctx.k)]
 
 
+@register_strategy("typical")
+def typical(ctx: Context) -> np.ndarray:
+    """Typical examples of uncovered clusters (TypiClust, Hacohen et al. 2022, for small budgets):
+    k-means over the labelled and unlabelled features into L + k clusters; from the largest
+    clusters holding no labelled example first, each gives its densest unlabelled example
+    (smallest mean distance to its nearest neighbours in the cluster)."""
+    points = np.concatenate([ctx.embeddings, ctx.labelled])
+    n = len(ctx.embeddings)
+    assign = k_means(points, min(len(points), len(ctx.labelled) + ctx.k), ctx.rng)
+    covered = set(assign[n:].tolist())
+    sizes = np.bincount(assign[:n], minlength=assign.max() + 1)
+    clusters = sorted(np.unique(assign[:n]), key=lambda c: (c in covered, -sizes[c], c))
+    ranked = [members[np.argsort(_sparseness(ctx.embeddings[members]), kind="stable")]
+              for members in (np.flatnonzero(assign[:n] == c) for c in clusters)]
+    # Round-robin over the clusters in that order: each one's densest first, then the next densest.
+    depth = max(len(r) for r in ranked)
+    order = [r[i] for i in range(depth) for r in ranked if i < len(r)]
+    return np.asarray(order[: ctx.k], np.int64)
+
+
+def _sparseness(points: np.ndarray, neighbours: int = 20) -> np.ndarray:
+    """Mean distance of each point to its nearest `neighbours` others (the inverse of typicality)."""
+    if len(points) == 1:
+        return np.zeros(1)
+    sq = np.sum(points**2, 1)
+    dist = np.sqrt(np.maximum(sq[:, None] - 2 * points @ points.T + sq[None], 0.0))
+    m = min(neighbours, len(points) - 1)
+    return np.sort(dist, axis=1)[:, 1 : m + 1].mean(1)
+
+
+def k_means(points: np.ndarray, clusters: int, rng: np.random.Generator, iterations: int = 30) -> np.ndarray:
+    """Cluster index of each point: Lloyd's algorithm from a k-means++ start."""
+    sq = np.sum(points**2, 1)
+    centres = [points[rng.integers(len(points))]]
+    closest = np.maximum(sq - 2 * points @ centres[0] + centres[0] @ centres[0], 0.0)
+    for _ in range(1, clusters):
+        total = closest.sum()
+        i = rng.choice(len(points), p=closest / total) if total > 0 else rng.integers(len(points))
+        centres.append(points[i])
+        closest = np.minimum(closest, np.maximum(sq - 2 * points @ points[i] + points[i] @ points[i], 0.0))
+    c = np.stack(centres)
+    assign = np.full(len(points), -1)
+    for _ in range(iterations):
+        new = np.argmin(np.sum(c**2, 1)[None] - 2 * points @ c.T, axis=1)
+        if np.array_equal(new, assign):
+            break
+        assign = new
+        sums = np.zeros_like(c)
+        np.add.at(sums, assign, points)
+        counts = np.bincount(assign, minlength=clusters)
+        c[counts > 0] = sums[counts > 0] / counts[counts > 0, None]  # an emptied centre stays put
+    return assign
+
+
 def fit_committee(
     features: np.ndarray, targets: np.ndarray, pool: np.ndarray, size: int, rng: np.random.Generator,
     steps: int = 100, l2: float = 1e-2,
