@@ -23,7 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
         strategies=("random", "entropy", "vote_entropy", "bald", "kcenter", "bald_kcenter"),
         supervisor="weak",  # or a labels file of split B: .npy, .json or .csv
         seed_size=50, query_batch=50, budget=500, rounds=10,
-        warm_start=True, train_on="all", ensemble_size=8, shortlist=4,
+        warm_start=True, train_on="all", epochs=0.0, ensemble_size=8, shortlist=4,
     ))
     return cfg
 

@@ -180,6 +180,8 @@ def test_bad_settings_are_refused():
         ActiveConfig(train_on="old")
     with pytest.raises(ConfigError, match="train_on='new' needs warm_start=True"):
         ActiveConfig(train_on="new", warm_start=False)
+    with pytest.raises(ConfigError, match="epochs must be positive"):
+        ActiveConfig(epochs=-1.0)
 
 
 # -- the loop on a tiny model --------------------------------------------------------------------
@@ -318,5 +320,17 @@ def test_train_on_new_trains_each_round_on_its_own_labels(tmp_path, tiny_bert, r
     assert round_steps(ref_dir / "results" / "seed_0" / "active" / "bald_kcenter") == [2, 4, 6]
     cfg = active_config(tmp_path, tiny_bert, "--config.active.train_on=new", "--config.active.strategies=random,")
     (results,) = active.run_active_experiment(cfg, Counting(fake_pipeline(cfg)))
-    assert round_steps(tmp_path / "results" / "seed_0" / "active" / "random") == [2, 2, 2]
+    run_dir = tmp_path / "results" / "seed_0" / "active" / "random"
+    assert round_steps(run_dir) == [2, 2, 2]
     assert [p["queries"] for p in results["curve"]] == [8, 16, 24]
+
+    # Other settings are refused, naming them; settings written before `epochs` existed still resume.
+    longer = apply_overrides(cfg, ["--config.active.epochs=3"])
+    with pytest.raises(ConfigError, match=r"holds rounds of other active settings \(keys \['epochs'\] differ\)"):
+        active.run_active_experiment(longer, Counting(pipeline.Experiment(active.pipeline_config(cfg), 0)))
+    older = json.loads((run_dir / "settings.json").read_text())
+    del older["epochs"]
+    (run_dir / "settings.json").write_text(json.dumps(older))
+    supervisor = Counting(pipeline.Experiment(active.pipeline_config(cfg), 0))
+    (again,) = active.run_active_experiment(cfg, supervisor)
+    assert again["curve"] == results["curve"] and supervisor.asked == []

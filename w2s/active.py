@@ -51,6 +51,7 @@ class ActiveConfig:
     rounds: int = 8
     warm_start: bool = True
     train_on: str = "all"  # each round trains on every label bought so far, or on this round's ("new")
+    epochs: float = 0.0  # epochs of each round's training; 0: the strong model's train.epochs
     ensemble_size: int = 8  # bootstrap logistic heads on the student's features (fit_committee)
     shortlist: int = 4  # bald_kcenter runs k-center over the query_batch * shortlist top-BALD examples
 
@@ -58,6 +59,8 @@ class ActiveConfig:
         for name in ("seed_size", "query_batch", "budget", "rounds", "ensemble_size", "shortlist"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"config.active.{name} must be positive, not {getattr(self, name)}.")
+        if self.epochs < 0:
+            raise ConfigError(f"config.active.epochs must be positive (or 0: the strong model's), not {self.epochs}.")
         if self.budget < self.seed_size:
             raise ConfigError(f"config.active.budget {self.budget} is smaller than seed_size {self.seed_size}.")
         if not self.strategies:
@@ -115,6 +118,8 @@ class ActiveRun:
         self.dir = experiment.run_dir / "active" / strategy
         self.ckpt_dir = experiment.ckpt_dir / f"active_{strategy}"
         self.train_cfg = experiment.strong.train_cfg
+        if settings.epochs:
+            self.train_cfg = dataclasses.replace(self.train_cfg, epochs=settings.epochs)
         _, split_b = experiment.splits()
         settings.check_pool(len(split_b))
         self.texts = [text for text, _ in split_b]
@@ -159,11 +164,13 @@ class ActiveRun:
         return results
 
     def _check_settings(self) -> None:
-        """Refuses to continue rounds bought under other active settings (strategies may change)."""
+        """Refuses to continue rounds bought under other active settings (strategies may change).
+        A setting added after the rounds were written counts as its default there."""
         current = {k: v for k, v in dataclasses.asdict(self.settings).items() if k != "strategies"}
         path = self.dir / "settings.json"
         if path.exists() and (self.dir / "rounds.json").exists():
-            refuse_changes(read_json(path), current, f"{self.dir} holds rounds of other active settings")
+            defaults = {k: v for k, v in dataclasses.asdict(ActiveConfig()).items() if k in current}
+            refuse_changes({**defaults, **read_json(path)}, current, f"{self.dir} holds rounds of other active settings")
         write_json_atomic(path, current)
 
     def _pretrained(self) -> nnx.Module:
