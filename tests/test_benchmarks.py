@@ -12,6 +12,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks
 import active_learning  # noqa: E402
 import pipeline  # noqa: E402
 import scaling  # noqa: E402
+import startup  # noqa: E402
 import train_step  # noqa: E402
 
 FAST = ["--seq", "16", "--steps", "2", "--rounds", "1", "--peak-size", "128"]
@@ -29,7 +30,7 @@ def test_train_step_times_jax_and_torch(tmp_path, capsys):
     for r in out["results"].values():
         for key in ("step_ms", "examples_per_s", "tokens_per_s", "mfu", "loss"):
             assert positive(r[key]), (key, r)
-    assert positive(out["peak_flops"]) and positive(out["jax_over_torch"])
+    assert positive(out["peak_flops"]) and positive(out["torch_peak_flops"]) and positive(out["jax_over_torch"])
     assert 0 < out["mfu_params"] < out["params"]["jax"]
     assert json.loads(path.read_text())["jax_over_torch"] == out["jax_over_torch"]
     assert "JAX/torch throughput" in capsys.readouterr().out
@@ -104,3 +105,13 @@ def test_active_learning_benchmark_finds_the_fewest_queries(tmp_path, capsys):
     assert out["best_pool_frac"] == pytest.approx(0.25) and out["passed"]
     printed = capsys.readouterr().out
     assert "100 (25.0%)" in printed and "not reached" in printed and "PASS" in printed
+
+
+def test_startup_times_each_one_time_cost(tmp_path, tiny_bert, capsys):
+    path = tmp_path / "startup.json"
+    out = startup.main([f"--config.weak.model={tiny_bert}", "--config.weak.num_layers=1",
+                        "--config.task_options.n_train=64", "--config.task_options.n_test=32", "--json", str(path)])
+    assert list(out["seconds"]) == ["task", "first tokenizer load", "first weak model build", "second weak model build"]
+    assert all(positive(s) for s in out["seconds"].values())
+    assert json.loads(path.read_text())["seconds"] == out["seconds"]
+    assert "first tokenizer load" in capsys.readouterr().out

@@ -1,0 +1,59 @@
+"""The one-time costs the first stage of a run pays, each timed on its own in this fresh process:
+building the task, the first tokenizer load, and the first and second build of the weak model
+(the first also runs JAX's first eager operations). Run it in the install you want to know about
+(a torch-free one, as `make quickstart` makes, or one with torch, which `transformers` then imports).
+
+    python benchmarks/startup.py [--config experiments/quickstart.py] [--config.x=y ...] [--json PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import time
+from typing import Any, Callable
+
+from w2s.checkpoint import write_json_atomic
+from w2s.config import apply_overrides, load_config_file
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("--config", default=str(ROOT / "experiments" / "quickstart.py"), help="experiment config file")
+    parser.add_argument("--json", default=None, help="also write the numbers to this file")
+    args, overrides = parser.parse_known_args(argv)
+    cfg = apply_overrides(load_config_file(args.config), overrides)
+
+    import transformers  # as the pipeline does on import; not counted, like every import
+
+    from w2s.models import resolve_model_dir
+    from w2s.pipeline import ModelSpec
+    from w2s.tasks import load_task
+
+    weak = cfg.weak
+    spec = ModelSpec.from_config(weak)
+    build = lambda: spec.build(cfg.seeds[0])
+    seconds = {
+        "task": timed(lambda: load_task(cfg.task, cfg.seeds[0], **dict(cfg.task_options))),
+        "first tokenizer load": timed(lambda: transformers.AutoTokenizer.from_pretrained(resolve_model_dir(weak.model))),
+        "first weak model build": timed(build),
+        "second weak model build": timed(build),
+    }
+    print(f"config {args.config}: task {cfg.task}, weak model {weak.model} (num_layers {weak.num_layers})")
+    for name, s in seconds.items():
+        print(f"{name:<26}{s:>7.2f} s")
+    out = {"config": args.config, "overrides": overrides, "seconds": seconds}
+    if args.json:
+        write_json_atomic(args.json, out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
