@@ -84,25 +84,22 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-scores, kind="stable")[:k]
 
 
+def sq_distances(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """[N, C] squared Euclidean distances of points [N, H] to centres [C, H], clipped at 0."""
+    return np.maximum(np.sum(points**2, 1)[:, None] - 2 * points @ centres.T + np.sum(centres**2, 1)[None], 0.0)
+
+
 def k_center(points: np.ndarray, centres: np.ndarray, k: int) -> np.ndarray:
     """Greedy k-center: k times, the point farthest from every centre so far becomes a centre.
 
     With no centres yet, the first pick is the point farthest from the mean.
     """
-    sq = np.sum(points**2, axis=1)
-
-    def sq_dist(c: np.ndarray) -> np.ndarray:  # [N] squared distances to c [H]
-        return np.maximum(sq - 2 * points @ c + c @ c, 0.0)
-
-    if len(centres):
-        dist = np.maximum(sq[:, None] - 2 * points @ centres.T + np.sum(centres**2, 1)[None], 0.0).min(1)
-    else:
-        dist = sq_dist(points.mean(0))
+    dist = sq_distances(points, centres if len(centres) else points.mean(0, keepdims=True)).min(1)
     chosen = []
     for _ in range(k):
         i = int(np.argmax(dist))
         chosen.append(i)
-        dist = np.minimum(dist, sq_dist(points[i]))
+        dist = np.minimum(dist, sq_distances(points, points[i : i + 1])[:, 0])
         dist[chosen] = -np.inf  # duplicates of a centre stay eligible, the centre itself does not
     return np.asarray(chosen, np.int64)
 
@@ -190,26 +187,24 @@ def _sparseness(points: np.ndarray, neighbours: int = 20) -> np.ndarray:
     """Mean distance of each point to its nearest `neighbours` others (the inverse of typicality)."""
     if len(points) == 1:
         return np.zeros(1)
-    sq = np.sum(points**2, 1)
-    dist = np.sqrt(np.maximum(sq[:, None] - 2 * points @ points.T + sq[None], 0.0))
+    dist = np.sqrt(sq_distances(points, points))
     m = min(neighbours, len(points) - 1)
     return np.sort(dist, axis=1)[:, 1 : m + 1].mean(1)
 
 
 def k_means(points: np.ndarray, clusters: int, rng: np.random.Generator, iterations: int = 30) -> np.ndarray:
     """Cluster index of each point: Lloyd's algorithm from a k-means++ start."""
-    sq = np.sum(points**2, 1)
-    centres = [points[rng.integers(len(points))]]
-    closest = np.maximum(sq - 2 * points @ centres[0] + centres[0] @ centres[0], 0.0)
+    chosen = [rng.integers(len(points))]
+    closest = sq_distances(points, points[chosen])[:, 0]
     for _ in range(1, clusters):
         total = closest.sum()
         i = rng.choice(len(points), p=closest / total) if total > 0 else rng.integers(len(points))
-        centres.append(points[i])
-        closest = np.minimum(closest, np.maximum(sq - 2 * points @ points[i] + points[i] @ points[i], 0.0))
-    c = np.stack(centres)
+        chosen.append(i)
+        closest = np.minimum(closest, sq_distances(points, points[i : i + 1])[:, 0])
+    c = points[chosen].copy()
     assign = np.full(len(points), -1)
     for _ in range(iterations):
-        new = np.argmin(np.sum(c**2, 1)[None] - 2 * points @ c.T, axis=1)
+        new = np.argmin(sq_distances(points, c), axis=1)
         if np.array_equal(new, assign):
             break
         assign = new
