@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 from unittest import mock
 
 import jax
+import ml_collections
 
 from w2s.config import apply_overrides, load_config_file
 from w2s import train as w2s_train
@@ -186,16 +187,19 @@ def print_table(rows: list[Row]) -> None:
               f"{r.rss_growth_mib:>10.0f}{fmt(r.peak_device_mib, '.0f'):>14}  {'PASS' if r.passed else 'FAIL'}")
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+def experiment_config(argv: list[str] | None, description: str
+                      ) -> tuple[argparse.Namespace, list[str], ml_collections.ConfigDict]:
+    """(args, overrides, config) of a benchmark that runs an experiment config: --config FILE (the
+    quickstart by default) and --json PATH; every other argument is a --config.x=y override."""
+    p = argparse.ArgumentParser(description=description, allow_abbrev=False)
     p.add_argument("--config", default=str(ROOT / "experiments" / "quickstart.py"), help="experiment config file")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
-    return p.parse_known_args(argv)
+    args, overrides = p.parse_known_args(argv)
+    return args, overrides, apply_overrides(load_config_file(args.config), overrides)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args, overrides = parse_args(argv)
-    cfg = apply_overrides(load_config_file(args.config), overrides)
+    args, overrides, cfg = experiment_config(argv, __doc__.split("\n\n")[0])
     seed = cfg.seeds[0]
     with tempfile.TemporaryDirectory(prefix="w2s_pipeline_bench_") as tmp:
         cfg = apply_overrides(cfg, [f"--config.output_dir={tmp}/results", f"--config.checkpoint_dir={tmp}/ckpt"])

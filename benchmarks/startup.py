@@ -7,15 +7,11 @@ building the task, the first tokenizer load, and the first and second build of t
 """
 from __future__ import annotations
 
-import argparse
-import pathlib
 import time
 from typing import Any, Callable
 
+from pipeline import experiment_config
 from w2s.checkpoint import write_json_atomic
-from w2s.config import apply_overrides, load_config_file
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -25,11 +21,7 @@ def timed(fn: Callable[[], Any]) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("--config", default=str(ROOT / "experiments" / "quickstart.py"), help="experiment config file")
-    parser.add_argument("--json", default=None, help="also write the numbers to this file")
-    args, overrides = parser.parse_known_args(argv)
-    cfg = apply_overrides(load_config_file(args.config), overrides)
+    args, overrides, cfg = experiment_config(argv, __doc__.split("\n\n")[0])
 
     import transformers  # as the pipeline does on import; not counted, like every import
 
