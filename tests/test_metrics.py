@@ -35,6 +35,17 @@ def write_results(root, results):
         (run / "results.json").write_text(json.dumps(r))
 
 
+def test_softmax_matches_jax_and_survives_large_logits():
+    import jax
+
+    logits = np.random.default_rng(0).normal(0, 30, (64, 2)).astype(np.float32)
+    logits[0] = [1e4, -1e4]  # exp would overflow without the shift
+    probs = metrics.softmax(logits)
+    assert probs.dtype == np.float32 and np.all(np.isfinite(probs))
+    np.testing.assert_allclose(probs, np.asarray(jax.nn.softmax(logits)), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
+
+
 def test_accuracy_logits_and_probs():
     logits = np.array([[2.0, -1.0], [0.0, 3.0], [1.0, 0.5], [-2.0, 0.0]])
     labels = np.array([0, 1, 1, 1])

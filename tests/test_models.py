@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import logging
 
+import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
@@ -150,6 +152,17 @@ def test_truncated_backbone_reads_only_its_tensors(checkpoints, monkeypatch):
     build_backbone(str(folder), num_layers=1)
     assert read and all(".1." not in name for name in read)
     assert any(name.startswith("h.0.") for name in read)
+
+
+@pytest.mark.parametrize("arch", ["bert", "llama"])
+def test_pretrained_classifier_builds_without_compiling(checkpoints, arch, caplog):
+    """Weights and the zero head are placed from host memory: a fresh process's first build compiles
+    no small eager programs (jnp.asarray or nnx's initializers would compile one per shape)."""
+    jax.clear_caches()  # so shapes an earlier test compiled cannot hide a compile here
+    with jax.log_compiles(), caplog.at_level(logging.WARNING):
+        clf = Classifier(build_backbone(str(checkpoints[arch][0])), "last")
+    assert not [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+    assert np.all(np.asarray(clf.head.kernel[...]) == 0) and clf.head.kernel[...].dtype == jnp.float32
 
 
 @pytest.mark.parametrize("arch, k", [("bert", 0), ("gpt2", 1), ("qwen2", 1)])

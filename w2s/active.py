@@ -101,7 +101,7 @@ def embed(model: nnx.Module, inputs: TextRows, mesh: jax.sharding.Mesh, batch_si
     """Pooled features [N, H] and class probabilities [N, 2] of every example, from one pass."""
     features = predict_features(model, inputs, mesh, batch_size)
     logits = features @ np.asarray(model.head.kernel[...]) + np.asarray(model.head.bias[...])
-    return features, np.asarray(jax.nn.softmax(logits, axis=-1))
+    return features, metrics.softmax(logits)
 
 
 def _labelled(rounds: list[dict]) -> np.ndarray:

@@ -34,6 +34,14 @@ def accuracy(logits_or_probs: Any, labels: Any) -> float:
     return float(np.mean(scores.argmax(-1) == labels))
 
 
+def softmax(logits: Any) -> np.ndarray:
+    """Class probabilities [N, C] float32 from logits, on the host: labels for a later stage are
+    computed where they are saved, with no device op to compile."""
+    z = np.asarray(logits, np.float32)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 def pgr(weak_acc: float, student_acc: float, ceiling_acc: float) -> float:
     """Performance gap recovered: (student - weak) / (ceiling - weak).
 

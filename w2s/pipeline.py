@@ -270,7 +270,7 @@ class Stages:
             split, (targets, _) = "b", self.labels(source)
         predict, record = self._fit(spec, name, split, targets, loss_name, holdout_frac, evals)
         if label_b:
-            probs_b = np.asarray(jax.nn.softmax(predict("b")), np.float32)
+            probs_b = metrics.softmax(predict("b"))
             labels_b = np.asarray([label for _, label in self.examples("b")], np.int32)
             record["weak_label_accuracy"] = metrics.accuracy(probs_b, labels_b)
             self._save_labels(name, probs_b, labels_b)

@@ -165,9 +165,10 @@ def init_train_state(
     state_sh = {"step": scalar, "total_steps": scalar, "warmup_steps": scalar, "params": param_sh, "opt_state": opt_sh}
     params = jax.device_put(params, param_sh)
     state = {
-        "step": jax.device_put(jnp.zeros((), jnp.int32), scalar),
-        "total_steps": jax.device_put(jnp.asarray(total_steps, jnp.int32), scalar),
-        "warmup_steps": jax.device_put(jnp.asarray(warmup_steps, jnp.int32), scalar),
+        # From host values: jnp would compile a tiny program for each.
+        "step": jax.device_put(np.int32(0), scalar),
+        "total_steps": jax.device_put(np.int32(total_steps), scalar),
+        "warmup_steps": jax.device_put(np.int32(warmup_steps), scalar),
         "params": params,
         "opt_state": jax.jit(optimizer.init, out_shardings=opt_sh)(params),
     }

@@ -15,7 +15,7 @@ import re
 import zipfile
 from typing import Any, Callable, Iterator
 
-import jax.numpy as jnp
+import jax
 import ml_dtypes
 import numpy as np
 from flax import nnx
@@ -306,5 +306,6 @@ def load_pretrained(
         if array.shape != want.shape:
             ours = "/".join(map(str, path))
             raise ValueError(f"{hf}: shape {array.shape} does not fit {ours} {want.shape}")
-        filled.append((path, var.replace(jnp.asarray(array, dtype=want.dtype))))
+        # device_put, not jnp.asarray: that compiles a small program for every new shape.
+        filled.append((path, var.replace(jax.device_put(array.astype(want.dtype, copy=False)))))
     return nnx.merge(graphdef, nnx.from_flat_state(filled))
