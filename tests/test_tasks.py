@@ -84,6 +84,19 @@ def _offset(text):
     return wordnet.first_senses("n")[text.replace(" ", "_")]
 
 
+def test_words_are_computed_once_per_database(tmp_path, monkeypatch):
+    """Every task and seed of a process shares one word list; another database gets its own."""
+    assert wordnet.words() is wordnet.words()
+    real = wordnet.find_dir()
+    for name in ("data.noun", "index.noun"):
+        (tmp_path / name).write_text((real / name).read_text(encoding="utf-8", errors="replace"))
+    monkeypatch.setenv("WORDNET_DIR", str(tmp_path))
+    monkeypatch.delenv("WNHOME", raising=False)
+    other = wordnet.words()
+    assert other is not wordnet._words(str(real / "data.noun"), str(real / "index.noun"))
+    assert other == wordnet._words(str(real / "data.noun"), str(real / "index.noun"))
+
+
 def test_living_labels_follow_the_hypernym_hierarchy():
     living = wordnet.descendants([wordnet.find_synset("organism", "a living thing")])
     by_word = {w: o for o, w in wordnet.words().items()}

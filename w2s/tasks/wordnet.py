@@ -151,18 +151,25 @@ def descendants(roots: Iterable[Synset], pos: str = "n") -> set[int]:
 
 def _plain_word(lemma: str) -> bool:
     """Common lower-case words of at most three tokens: word knowledge, not names or codes."""
-    return lemma.islower() and not any(c.isdigit() for c in lemma) and lemma.count("_") < 3
+    return lemma.islower() and lemma.count("_") < 3 and not any(map(str.isdigit, lemma))
 
 
 def words() -> dict[int, str]:
     """Noun synset offset -> one word: its first plain lemma whose most frequent sense it is.
 
     Keeping only a lemma's first sense gives every text exactly one synset, so the label of a
-    word is that of its everyday meaning and no text can appear in both splits.
+    word is that of its everyday meaning and no text can appear in both splits. Computed once per
+    database and shared by every task of the process: read it, never change it.
     """
-    first = first_senses("n")
+    folder = find_dir()
+    return _words(str(folder / "data.noun"), str(folder / "index.noun"))
+
+
+@functools.lru_cache(maxsize=None)
+def _words(data_path: str, index_path: str) -> dict[int, str]:
+    first = _parse_index(index_path)
     out = {}
-    for s in synsets("n").values():
+    for s in _parse_data(data_path).values():
         for lemma in s.lemmas:
             if _plain_word(lemma) and first.get(lemma.lower()) == s.offset:
                 out[s.offset] = lemma.replace("_", " ")
