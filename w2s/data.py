@@ -7,6 +7,7 @@ longest row -> the batch's longest) keeps the processes' widths equal.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import numpy as np
@@ -96,9 +97,13 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
     return np.stack([1.0 - labels, labels], axis=-1).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=4)
 def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
-    """The permutation of one epoch; a pure function of (seed, epoch), so any step can be rebuilt."""
-    return np.random.default_rng([seed, epoch]).permutation(num_examples)
+    """The permutation of one epoch; a pure function of (seed, epoch), so any step can be rebuilt.
+    Kept (read-only) for the epoch's later steps rather than drawn again at every step."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    order.flags.writeable = False
+    return order
 
 
 def batch_indices(num_examples: int, batch_size: int, seed: int, step: int) -> np.ndarray:
