@@ -3,9 +3,11 @@ compiling, or outside them (task loading, model building, tokenization, transfer
 
     python benchmarks/pipeline.py [--config experiments/quickstart.py] [--config.x=y ...] [--json PATH]
 
-One seed (the config's first) runs into a temporary output folder, so no stage is skipped as cached.
-Nothing in `w2s` is changed: `jax.jit` is wrapped while the experiment runs, and so are the
-`Experiment` stage methods.
+The config's seeds run one after another in this process, as `w2s run` runs them, into a temporary
+output folder, so no stage is skipped as cached: the first seed's stages pay the process's one-time
+costs (task files parsed, libraries' first use, compiles), later seeds' do not
+(`--config.seeds=0,` measures the first alone). Nothing in `w2s` is changed: `jax.jit` is wrapped
+while the experiment runs, and so are the `Experiment` stage methods.
 """
 from __future__ import annotations
 
@@ -102,6 +104,7 @@ def timing_jit(real_jit: Callable[..., Any]) -> Callable[..., Any]:
 @dataclasses.dataclass
 class Row:
     stage: str
+    seed: int | None  # None: the whole run
     wall_s: float
     compile_s: float
     in_step_s: float
@@ -130,7 +133,7 @@ def device_peak_mib() -> float | None:
 
 
 @contextlib.contextmanager
-def measure(stage: str, rows: list[Row]) -> Iterator[None]:
+def measure(stage: str, seed: int | None, rows: list[Row]) -> Iterator[None]:
     """Appends the stage's row once it finishes; VmHWM is reset first (clear_refs 5) so the peak is its own."""
     pathlib.Path("/proc/self/clear_refs").write_text("5")
     rss_start, before = status_mib("VmRSS"), dataclasses.replace(CLOCK)
@@ -141,21 +144,22 @@ def measure(stage: str, rows: list[Row]) -> Iterator[None]:
     outside = wall - compile_s - in_step_s
     peak_rss = status_mib("VmHWM")
     rows.append(Row(
-        stage, wall, compile_s, in_step_s, outside, outside / wall, CLOCK.compiles - before.compiles,
+        stage, seed, wall, compile_s, in_step_s, outside, outside / wall, CLOCK.compiles - before.compiles,
         CLOCK.calls - before.calls, peak_rss, peak_rss - rss_start, device_peak_mib(),
     ))
 
 
 def stage_wrapper(method: Callable[..., dict], stage: Callable[..., str], rows: list[Row]) -> Callable[..., dict]:
     def wrapper(self: Experiment, *args: Any) -> dict:
-        with measure(stage(*args), rows):
+        with measure(stage(*args), self.seed, rows):
             return method(self, *args)
 
     return wrapper
 
 
-def run_measured(experiment: Experiment) -> list[Row]:
-    """Runs every stage of `experiment` with timed compiled calls; the last row is the whole run."""
+def run_measured(experiments: list[Experiment]) -> list[Row]:
+    """Runs every stage of each experiment (seed) in turn with timed compiled calls; the last row is
+    the whole run."""
     rows: list[Row] = []
     # w2s.train caches compiled forwards: start and end without timing wrappers in that cache.
     w2s_train._compiled_apply.cache_clear()
@@ -167,8 +171,9 @@ def run_measured(experiment: Experiment) -> list[Row]:
             wrapped = stage_wrapper(getattr(Experiment, name), stage, rows)
             stack.enter_context(mock.patch.object(Experiment, name, wrapped))
         total: list[Row] = []
-        with measure("total", total):
-            experiment.run()
+        with measure("total", None, total):
+            for experiment in experiments:
+                experiment.run()
     # Each stage reset the high-water mark, so the run's peak is the largest of all.
     total[0].peak_rss_mib = max(r.peak_rss_mib for r in rows + total)
     return rows + total
@@ -179,10 +184,10 @@ def fmt(x: float | None, spec: str) -> str:
 
 
 def print_table(rows: list[Row]) -> None:
-    print(f"{'stage':<18}{'wall s':>9}{'compile s':>11}{'in-step s':>11}{'outside s':>11}{'outside %':>11}"
+    print(f"{'stage':<18}{'seed':>5}{'wall s':>9}{'compile s':>11}{'in-step s':>11}{'outside s':>11}{'outside %':>11}"
           f"{'compiles':>10}{'calls':>7}{'peak RSS MiB':>14}{'+RSS MiB':>10}{'peak dev MiB':>14}  goal")
     for r in rows:
-        print(f"{r.stage:<18}{r.wall_s:>9.2f}{r.compile_s:>11.2f}{r.in_step_s:>11.2f}{r.outside_s:>11.2f}"
+        print(f"{r.stage:<18}{'' if r.seed is None else r.seed:>5}{r.wall_s:>9.2f}{r.compile_s:>11.2f}{r.in_step_s:>11.2f}{r.outside_s:>11.2f}"
               f"{100 * r.outside_frac:>10.1f}%{r.compiles:>10}{r.calls:>7}{r.peak_rss_mib:>14.0f}"
               f"{r.rss_growth_mib:>10.0f}{fmt(r.peak_device_mib, '.0f'):>14}  {'PASS' if r.passed else 'FAIL'}")
 
@@ -200,13 +205,13 @@ def experiment_config(argv: list[str] | None, description: str
 
 def main(argv: list[str] | None = None) -> dict:
     args, overrides, cfg = experiment_config(argv, __doc__.split("\n\n")[0])
-    seed = cfg.seeds[0]
+    seeds = list(cfg.seeds)
     with tempfile.TemporaryDirectory(prefix="w2s_pipeline_bench_") as tmp:
         cfg = apply_overrides(cfg, [f"--config.output_dir={tmp}/results", f"--config.checkpoint_dir={tmp}/ckpt"])
-        rows = run_measured(Experiment(cfg, seed))
+        rows = run_measured([Experiment(cfg, seed) for seed in seeds])
     device = jax.devices()[0]
     print(f"device: {device.platform} ({device.device_kind}) x {jax.device_count()}; config {args.config}, "
-          f"seed {seed}, task {cfg.task} {dict(cfg.task_options)}")
+          f"seeds {seeds}, task {cfg.task} {dict(cfg.task_options)}")
     print_table(rows)
     print(f"goal: at most {100 * GOAL_OUTSIDE_FRAC:.0f}% of each stage's wall time outside compiled steps "
           "(reported, not enforced).")
@@ -214,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
         print("- " + note)
     out = {
         "device": f"{device.platform} ({device.device_kind}) x {jax.device_count()}",
-        "config": args.config, "overrides": overrides, "seed": seed, "goal_outside_frac": GOAL_OUTSIDE_FRAC,
+        "config": args.config, "overrides": overrides, "seeds": seeds, "goal_outside_frac": GOAL_OUTSIDE_FRAC,
         "rows": [{**dataclasses.asdict(r), "passed": r.passed} for r in rows], "notes": list(NOTES),
     }
     if args.json:

@@ -57,26 +57,30 @@ def test_pipeline_splits_every_stage_into_compile_in_step_and_outside(tmp_path, 
     path = tmp_path / "pipeline.json"
     out = pipeline.main([
         f"--config.weak.model={tiny_bert}", "--config.weak.num_layers=1", f"--config.strong.model={tiny_bert}",
-        "--config.task_options.n_train=64", "--config.task_options.n_test=32", "--config.seeds=0,",
+        "--config.task_options.n_train=64", "--config.task_options.n_test=32", "--config.seeds=0,1",
         "--config.losses=xent,",
         *[f"--config.{side}.train.{k}" for side in ("weak", "strong")  # 2 steps per stage
           for k in ("batch_size=16", "micro_batch_size=16", "epochs=1", "eval_every=0")],
         "--json", str(path),
     ])
-    rows = {r["stage"]: r for r in out["rows"]}
-    assert list(rows) == ["weak", "ceiling", "student_xent", "total"]
+    rows = {(r["stage"], r["seed"]): r for r in out["rows"]}
+    stages = ["weak", "ceiling", "student_xent"]
+    assert list(rows) == [(s, seed) for seed in (0, 1) for s in stages] + [("total", None)]
     for r in rows.values():
         for key in ("wall_s", "compile_s", "in_step_s", "outside_s", "peak_rss_mib"):
             assert math.isfinite(r[key]), (key, r)
         assert r["wall_s"] > 0 and r["compile_s"] >= 0 and r["in_step_s"] > 0 and r["outside_s"] >= 0, r
         # Outside is the remainder, so it is only non-negative if no compiled time was counted twice.
         assert r["compile_s"] + r["in_step_s"] + r["outside_s"] == pytest.approx(r["wall_s"], rel=0.05)
-    assert sum(rows[s]["calls"] for s in rows if s != "total") == rows["total"]["calls"]
-    # The student reuses the ceiling's compiled step and forward (same model, loss and rate).
-    assert rows["weak"]["compile_s"] > 0 and rows["ceiling"]["compile_s"] > 0 and rows["student_xent"]["compile_s"] == 0
+    total = rows.pop(("total", None))
+    assert sum(r["calls"] for r in rows.values()) == total["calls"]
+    # The student reuses the ceiling's compiled step and forward (same model, loss and rate), and
+    # the second seed every compiled function of the first.
+    assert rows["weak", 0]["compile_s"] > 0 and rows["ceiling", 0]["compile_s"] > 0
+    assert rows["student_xent", 0]["compile_s"] == 0 and all(rows[s, 1]["compile_s"] == 0 for s in stages)
     assert json.loads(path.read_text())["rows"] == out["rows"]
     printed = capsys.readouterr().out
-    assert "outside %" in printed and printed.count("PASS") + printed.count("FAIL") == len(rows)
+    assert "outside %" in printed and printed.count("PASS") + printed.count("FAIL") == len(rows) + 1
 
 
 def _active_result(strategy, seed, pgrs, full_student=0.8):
