@@ -27,7 +27,7 @@ from tests.test_active import active_config
 from tests.test_pipeline import small_config
 from tests.test_train import CFG, run, toy_data
 from w2s import pipeline, sharding
-from w2s.checkpoint import (CorruptFileWarning, read_npz, read_record, write_json_atomic,
+from w2s.checkpoint import (CorruptFileWarning, finish_saves, read_npz, read_record, write_json_atomic,
                             write_npz_atomic)
 from w2s.data import batch_indices, one_hot
 from w2s.train import NonFiniteLossError
@@ -278,6 +278,7 @@ def test_damaged_checkpoint_falls_back_to_an_older_step_then_starts_over(tmp_pat
     for a, b in zip(params_of(resumed), clean_params):
         np.testing.assert_array_equal(a, b)
 
+    finish_saves()  # a finished run's last step may still be writing when train returns
     damage_step(24)  # the finished run keeps steps 22 and 24; with both damaged it starts over
     damage_step(22)
     with pytest.warns(CorruptFileWarning) as caught:

@@ -203,3 +203,25 @@ def test_background_save_holds_its_steps_state_while_training_donates_it(tmp_pat
     assert history == [{"step": 1}]
     for key in expected:
         np.testing.assert_array_equal(np.asarray(restored[key]), expected[key])
+
+
+def test_finished_run_leaves_its_last_save_writing_until_finish_saves(tmp_path):
+    """A finished run returns while its last checkpoint is written (the caller evaluates meanwhile);
+    finish_saves, or the next checkpointer, waits for it. A run that fails waits at once."""
+    from w2s import checkpoint
+
+    mesh = sharding.make_mesh(devices=jax.devices()[:1])
+    run(mesh, CFG, checkpoint_dir=str(tmp_path / "a"))
+    assert [c.directory for c in checkpoint._LEFT_IN_FLIGHT] == [tmp_path / "a"]
+    checkpoint.finish_saves()
+    assert not checkpoint._LEFT_IN_FLIGHT
+    assert checkpoint.StageCheckpointer(tmp_path / "a", save_every=2).latest_step() == 24
+
+    run(mesh, CFG, checkpoint_dir=str(tmp_path / "b"))
+    later = checkpoint.StageCheckpointer(tmp_path / "c", save_every=2)  # waits for b's last save first
+    assert not checkpoint._LEFT_IN_FLIGHT and (tmp_path / "b" / "24").is_dir()
+    later.close()
+
+    with pytest.raises(NonFiniteLossError):
+        run(mesh, CFG, targets=np.full((64, 2), np.nan, np.float32), checkpoint_dir=str(tmp_path / "d"))
+    assert not checkpoint._LEFT_IN_FLIGHT

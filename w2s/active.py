@@ -29,7 +29,7 @@ import numpy as np
 from flax import nnx
 
 from w2s import distributed, metrics, pipeline, plot
-from w2s.checkpoint import read_json, read_record, write_json_atomic
+from w2s.checkpoint import finish_saves, read_json, read_record, write_json_atomic
 from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
 from w2s.data import TextRows
 from w2s.losses import make_loss
@@ -156,6 +156,7 @@ class ActiveRun:
             student, history = self._train(r, rounds, student if warm else self._pretrained())
             rounds[r].update(queries=len(_labelled(rounds[: r + 1])), history=history,
                              seconds=time.perf_counter() - start, **self._scores(student))
+            finish_saves()  # the round's last checkpoint (written while it was scored) is on disk first
             write_json_atomic(path, rounds)
             self._drop_checkpoint(self.ckpt_dir / f"round_{r - 1}")
         results = self._results(rounds)

@@ -8,6 +8,7 @@ is done again: a step that does not restore gives way to an older kept step, or 
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -47,6 +48,7 @@ class StageCheckpointer:
     mid-write leaves only orbax's temporary folder, which is never read as a step."""
 
     def __init__(self, directory: str | os.PathLike, save_every: int, keep: int = 2):
+        finish_saves()  # another stage's last save may still be writing (or into this folder)
         self.directory = pathlib.Path(directory).absolute()
         self.save_every = save_every
         self._manager = ocp.CheckpointManager(
@@ -96,10 +98,29 @@ class StageCheckpointer:
         self._manager.save(step, args=args, force=True)
         self._last_saved = step
 
-    def close(self) -> None:
-        """Waits for the save in flight, if any, to be complete on disk."""
+    def close(self, *, wait: bool = True) -> None:
+        """Waits for the save in flight, if any, to be complete on disk. With wait=False it goes on
+        in the background (a stage's last save, while the stage evaluates) until `finish_saves`,
+        the next StageCheckpointer, or the interpreter's exit waits for it."""
+        if not wait:
+            _LEFT_IN_FLIGHT.append(self)
+            return
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+# Checkpointers closed with wait=False; the next StageCheckpointer waits first, so at most one.
+_LEFT_IN_FLIGHT: list[StageCheckpointer] = []
+
+
+def finish_saves() -> None:
+    """Waits until every save left in the background by `close(wait=False)` is on disk: before its
+    folder is read or deleted, and before a stage counts as finished."""
+    while _LEFT_IN_FLIGHT:
+        _LEFT_IN_FLIGHT.pop().close()
+
+
+atexit.register(finish_saves)
 
 
 def _write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:

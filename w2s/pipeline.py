@@ -33,7 +33,7 @@ import numpy as np
 from flax import nnx
 
 from w2s import distributed, metrics, sharding
-from w2s.checkpoint import read_json, read_npz, read_record, write_json_atomic, write_npz_atomic
+from w2s.checkpoint import finish_saves, read_json, read_npz, read_record, write_json_atomic, write_npz_atomic
 from w2s.config import ConfigError, check_keys, refuse_changes
 from w2s.data import TextRows, one_hot
 from w2s.losses import known_losses, make_loss
@@ -250,6 +250,7 @@ class Stages:
     def _finish(self, stage: str, record: dict) -> dict:
         """Writes a stage's output; its training checkpoints then have served their purpose. Every
         process waits until it is written: a later run of a sweep may skip the stage by reading it."""
+        finish_saves()  # the stage's last checkpoint, written while it evaluated
         write_json_atomic(self.run_dir / f"{stage}.json", record)
         distributed.barrier(f"stage written: {self.run_dir / stage}")
         if not self.keep_checkpoints and distributed.is_main():

@@ -244,7 +244,8 @@ def train(
 ) -> tuple[nnx.Module, list[dict[str, float]]]:
     """Finetunes `model` on `targets` ([N, 2] distributions) of `inputs` (token ids, or a linear probe's
     features: each batch is passed to the model by keyword); resumes from `checkpoint_dir` if it has
-    a checkpoint. Returns the trained model and the logged history (loss, throughput, evaluations)."""
+    a checkpoint. Returns the trained model and the logged history (loss, throughput, evaluations).
+    The last checkpoint may still be writing when it returns: `checkpoint.finish_saves` waits for it."""
     num_examples = len(inputs)
     if targets.shape != (num_examples, 2):
         raise ValueError(f"{desc}: targets have shape {targets.shape}, expected ({num_examples}, 2).")
@@ -267,6 +268,7 @@ def train(
     window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
     pending = []  # (step, batch indices, loss) of steps whose loss is not checked yet
     rows = sharding.process_rows(mesh, micro)  # this process's rows of every micro-batch
+    finished = False
     try:
         for step in range(start, total_steps):
             idx = batch_indices(num_examples, cfg.batch_size, seed, step)
@@ -304,10 +306,13 @@ def train(
             if saving:
                 checkpointer.save(done, state, history)
             bar.update(1)
-    finally:  # an error or interrupt still lets the save in flight finish
+        finished = True
+    finally:
         bar.close()
         if checkpointer is not None:
-            checkpointer.close()
+            # An error or interrupt waits for the save in flight; a finished run lets its last save
+            # write while the caller evaluates (checkpoint.finish_saves waits for it).
+            checkpointer.close(wait=not finished)
     return nnx.merge(graphdef, state["params"]), history
 
 
