@@ -26,7 +26,7 @@ from flax import nnx
 from tests.test_active import active_config
 from tests.test_pipeline import small_config
 from tests.test_train import CFG, run, toy_data
-from w2s import pipeline, sharding
+from w2s import pipeline, runtime, sharding
 from w2s.checkpoint import (CorruptFileWarning, finish_saves, read_npz, read_record, write_json_atomic,
                             write_npz_atomic)
 from w2s.data import batch_indices, one_hot
@@ -147,7 +147,8 @@ def test_sigkilled_run_resumes_exactly_without_redoing_finished_stages(tmp_path,
         (tmp_path / "reference.log").read_text()[-3000:]
     expected, expected_labels = outcome(reference)
     recorded = json.loads((reference / SEED_DIR / "results.json").read_text())["versions"]
-    assert recorded == {**pipeline.versions(), "devices": "1 x cpu", "xla_flags": CHILD_ENV["XLA_FLAGS"]}
+    assert recorded == {**pipeline.versions(), "devices": "1 x cpu", "xla_flags": CHILD_ENV["XLA_FLAGS"],
+                        "host_memory": runtime.NOT_CALLED}  # the child runs the library, not the w2s command
 
     out, rng = tmp_path / "killed", random.Random(7)
     ckpt, run_dir = out / CKPT_DIR, out / SEED_DIR

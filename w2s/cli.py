@@ -95,6 +95,10 @@ def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> in
     sub.add_parser("tasks", help="list registered tasks").set_defaults(fn=_tasks)
     sub.add_parser("models", help="list offline model names").set_defaults(fn=_models)
     args, rest = parser.parse_known_args(argv)
+    if args.command in ("run", "sweep"):  # before JAX starts: see w2s.runtime
+        from w2s.runtime import recycle_host_memory
+
+        recycle_host_memory()
     try:
         (entry or args.fn)(args, rest)
     except (ValueError, FileNotFoundError, KeyError, AttributeError) as e:

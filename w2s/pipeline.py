@@ -32,7 +32,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from w2s import distributed, metrics, sharding
+from w2s import distributed, metrics, runtime, sharding
 from w2s.checkpoint import finish_saves, read_json, read_npz, read_record, write_json_atomic, write_npz_atomic
 from w2s.config import ConfigError, check_keys, refuse_changes
 from w2s.data import TextRows, one_hot
@@ -92,11 +92,9 @@ PACKAGES = ("w2s", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-col
 
 def versions() -> dict[str, str]:
     """What a result depends on besides config and seed: every library (and JAX's accelerator plug-ins),
-    the w2s commit, the devices, their driver and the XLA flags."""
-    plugins = sorted(d.metadata["Name"] for d in metadata.distributions()
-                     if d.metadata["Name"].lower().startswith(("jax-cuda", "jax_cuda", "jax-rocm", "libtpu")))
+    the w2s commit, the devices, their driver, the XLA flags and how host memory is allocated."""
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for package in (*PACKAGES, *plugins):
+    for package in (*PACKAGES, *runtime.accelerator_plugins()):
         try:
             out[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -111,6 +109,7 @@ def versions() -> dict[str, str]:
     out["devices"] = f"{jax.device_count()} x {device.device_kind}"
     out["backend"] = f"{device.platform} {device.client.platform_version}"
     out["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+    out["host_memory"] = runtime.host_memory()
     return out
 
 
