@@ -27,6 +27,7 @@ from w2s.generate import GenerationConfig, Generator  # noqa: E402
 from w2s.models import BACKBONES, TransformerConfig  # noqa: E402
 from w2s.models.causal_lm import CausalLM  # noqa: E402
 from w2s.models.loading import load_pretrained  # noqa: E402
+from w2s.runtime import host_memory, recycle_host_memory  # noqa: E402
 
 DECODERS = sorted(m for m in SHAPES if "gpt2" in m)
 
@@ -99,6 +100,7 @@ def torch_runner(model: Any, args: argparse.Namespace, device: str) -> Callable[
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    print(f"host memory: {recycle_host_memory()}")
     hf = hf_config(args.model)
     if args.prompt_len + args.new_tokens > hf.n_positions:
         raise SystemExit(f"--prompt-len + --new-tokens must be at most {hf.n_positions}")
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = {"model": args.model, "batch": args.batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
            "dtype": args.dtype, "rounds": args.rounds, "jax_device": f"{jax_dev.platform} ({jax_dev.device_kind})",
            "torch_device": None if args.no_torch else device, "results": results, "jax_over_torch": ratio,
-           "tokens_equal": agree}
+           "tokens_equal": agree, "host_memory": host_memory()}
     if args.json:
         write_json_atomic(args.json, out)
     return out

@@ -28,6 +28,7 @@ from w2s.config import apply_overrides, load_config_file
 from w2s import train as w2s_train
 from w2s.checkpoint import write_json_atomic
 from w2s.pipeline import Experiment
+from w2s.runtime import host_memory, recycle_host_memory
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOAL_OUTSIDE_FRAC = 0.10
@@ -205,6 +206,7 @@ def experiment_config(argv: list[str] | None, description: str
 
 def main(argv: list[str] | None = None) -> dict:
     args, overrides, cfg = experiment_config(argv, __doc__.split("\n\n")[0])
+    print(f"host memory: {recycle_host_memory()}")
     seeds = list(cfg.seeds)
     with tempfile.TemporaryDirectory(prefix="w2s_pipeline_bench_") as tmp:
         cfg = apply_overrides(cfg, [f"--config.output_dir={tmp}/results", f"--config.checkpoint_dir={tmp}/ckpt"])
@@ -221,6 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device": f"{device.platform} ({device.device_kind}) x {jax.device_count()}",
         "config": args.config, "overrides": overrides, "seeds": seeds, "goal_outside_frac": GOAL_OUTSIDE_FRAC,
         "rows": [{**dataclasses.asdict(r), "passed": r.passed} for r in rows], "notes": list(NOTES),
+        "host_memory": host_memory(),
     }
     if args.json:
         write_json_atomic(args.json, out)

@@ -26,6 +26,7 @@ from harness import (  # noqa: E402
 )
 from w2s import sharding  # noqa: E402
 from w2s.checkpoint import write_json_atomic  # noqa: E402
+from w2s.runtime import host_memory, recycle_host_memory  # noqa: E402
 from w2s.train import TrainConfig  # noqa: E402
 
 # Loss agreement across meshes: only the order of float reductions differs between them.
@@ -110,6 +111,7 @@ def run_mesh(args: argparse.Namespace, data: int, fsdp: int, model_axis: int, pe
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    print(f"host memory: {recycle_host_memory()}")
     available = jax.device_count()
     wanted = [int(n) for n in args.devices.split(",")]
     counts = [n for n in wanted if n <= available]
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = {
         "model": args.model, "batch": args.batch, "seq": args.seq, "dtype": args.dtype,
         "device": f"{dev.platform} ({dev.device_kind})", "peak_flops": peak, "peak_matmul_size": peak_size,
-        "rows": rows, "max_loss_rel_diff": worst, "losses_agree": agree,
+        "rows": rows, "max_loss_rel_diff": worst, "losses_agree": agree, "host_memory": host_memory(),
     }
     if args.json:
         write_json_atomic(args.json, out)

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from pipeline import experiment_config
 from w2s.checkpoint import write_json_atomic
+from w2s.runtime import host_memory, recycle_host_memory
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -22,6 +23,7 @@ def timed(fn: Callable[[], Any]) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     args, overrides, cfg = experiment_config(argv, __doc__.split("\n\n")[0])
+    print(f"host memory: {recycle_host_memory()}")
 
     import transformers  # as the pipeline does on import; not counted, like every import
 
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"config {args.config}: task {cfg.task}, weak model {weak.model} (num_layers {weak.num_layers})")
     for name, s in seconds.items():
         print(f"{name:<26}{s:>7.2f} s")
-    out = {"config": args.config, "overrides": overrides, "seconds": seconds}
+    out = {"config": args.config, "overrides": overrides, "seconds": seconds, "host_memory": host_memory()}
     if args.json:
         write_json_atomic(args.json, out)
     return out

@@ -25,6 +25,7 @@ from harness import (  # noqa: E402
 )
 from w2s import sharding  # noqa: E402
 from w2s.checkpoint import write_json_atomic  # noqa: E402
+from w2s.runtime import host_memory, recycle_host_memory  # noqa: E402
 from w2s.train import TrainConfig  # noqa: E402
 
 
@@ -157,6 +158,7 @@ def summarise(
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    print(f"host memory: {recycle_host_memory()}")
     hf = hf_config(args.model)
     host = synthetic_batch(hf, args.batch, args.seq, args.seed)
     jax_dev = jax.devices()[0]
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "steps": args.steps, "rounds": args.rounds,
         "jax_device": f"{jax_dev.platform} ({jax_dev.device_kind})", "torch_device": torch_desc,
         "peak_flops": peak, "torch_peak_flops": torch_peak, "peak_matmul_size": peak_size, "params": totals, "mfu_params": n_mfu,
-        "results": results, "jax_over_torch": ratio,
+        "results": results, "jax_over_torch": ratio, "host_memory": host_memory(),
     }
     if args.json:
         write_json_atomic(args.json, out)
