@@ -203,6 +203,8 @@ def _put_batch(mesh, arrays: dict[str, np.ndarray], rows: int, leading_axes: int
     """Global arrays of a batch of `rows` rows (after `leading_axes` axes) from this process's rows
     of it (sharding.process_rows): no process holds, or tokenized, the others' rows."""
     shard = sharding.batch_sharding(mesh, leading_axes)
+    if jax.process_count() == 1:  # this process's rows are the batch: one transfer call for all arrays
+        return jax.device_put(arrays, shard)
 
     def global_shape(v: np.ndarray) -> tuple[int, ...]:
         return (*v.shape[:leading_axes], rows, *v.shape[leading_axes + 1:])
@@ -336,7 +338,7 @@ def _apply_in_batches(model: nnx.Module, inputs: Tokenized | TextRows, mesh: jax
     forward = _compiled_apply(graphdef, mesh, method)
     rows = sharding.process_rows(mesh, batch_size)
     n = len(inputs)
-    outputs = []
+    outputs, in_flight = [], None
     for start in range(0, n, batch_size):
         idx = start + rows
         real = idx[idx < n]  # rows past the end pad the last batch
@@ -347,8 +349,14 @@ def _apply_in_batches(model: nnx.Module, inputs: Tokenized | TextRows, mesh: jax
         mask[: len(real)] = chunk["attention_mask"]
         mask[len(real):, 0] = 1  # padding rows get one real token, so no row is empty
         batch = _put_batch(mesh, {"input_ids": ids, "attention_mask": mask}, batch_size, leading_axes=0)
-        outputs.append(np.asarray(forward(params, batch["input_ids"], batch["attention_mask"]))[: min(batch_size, n - start)])
-    return np.concatenate(outputs).astype(np.float32)
+        # The previous batch is read back once this one is queued: the host builds each next batch
+        # while the device computes, and holds at most two batches' outputs.
+        computing = forward(params, batch["input_ids"], batch["attention_mask"])
+        if in_flight is not None:
+            outputs.append(np.asarray(in_flight))
+        in_flight = computing
+    outputs.append(np.asarray(in_flight))
+    return np.concatenate(outputs)[:n].astype(np.float32)
 
 
 def predict_logits(model: nnx.Module, inputs: Tokenized | TextRows, mesh: jax.sharding.Mesh, batch_size: int = 128) -> np.ndarray:

@@ -135,18 +135,26 @@ def find_synset(lemma: str, gloss_start: str, pos: str = "n") -> Synset:
 
 def descendants(roots: Iterable[Synset], pos: str = "n") -> set[int]:
     """Offsets of the roots and of every synset whose hypernym closure contains one of them."""
-    children = defaultdict(list)
-    for s in synsets(pos).values():
-        for h in s.hypernyms:
-            children[h].append(s.offset)
+    children = _hyponyms(str(find_dir() / f"data.{_FILE_POS[pos]}"))
     seen = {r.offset for r in roots}
     stack = list(seen)
     while stack:
-        for child in children[stack.pop()]:
+        for child in children.get(stack.pop(), ()):
             if child not in seen:
                 seen.add(child)
                 stack.append(child)
     return seen
+
+
+@functools.lru_cache(maxsize=None)
+def _hyponyms(path: str) -> dict[int, tuple[int, ...]]:
+    """Offset -> offsets of its direct hyponyms (hypernym links reversed): built once per database,
+    as every seed's task walks it."""
+    children = defaultdict(list)
+    for s in _parse_data(path).values():
+        for h in s.hypernyms:
+            children[h].append(s.offset)
+    return {offset: tuple(kids) for offset, kids in children.items()}
 
 
 def _plain_word(lemma: str) -> bool:
