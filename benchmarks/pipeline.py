@@ -8,6 +8,11 @@ output folder, so no stage is skipped as cached: the first seed's stages pay the
 costs (task files parsed, libraries' first use, compiles), later seeds' do not
 (`--config.seeds=0,` measures the first alone). Nothing in `w2s` is changed: `jax.jit` is wrapped
 while the experiment runs, and so are the `Experiment` stage methods.
+
+`--timing async` (the default) leaves the run as it runs: each compiled call is timed from its
+dispatch until its outputs are ready by a watcher thread, so host work done while a call computes
+is not outside. `--timing blocking` blocks every call until it is done: nothing overlaps, and all
+host work counts as outside (an upper bound).
 """
 from __future__ import annotations
 
@@ -15,8 +20,10 @@ import argparse
 import contextlib
 import dataclasses
 import pathlib
+import queue
 import sys
 import tempfile
+import threading
 import time
 from typing import Any, Callable, Iterator
 from unittest import mock
@@ -33,37 +40,76 @@ from w2s.runtime import host_memory, recycle_host_memory
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOAL_OUTSIDE_FRAC = 0.10
 STATUS = pathlib.Path("/proc/self/status")
-NOTES = (
-    "compile s: calls of a jitted function that grew its cache (trace + compile + that first run); "
-    "counted as neither in-step nor outside.",
-    "in-step s: all other calls of the jitted functions w2s builds (train step, predict forward, "
-    "optimizer init), each blocked until its outputs are ready.",
-    "outside s = wall - compile - in-step: task loading, model building, tokenization, host<->device "
-    "transfers, eager ops, the Python loop, checkpoints; outside % is of the stage's wall time.",
-    "Blocking every compiled call removes the overlap of host and device work that async dispatch "
-    "gives, so a normal run hides part of the outside time behind device work.",
-    "peak RSS: the kernel's high-water mark, reset at each stage start; peak device: the backend's "
-    "high-water mark up to the stage's end (it cannot be reset; n/a where the backend reports none).",
-)
+NOTES = {
+    "common": (
+        "compile s: calls of a jitted function that grew its cache (trace + compile + that first run, "
+        "blocked until done); counted as neither in-step nor outside.",
+        "outside s = wall - compile - in-step: task loading, model building, tokenization, host<->device "
+        "transfers, eager ops, the Python loop, checkpoints; outside % is of the stage's wall time.",
+        "peak RSS: the kernel's high-water mark, reset at each stage start; peak device: the backend's "
+        "high-water mark up to the stage's end (it cannot be reset; n/a where the backend reports none).",
+    ),
+    "async": (
+        "in-step s: time in which at least one other call of the jitted functions w2s builds (train step, "
+        "predict forward, optimizer init) is in flight, from its dispatch until a watcher thread sees its "
+        "outputs ready; host work done meanwhile is hidden behind it, as in a normal run.",
+    ),
+    "blocking": (
+        "in-step s: all other calls of the jitted functions w2s builds (train step, predict forward, "
+        "optimizer init), each blocked until its outputs are ready.",
+        "Blocking every compiled call removes the overlap of host and device work that async dispatch "
+        "gives, so this counts as outside host work a normal run hides behind device work (an upper bound).",
+    ),
+}
 
 
 @dataclasses.dataclass
 class Clock:
-    """Running totals of compiled calls; a stage's share is the difference across it."""
+    """(start, end, compiled?) of every timed call; a stage's share is what falls inside its wall time."""
 
-    compile_s: float = 0.0
-    in_step_s: float = 0.0
-    compiles: int = 0
-    calls: int = 0
+    blocking: bool = False
+    calls: list[tuple[float, float, bool]] = dataclasses.field(default_factory=list)
+    in_flight: queue.Queue = dataclasses.field(default_factory=queue.Queue)  # (start, outputs) to watch
     busy: bool = False
+    watcher: threading.Thread | None = None
+
+    def dispatched(self, start: float, outputs: Any) -> None:
+        """A call is in flight from `start` until its outputs are ready, which the watcher records."""
+        if self.watcher is None:
+            self.watcher = threading.Thread(target=self._watch, daemon=True, name="pipeline-bench-watcher")
+            self.watcher.start()
+        self.in_flight.put((start, outputs))
+
+    def _watch(self) -> None:
+        """Ends each dispatched call when its outputs are ready, in dispatch order."""
+        while True:
+            start, outputs = self.in_flight.get()
+            for leaf in jax.tree.leaves(outputs):
+                try:
+                    leaf.block_until_ready()
+                except RuntimeError:  # donated to a later call, which stays in flight until after this one
+                    pass
+            self.calls.append((start, time.perf_counter(), False))
+            self.in_flight.task_done()
 
 
 CLOCK = Clock()
 
 
+def covered(intervals: list[tuple[float, float]], lo: float, hi: float) -> float:
+    """Seconds of [lo, hi] inside at least one interval."""
+    total, reach = 0.0, lo
+    for start, end in sorted(intervals):
+        start, end = max(start, reach), min(end, hi)
+        if end > start:
+            total, reach = total + end - start, end
+    return total
+
+
 class TimedJit:
-    """A jitted function whose calls are timed to completion. Calls made while another is running
-    (i.e. while it is being traced) pass straight through, so no time is counted twice."""
+    """A jitted function whose calls are timed from dispatch to completion: waited for when they
+    compile or under blocking timing, else handed to the watcher thread. Calls made while another
+    is running (i.e. while it is being traced) pass straight through, so no time is counted twice."""
 
     def __init__(self, jitted: Any):
         self._jitted = jitted
@@ -78,16 +124,15 @@ class TimedJit:
         CLOCK.busy = True
         start = time.perf_counter()
         try:
-            out = jax.block_until_ready(self._jitted(*args, **kwargs))
+            out = self._jitted(*args, **kwargs)
+            compiled = self._jitted._cache_size() > cached
+            if compiled or CLOCK.blocking:
+                jax.block_until_ready(out)
+                CLOCK.calls.append((start, time.perf_counter(), compiled))
+            else:
+                CLOCK.dispatched(start, out)
         finally:
             CLOCK.busy = False
-        elapsed = time.perf_counter() - start
-        if self._jitted._cache_size() > cached:
-            CLOCK.compile_s += elapsed
-            CLOCK.compiles += 1
-        else:
-            CLOCK.in_step_s += elapsed
-            CLOCK.calls += 1
         return out
 
 
@@ -137,16 +182,21 @@ def device_peak_mib() -> float | None:
 def measure(stage: str, seed: int | None, rows: list[Row]) -> Iterator[None]:
     """Appends the stage's row once it finishes; VmHWM is reset first (clear_refs 5) so the peak is its own."""
     pathlib.Path("/proc/self/clear_refs").write_text("5")
-    rss_start, before = status_mib("VmRSS"), dataclasses.replace(CLOCK)
+    rss_start = status_mib("VmRSS")
     start = time.perf_counter()
     yield
-    wall = time.perf_counter() - start
-    compile_s, in_step_s = CLOCK.compile_s - before.compile_s, CLOCK.in_step_s - before.in_step_s
+    end = time.perf_counter()
+    CLOCK.in_flight.join()  # calls dispatched in the stage have ended (their time past `end` is clipped)
+    calls = [c for c in CLOCK.calls if c[1] > start and c[0] < end]
+    compile_s = covered([(a, b) for a, b, compiled in calls if compiled], start, end)
+    in_step_s = covered([(a, b) for a, b, _ in calls], start, end) - compile_s
+    wall = end - start
     outside = wall - compile_s - in_step_s
     peak_rss = status_mib("VmHWM")
+    compiles = sum(compiled for a, _, compiled in calls if a >= start)
     rows.append(Row(
-        stage, seed, wall, compile_s, in_step_s, outside, outside / wall, CLOCK.compiles - before.compiles,
-        CLOCK.calls - before.calls, peak_rss, peak_rss - rss_start, device_peak_mib(),
+        stage, seed, wall, compile_s, in_step_s, outside, outside / wall, compiles,
+        sum(a >= start for a, _, _ in calls) - compiles, peak_rss, peak_rss - rss_start, device_peak_mib(),
     ))
 
 
@@ -158,9 +208,9 @@ def stage_wrapper(method: Callable[..., dict], stage: Callable[..., str], rows: 
     return wrapper
 
 
-def run_measured(experiments: list[Experiment]) -> list[Row]:
-    """Runs every stage of each experiment (seed) in turn with timed compiled calls; the last row is
-    the whole run."""
+def run_measured(experiments: list[Experiment], weak_only: bool = False) -> list[Row]:
+    """Runs every stage of each experiment (seed) in turn, or only its weak stage, with timed
+    compiled calls; the last row is the whole run."""
     rows: list[Row] = []
     # w2s.train caches compiled forwards: start and end without timing wrappers in that cache.
     w2s_train._compiled_apply.cache_clear()
@@ -174,7 +224,11 @@ def run_measured(experiments: list[Experiment]) -> list[Row]:
         total: list[Row] = []
         with measure("total", None, total):
             for experiment in experiments:
-                experiment.run()
+                if weak_only:
+                    experiment.run_dir.mkdir(parents=True, exist_ok=True)
+                    experiment.run_weak()
+                else:
+                    experiment.run()
     # Each stage reset the high-water mark, so the run's peak is the largest of all.
     total[0].peak_rss_mib = max(r.peak_rss_mib for r in rows + total)
     return rows + total
@@ -193,36 +247,49 @@ def print_table(rows: list[Row]) -> None:
               f"{r.rss_growth_mib:>10.0f}{fmt(r.peak_device_mib, '.0f'):>14}  {'PASS' if r.passed else 'FAIL'}")
 
 
-def experiment_config(argv: list[str] | None, description: str
+def experiment_config(argv: list[str] | None, description: str,
+                      add_options: Callable[[argparse.ArgumentParser], Any] = lambda p: None,
                       ) -> tuple[argparse.Namespace, list[str], ml_collections.ConfigDict]:
     """(args, overrides, config) of a benchmark that runs an experiment config: --config FILE (the
-    quickstart by default) and --json PATH; every other argument is a --config.x=y override."""
+    quickstart by default), --json PATH and what `add_options` adds; every other argument is a
+    --config.x=y override."""
     p = argparse.ArgumentParser(description=description, allow_abbrev=False)
     p.add_argument("--config", default=str(ROOT / "experiments" / "quickstart.py"), help="experiment config file")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
+    add_options(p)
     args, overrides = p.parse_known_args(argv)
     return args, overrides, apply_overrides(load_config_file(args.config), overrides)
 
 
+def pipeline_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timing", choices=("async", "blocking"), default="async",
+                   help="async: compiled calls run as in a normal run, host work done meanwhile is hidden; "
+                        "blocking: every call is waited for, so all host work counts as outside")
+    p.add_argument("--weak-only", action="store_true", help="run only each seed's weak stage (quick)")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    args, overrides, cfg = experiment_config(argv, __doc__.split("\n\n")[0])
+    args, overrides, cfg = experiment_config(argv, __doc__.split("\n\n")[0], pipeline_options)
     print(f"host memory: {recycle_host_memory()}")
+    CLOCK.blocking = args.timing == "blocking"
     seeds = list(cfg.seeds)
     with tempfile.TemporaryDirectory(prefix="w2s_pipeline_bench_") as tmp:
         cfg = apply_overrides(cfg, [f"--config.output_dir={tmp}/results", f"--config.checkpoint_dir={tmp}/ckpt"])
-        rows = run_measured([Experiment(cfg, seed) for seed in seeds])
+        rows = run_measured([Experiment(cfg, seed) for seed in seeds], args.weak_only)
     device = jax.devices()[0]
     print(f"device: {device.platform} ({device.device_kind}) x {jax.device_count()}; config {args.config}, "
-          f"seeds {seeds}, task {cfg.task} {dict(cfg.task_options)}")
+          f"seeds {seeds}, task {cfg.task} {dict(cfg.task_options)}; timing {args.timing}"
+          f"{', weak stages only' if args.weak_only else ''}")
     print_table(rows)
     print(f"goal: at most {100 * GOAL_OUTSIDE_FRAC:.0f}% of each stage's wall time outside compiled steps "
           "(reported, not enforced).")
-    for note in NOTES:
+    notes = NOTES["common"] + NOTES[args.timing]
+    for note in notes:
         print("- " + note)
     out = {
         "device": f"{device.platform} ({device.device_kind}) x {jax.device_count()}",
         "config": args.config, "overrides": overrides, "seeds": seeds, "goal_outside_frac": GOAL_OUTSIDE_FRAC,
-        "rows": [{**dataclasses.asdict(r), "passed": r.passed} for r in rows], "notes": list(NOTES),
+        "timing": args.timing, "weak_only": args.weak_only, "rows": [{**dataclasses.asdict(r), "passed": r.passed} for r in rows], "notes": list(notes),
         "host_memory": host_memory(),
     }
     if args.json:

@@ -4,7 +4,10 @@ import json
 import math
 import pathlib
 import sys
+import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -81,6 +84,55 @@ def test_pipeline_splits_every_stage_into_compile_in_step_and_outside(tmp_path, 
     assert json.loads(path.read_text())["rows"] == out["rows"]
     printed = capsys.readouterr().out
     assert "outside %" in printed and printed.count("PASS") + printed.count("FAIL") == len(rows) + 1
+
+
+def test_pipeline_weak_only_with_blocking_timing(tiny_bert, capsys):
+    out = pipeline.main([
+        f"--config.weak.model={tiny_bert}", "--config.weak.num_layers=1", "--config.task_options.n_train=64",
+        "--config.task_options.n_test=32", "--config.seeds=0,",
+        *[f"--config.weak.train.{k}" for k in ("batch_size=16", "micro_batch_size=16", "epochs=1", "eval_every=0")],
+        "--weak-only", "--timing", "blocking",
+    ])
+    assert [(r["stage"], r["seed"]) for r in out["rows"]] == [("weak", 0), ("total", None)]
+    assert out["timing"] == "blocking" and out["weak_only"] and out["rows"][0]["in_step_s"] > 0
+    assert "timing blocking, weak stages only" in capsys.readouterr().out
+
+
+def test_covered_counts_overlapping_intervals_once_and_clips_to_the_window():
+    intervals = [(0.0, 2.0), (1.0, 3.0), (5.0, 6.0), (5.5, 5.7), (9.0, 12.0)]
+    assert pipeline.covered(intervals, 0.0, 10.0) == pytest.approx(3.0 + 1.0 + 1.0)
+    assert pipeline.covered(intervals, 2.5, 5.5) == pytest.approx(0.5 + 0.5)
+    assert pipeline.covered([], 0.0, 1.0) == 0.0
+
+
+@pytest.mark.parametrize("blocking", [False, True])
+def test_async_timing_hides_host_work_done_while_a_call_computes(monkeypatch, blocking):
+    """A call that computes for d seconds while the host works (sleeps) for d: with async timing that
+    host work is not outside; with blocking timing it is, since the call is waited for first."""
+    def matmuls(x, n):
+        return jax.lax.fori_loop(0, n, lambda i, y: jnp.tanh(y @ x), x)
+
+    monkeypatch.setattr(pipeline, "CLOCK", pipeline.Clock(blocking=blocking))
+    work = pipeline.TimedJit(jax.jit(matmuls))
+    x = jnp.full((512, 512), 1e-3, jnp.float32)
+    work(x, 1).block_until_ready()  # compiles
+    n, d = 1, 0.0
+    while d < 0.3:  # as many matmuls as take 0.3 s here
+        n *= 2
+        start = time.perf_counter()
+        work(x, n).block_until_ready()
+        d = time.perf_counter() - start
+    rows = []
+    with pipeline.measure("stage", 0, rows):
+        out = work(x, n)
+        time.sleep(d)  # host work
+        out.block_until_ready()
+    (row,) = rows
+    assert row.compiles == 0 and row.calls == 1 and row.in_step_s >= 0.5 * d
+    if blocking:
+        assert row.outside_s >= 0.9 * d
+    else:
+        assert row.outside_s < 0.5 * d
 
 
 def _active_result(strategy, seed, pgrs, full_student=0.8):
