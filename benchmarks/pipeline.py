@@ -85,10 +85,10 @@ class Clock:
         while True:
             start, outputs = self.in_flight.get()
             for leaf in jax.tree.leaves(outputs):
-                try:
+                # A leaf donated to a later call (in flight until after this one) raises, as does a
+                # failed computation (whose error the caller sees): neither stops the watcher.
+                with contextlib.suppress(Exception):
                     leaf.block_until_ready()
-                except RuntimeError:  # donated to a later call, which stays in flight until after this one
-                    pass
             self.calls.append((start, time.perf_counter(), False))
             self.in_flight.task_done()
 
@@ -289,7 +289,8 @@ def main(argv: list[str] | None = None) -> dict:
     out = {
         "device": f"{device.platform} ({device.device_kind}) x {jax.device_count()}",
         "config": args.config, "overrides": overrides, "seeds": seeds, "goal_outside_frac": GOAL_OUTSIDE_FRAC,
-        "timing": args.timing, "weak_only": args.weak_only, "rows": [{**dataclasses.asdict(r), "passed": r.passed} for r in rows], "notes": list(notes),
+        "timing": args.timing, "weak_only": args.weak_only,
+        "rows": [{**dataclasses.asdict(r), "passed": r.passed} for r in rows], "notes": list(notes),
         "host_memory": host_memory(),
     }
     if args.json:
