@@ -68,14 +68,19 @@ def find_dir() -> pathlib.Path:
     )
 
 
+def _database_file(kind: str, pos: str) -> str:
+    """The path of data.* or index.* ('data', 'index') of one part of speech: what parses are cached by."""
+    return str(find_dir() / f"{kind}.{_FILE_POS[pos]}")
+
+
 def synsets(pos: str = "n") -> dict[int, Synset]:
     """All synsets of one part of speech ('n', 'v', 'a', 'r'), keyed by byte offset."""
-    return _parse_data(str(find_dir() / f"data.{_FILE_POS[pos]}"))
+    return _parse_data(_database_file("data", pos))
 
 
 def first_senses(pos: str = "n") -> dict[str, int]:
     """Lower-cased lemma -> offset of its most frequent sense (index files list senses by use)."""
-    return _parse_index(str(find_dir() / f"index.{_FILE_POS[pos]}"))
+    return _parse_index(_database_file("index", pos))
 
 
 def _database_lines(path: str) -> Iterable[str]:
@@ -135,7 +140,7 @@ def find_synset(lemma: str, gloss_start: str, pos: str = "n") -> Synset:
 
 def descendants(roots: Iterable[Synset], pos: str = "n") -> set[int]:
     """Offsets of the roots and of every synset whose hypernym closure contains one of them."""
-    children = _hyponyms(str(find_dir() / f"data.{_FILE_POS[pos]}"))
+    children = _hyponyms(_database_file("data", pos))
     seen = {r.offset for r in roots}
     stack = list(seen)
     while stack:
