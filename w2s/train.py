@@ -203,13 +203,12 @@ def _put_batch(mesh, arrays: dict[str, np.ndarray], rows: int, leading_axes: int
     """Global arrays of a batch of `rows` rows (after `leading_axes` axes) from this process's rows
     of it (sharding.process_rows): no process holds, or tokenized, the others' rows."""
     shard = sharding.batch_sharding(mesh, leading_axes)
-    if jax.process_count() == 1:  # this process's rows are the batch: one transfer call for all arrays
+    if jax.process_count() == 1:
+        # What make_array_from_process_local_data does for one process, without its per-call checks
+        # of every leaf: this runs at every step (~0.06 s less host time a quickstart weak stage).
         return jax.device_put(arrays, shard)
-
-    def global_shape(v: np.ndarray) -> tuple[int, ...]:
-        return (*v.shape[:leading_axes], rows, *v.shape[leading_axes + 1:])
-
-    return {k: jax.make_array_from_process_local_data(shard, v, global_shape(v)) for k, v in arrays.items()}
+    shapes = {k: (*v.shape[:leading_axes], rows, *v.shape[leading_axes + 1:]) for k, v in arrays.items()}
+    return jax.make_array_from_process_local_data(shard, arrays, shapes)
 
 
 class NonFiniteLossError(RuntimeError):
