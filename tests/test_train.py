@@ -102,6 +102,26 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path):
     np.testing.assert_allclose(losses_of(hist), losses_of(ref_hist))
 
 
+def test_without_a_last_checkpoint_a_finished_run_resumes_from_its_last_periodic_save(tmp_path):
+    """checkpoint_last=False (a caller that deletes the checkpoints once used) saves only every
+    checkpoint_every steps; a rerun then redoes the steps after the last save, to the same parameters."""
+    from w2s import checkpoint
+
+    mesh = sharding.make_mesh(devices=jax.devices()[:1])
+    every_5 = TrainConfig(**{**CFG.__dict__, "checkpoint_every": 5})  # 24 steps: saves at 5, 10, 15, 20
+    reference, ref_hist = run(mesh, every_5, checkpoint_dir=str(tmp_path / "ref"))
+    checkpoint.finish_saves()
+    assert checkpoint.StageCheckpointer(tmp_path / "ref", save_every=5).latest_step() == 24
+    run(mesh, every_5, checkpoint_dir=str(tmp_path / "run"), checkpoint_last=False)
+    checkpoint.finish_saves()
+    assert checkpoint.StageCheckpointer(tmp_path / "run", save_every=5).latest_step() == 20
+    resumed, hist = run(mesh, every_5, checkpoint_dir=str(tmp_path / "run"), checkpoint_last=False)
+    assert [r["step"] for r in hist if "loss" in r][-4:] == [21, 22, 23, 24]
+    for a, b in zip(jax.tree.leaves(nnx.state(reference)), jax.tree.leaves(nnx.state(resumed))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_allclose(losses_of(hist), losses_of(ref_hist))
+
+
 def test_non_finite_loss_names_the_step(tmp_path):
     mesh = sharding.make_mesh(devices=jax.devices()[:1])
     inputs, labels = toy_data()

@@ -235,6 +235,7 @@ class Stages:
         model, history = train(
             model, train_inputs.take(rows), targets[rows], cfg, loss=loss, mesh=self.mesh, seed=self.seed,
             checkpoint_dir=str(self.ckpt_dir / stage), evaluate=evaluate, desc=f"{stage} (seed {self.seed})",
+            checkpoint_last=self.keep_checkpoints,  # else deleted once the stage is written
         )
         final = evaluate(model)
         self.timings[stage] = time.perf_counter() - start

@@ -242,11 +242,15 @@ def train(
     checkpoint_dir: str | None = None,
     evaluate: Callable[[nnx.Module], dict[str, float]] | None = None,
     desc: str = "train",
+    checkpoint_last: bool = True,
 ) -> tuple[nnx.Module, list[dict[str, float]]]:
     """Finetunes `model` on `targets` ([N, 2] distributions) of `inputs` (token ids, or a linear probe's
     features: each batch is passed to the model by keyword); resumes from `checkpoint_dir` if it has
     a checkpoint. Returns the trained model and the logged history (loss, throughput, evaluations).
-    The last checkpoint may still be writing when it returns: `checkpoint.finish_saves` waits for it."""
+    The last checkpoint may still be writing when it returns: `checkpoint.finish_saves` waits for it.
+    checkpoint_last=False saves only every `checkpoint_every` steps, not the finished state too: for a
+    caller that deletes the checkpoints once it has used the model (a kill before then resumes from
+    the last periodic save and redoes at most `checkpoint_every` steps, to the same parameters)."""
     num_examples = len(inputs)
     if targets.shape != (num_examples, 2):
         raise ValueError(f"{desc}: targets have shape {targets.shape}, expected ({num_examples}, 2).")
@@ -282,7 +286,7 @@ def train(
             window_tokens += int(host["attention_mask"].sum()) if "attention_mask" in host else 0
             done = step + 1
             pending.append((done, idx, metrics["loss"]))
-            saving = checkpointer is not None and checkpointer.due(done, force=done == total_steps)
+            saving = checkpointer is not None and checkpointer.due(done, force=checkpoint_last and done == total_steps)
             if saving or done % cfg.log_every == 0 or done == total_steps:
                 _check_finite(pending, desc, checkpointer)
                 pending = []
