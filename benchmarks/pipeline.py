@@ -35,7 +35,7 @@ from w2s.config import apply_overrides, load_config_file
 from w2s import train as w2s_train
 from w2s.checkpoint import write_json_atomic
 from w2s.pipeline import Experiment
-from w2s.runtime import host_memory, recycle_host_memory
+from w2s.runtime import freeze_startup_objects, host_memory, recycle_host_memory
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOAL_OUTSIDE_FRAC = 0.10
@@ -271,6 +271,7 @@ def pipeline_options(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> dict:
     args, overrides, cfg = experiment_config(argv, __doc__.split("\n\n")[0], pipeline_options)
     print(f"host memory: {recycle_host_memory()}")
+    freeze_startup_objects()  # as the `w2s` command does once it has imported what a run needs
     CLOCK.blocking = args.timing == "blocking"
     seeds = list(cfg.seeds)
     with tempfile.TemporaryDirectory(prefix="w2s_pipeline_bench_") as tmp:

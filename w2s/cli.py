@@ -96,9 +96,12 @@ def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> in
     sub.add_parser("models", help="list offline model names").set_defaults(fn=_models)
     args, rest = parser.parse_known_args(argv)
     if args.command in ("run", "sweep"):  # before JAX starts: see w2s.runtime
-        from w2s.runtime import recycle_host_memory
+        from w2s.runtime import freeze_startup_objects, recycle_host_memory
 
         recycle_host_memory()
+        import w2s.pipeline, w2s.sweep  # noqa: E401, F401  what a run imports, so that it is frozen too
+
+        freeze_startup_objects()
     try:
         (entry or args.fn)(args, rest)
     except (ValueError, FileNotFoundError, KeyError, AttributeError) as e:
