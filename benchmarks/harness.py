@@ -5,6 +5,8 @@ Import this after setting any XLA environment variables: it imports jax.
 """
 from __future__ import annotations
 
+import os
+import pathlib
 import statistics
 import time
 from typing import Any, Callable
@@ -138,6 +140,20 @@ def peak_matmul_flops(dtype: Any, size: int | None = None, rounds: int = 5) -> t
         out.block_until_ready()
 
     return matmul_flops(run, n, rounds), n
+
+
+def host_cpu() -> str:
+    """The host's CPU model, core count and widest vector unit (from /proc/cpuinfo): CPU results
+    differ between machines far more than between runs."""
+    try:
+        info = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return f"unknown CPU, {os.cpu_count()} cores"
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{fields.get('model name', 'unknown CPU')}, {os.cpu_count()} cores, {vector}"
 
 
 def fmt_si(x: float) -> str:

@@ -31,6 +31,7 @@ from unittest import mock
 import jax
 import ml_collections
 
+from harness import host_cpu
 from w2s.config import apply_overrides, load_config_file
 from w2s import train as w2s_train
 from w2s.checkpoint import write_json_atomic
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = apply_overrides(cfg, [f"--config.output_dir={tmp}/results", f"--config.checkpoint_dir={tmp}/ckpt"])
         rows = run_measured([Experiment(cfg, seed) for seed in seeds], args.weak_only)
     device = jax.devices()[0]
-    print(f"device: {device.platform} ({device.device_kind}) x {jax.device_count()}; config {args.config}, "
+    print(f"device: {device.platform} ({device.device_kind}) x {jax.device_count()}; host: {host_cpu()}; config {args.config}, "
           f"seeds {seeds}, task {cfg.task} {dict(cfg.task_options)}; timing {args.timing}"
           f"{', weak stages only' if args.weak_only else ''}")
     print_table(rows)
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> dict:
     for note in notes:
         print("- " + note)
     out = {
-        "device": f"{device.platform} ({device.device_kind}) x {jax.device_count()}",
+        "device": f"{device.platform} ({device.device_kind}) x {jax.device_count()}", "host_cpu": host_cpu(),
         "config": args.config, "overrides": overrides, "seeds": seeds, "goal_outside_frac": GOAL_OUTSIDE_FRAC,
         "timing": args.timing, "weak_only": args.weak_only,
         "rows": [{**dataclasses.asdict(r), "passed": r.passed} for r in rows], "notes": list(notes),

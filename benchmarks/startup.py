@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from harness import host_cpu
 from pipeline import experiment_config
 from w2s.checkpoint import write_json_atomic
-from w2s.runtime import host_memory, recycle_host_memory
+from w2s.runtime import freeze_startup_objects, host_memory, recycle_host_memory
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     from w2s.pipeline import ModelSpec
     from w2s.tasks import load_task
 
+    freeze_startup_objects()  # as the `w2s` command does once it has imported what a run needs
     weak = cfg.weak
     spec = ModelSpec.from_config(weak)
     build = lambda: spec.build(cfg.seeds[0])
@@ -40,10 +42,12 @@ def main(argv: list[str] | None = None) -> dict:
         "first weak model build": timed(build),
         "second weak model build": timed(build),
     }
-    print(f"config {args.config}: task {cfg.task}, weak model {weak.model} (num_layers {weak.num_layers})")
+    print(f"config {args.config}: task {cfg.task}, weak model {weak.model} (num_layers {weak.num_layers}); "
+          f"host: {host_cpu()}")
     for name, s in seconds.items():
         print(f"{name:<26}{s:>7.2f} s")
-    out = {"config": args.config, "overrides": overrides, "seconds": seconds, "host_memory": host_memory()}
+    out = {"config": args.config, "overrides": overrides, "seconds": seconds, "host_memory": host_memory(),
+           "host_cpu": host_cpu()}
     if args.json:
         write_json_atomic(args.json, out)
     return out

@@ -20,7 +20,7 @@ import transformers  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from harness import (  # noqa: E402
-    DTYPES, MFU_NOTE, SHAPES, fmt_si, hf_config, jax_classifier, matmul_flops, non_embedding_params,
+    DTYPES, MFU_NOTE, SHAPES, fmt_si, hf_config, host_cpu, jax_classifier, matmul_flops, non_embedding_params,
     peak_matmul_flops, put_batch, sharded_train_step, synthetic_batch,
 )
 from w2s import sharding  # noqa: E402
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         import torch
 
         torch_desc += f" ({torch.cuda.get_device_name()})"
-    print(f"JAX device  : {jax_dev.platform} ({jax_dev.device_kind}), 1 of {jax.device_count()}")
+    print(f"JAX device  : {jax_dev.platform} ({jax_dev.device_kind}), 1 of {jax.device_count()}; host: {host_cpu()}")
     print(f"torch device: {torch_desc}")
     if device is not None and (device == "cuda") != (jax_dev.platform == "gpu"):
         print("WARNING: JAX and torch run on different kinds of device; the ratio compares hardware.")
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = {
         "model": args.model, "batch": args.batch, "seq": args.seq, "dtype": args.dtype,
         "steps": args.steps, "rounds": args.rounds,
-        "jax_device": f"{jax_dev.platform} ({jax_dev.device_kind})", "torch_device": torch_desc,
+        "jax_device": f"{jax_dev.platform} ({jax_dev.device_kind})", "torch_device": torch_desc, "host_cpu": host_cpu(),
         "peak_flops": peak, "torch_peak_flops": torch_peak, "peak_matmul_size": peak_size, "params": totals, "mfu_params": n_mfu,
         "results": results, "jax_over_torch": ratio, "host_memory": host_memory(),
     }

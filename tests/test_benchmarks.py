@@ -1,7 +1,9 @@
 """Smoke tests of the benchmark scripts on tiny shapes: they run end to end (JAX and torch), their
 numbers are finite and positive, and the scaling losses agree across meshes. Timings are not checked."""
+import gc
 import json
 import math
+import os
 import pathlib
 import sys
 import time
@@ -13,12 +15,21 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
 import active_learning  # noqa: E402
+import harness  # noqa: E402
+import matmul  # noqa: E402
 import pipeline  # noqa: E402
 import scaling  # noqa: E402
 import startup  # noqa: E402
 import train_step  # noqa: E402
 
 FAST = ["--seq", "16", "--steps", "2", "--rounds", "1", "--peak-size", "128"]
+
+
+@pytest.fixture(autouse=True)
+def unfreeze_gc():
+    """pipeline.py and startup.py freeze what is alive, as the w2s command does; not this process's."""
+    yield
+    gc.unfreeze()
 
 
 def positive(x: float) -> bool:
@@ -37,6 +48,30 @@ def test_train_step_times_jax_and_torch(tmp_path, capsys):
     assert 0 < out["mfu_params"] < out["params"]["jax"]
     assert json.loads(path.read_text())["jax_over_torch"] == out["jax_over_torch"]
     assert "JAX/torch throughput" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("model", ["tiny-bert", "tiny-gpt2"])
+def test_matmul_times_every_product_of_the_step_in_both_libraries(tmp_path, model, capsys):
+    path = tmp_path / "matmul.json"
+    out = matmul.main(["--model", model, "--batch", "4", "--seq", "16", "--rounds", "1", "--json", str(path)])
+    hf = harness.hf_config(model)
+    hidden, inter, tokens = hf.hidden_size, 4 * hf.hidden_size, 4 * 16
+    # Forward and backward of every dense weight: 6 FLOPs per weight and token, as MFU counts them.
+    dense_flops = sum(r["per_layer"] * 2 * r["m"] * r["k"] * r["n"] for r in out["products"])
+    assert dense_flops == 6 * (4 * hidden * hidden + 2 * hidden * inter) * tokens
+    for r in out["products"]:
+        a, b = matmul.Dense(**{k: r[k] for k in ("name", "m", "k", "n", "transpose_a", "transpose_b")}).operands()
+        assert ((a.T if r["transpose_a"] else a) @ (b.T if r["transpose_b"] else b)).shape == (r["m"], r["n"])
+        assert positive(r["jax_s"]) and positive(r["torch_s"])
+    assert positive(out["attention"]["jax_s"]) and positive(out["attention"]["torch_s"])
+    assert out["total_s"]["jax"] > out["dense_s"]["jax"] and json.loads(path.read_text())["total_s"] == out["total_s"]
+    assert "the step's dense products" in capsys.readouterr().out
+
+
+def test_host_cpu_names_the_model_cores_and_vector_unit():
+    described = harness.host_cpu()
+    assert f"{os.cpu_count()} cores" in described
+    assert described.endswith(("AVX-512", "AVX2", "no AVX2"))
 
 
 def test_scaling_losses_agree_and_fsdp_and_model_shard_state():

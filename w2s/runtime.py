@@ -89,11 +89,12 @@ def host_memory() -> str:
 
 
 def freeze_startup_objects() -> int:
-    """Moves every object alive now (the modules, classes and functions the imports made: a few
-    hundred thousand) to the collector's permanent generation, which its collections skip; returns
-    how many are frozen. Called by the `w2s` command once its imports are done: a full collection
-    then costs ~0.02 s instead of ~0.1 s (README, "Speed"). The price: a frozen object that later
-    becomes cyclic garbage is never freed, which objects made at import time rarely do."""
+    """Moves every object alive now (the modules, classes and functions the imports made: some
+    170,000 for a run) to the collector's permanent generation, which its collections skip; returns
+    how many are frozen. Called by the `w2s` command once its imports are done, so that a full
+    collection scans only what the run made (README, "Speed", has what it saves). The price: a
+    frozen object that later becomes cyclic garbage is never freed, which import-time objects
+    rarely become."""
     gc.collect()  # garbage made while importing is freed, not frozen
     gc.freeze()
     return gc.get_freeze_count()
