@@ -92,6 +92,41 @@ def test_killed_stage_resumes_to_the_uninterrupted_result(tmp_path, tiny_bert, m
     assert resumed["accuracy"] == reference["accuracy"]
 
 
+def test_stage_killed_while_labelling_resumes_from_its_last_periodic_save(tmp_path, tiny_bert, monkeypatch):
+    """keep_checkpoints=False (the quickstart's): a stage's finished state is not saved, only every
+    checkpoint_every steps; killed after training, the stage redoes the steps after step 4 of 6."""
+    from w2s.checkpoint import StageCheckpointer, finish_saves
+
+    weak = ("--config.weak.train.epochs=3", "--config.weak.train.checkpoint_every=4", "--config.weak.train.log_every=1")
+    experiments = {}
+    for name in ("reference", "killed"):
+        experiments[name] = pipeline.Experiment(small_config(tmp_path / name, tiny_bert, *weak), 0)
+        experiments[name].run_dir.mkdir(parents=True)
+    expected = experiments["reference"].run_weak()
+
+    class Killed(Exception):
+        pass
+
+    def killed(*args):
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline.Stages, "_save_labels", killed)
+        with pytest.raises(Killed):
+            experiments["killed"].run_weak()
+    finish_saves()
+    saved = StageCheckpointer(experiments["killed"].ckpt_dir / "weak", save_every=4)
+    assert saved.latest_step() == 4  # not 6: the finished state was not written
+    saved.close()
+    resumed = pipeline.Experiment(small_config(tmp_path / "killed", tiny_bert, *weak), 0)
+    record = resumed.run_weak()
+    assert record["test_accuracy"] == expected["test_accuracy"]
+    losses = [[r["loss"] for r in rec["history"] if "loss" in r] for rec in (record, expected)]
+    assert len(losses[0]) == 6 and losses[0] == losses[1]
+    for got, want in zip(resumed.labels("weak"), experiments["reference"].labels("weak")):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_changed_config_is_refused_for_an_existing_run(tmp_path, tiny_bert):
     cfg = small_config(tmp_path, tiny_bert, "--config.losses=xent,")
     run_dir = pipeline.Experiment(cfg, 0).run_dir
