@@ -112,15 +112,19 @@ def round_times(run: Callable[[], None], rounds: int) -> list[float]:
     return times
 
 
-def matmul_flops(run: Callable[[int], None], size: int, rounds: int = 5) -> float:
-    """FLOP/s of `run(n)`, which does n size x size matmuls and waits for the last: warmed up, with n
-    set so a round takes at least 0.1 s, the median of `rounds` rounds."""
+def seconds_per_call(run: Callable[[int], None], rounds: int = 5, round_s: float = 0.1) -> float:
+    """Seconds of one call in `run(n)`, which makes n calls and waits for the last: warmed up, with n
+    set so a round takes at least `round_s`, the median of `rounds` rounds."""
     run(1)
     start = time.perf_counter()
     run(1)
-    iters = max(1, int(0.1 / (time.perf_counter() - start)))
-    seconds = statistics.median(round_times(lambda: run(iters), rounds)) / iters
-    return 2 * size**3 / seconds
+    iters = max(1, int(round_s / (time.perf_counter() - start)))
+    return statistics.median(round_times(lambda: run(iters), rounds)) / iters
+
+
+def matmul_flops(run: Callable[[int], None], size: int, rounds: int = 5) -> float:
+    """FLOP/s of `run(n)`, which does n size x size matmuls and waits for the last (seconds_per_call)."""
+    return 2 * size**3 / seconds_per_call(run, rounds)
 
 
 def peak_matmul_flops(dtype: Any, size: int | None = None, rounds: int = 5) -> tuple[float, int]:

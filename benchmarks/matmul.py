@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
-from typing import Callable
+import functools
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from harness import SHAPES, hf_config, host_cpu, round_times
+from harness import SHAPES, hf_config, host_cpu, seconds_per_call
 from w2s.checkpoint import write_json_atomic
 from w2s.runtime import host_memory, recycle_host_memory
 
@@ -42,6 +42,10 @@ class Dense:
     @property
     def flops(self) -> int:
         return 2 * self.m * self.k * self.n
+
+    def product(self, a: Any, b: Any) -> Any:
+        """The product of operands stored as `operands` gives them (numpy, JAX or torch arrays)."""
+        return (a.T if self.transpose_a else a) @ (b.T if self.transpose_b else b)
 
     def operands(self) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(0)
@@ -68,17 +72,9 @@ def layer_products(hidden: int, inter: int, tokens: int) -> list[Dense]:
     ]
 
 
-def timed(run: Callable[[int], None], rounds: int) -> float:
-    """Seconds per call of run(n) (n calls, the last waited for): warmed up, n set so a round takes
-    at least 0.05 s, the median of `rounds` rounds."""
-    run(2)
-    iters = max(1, int(0.05 / max(statistics.median(round_times(lambda: run(1), 3)), 1e-6)))
-    return statistics.median(round_times(lambda: run(iters), rounds)) / iters
-
-
 def jax_dense(p: Dense) -> Callable[[int], None]:
     a, b = (jnp.asarray(x) for x in p.operands())
-    product = jax.jit(lambda x, y: (x.T if p.transpose_a else x) @ (y.T if p.transpose_b else y))
+    product = jax.jit(p.product)
 
     def run(iters: int) -> None:
         for _ in range(iters):
@@ -95,7 +91,7 @@ def torch_dense(p: Dense) -> Callable[[int], None]:
 
     def run(iters: int) -> None:
         for _ in range(iters):
-            (a.T if p.transpose_a else a) @ (b.T if p.transpose_b else b)
+            p.product(a, b)
 
     return run
 
@@ -166,23 +162,22 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"model {args.model}: {layers} layers, hidden {hidden}, mlp {inter}, {heads} heads; batch {args.batch} x seq "
           f"{args.seq} = {tokens} tokens; float32 on {host_cpu()}, torch {torch.__version__} with "
           f"{torch.get_num_threads()} threads")
+    timed = functools.partial(seconds_per_call, rounds=args.rounds, round_s=0.05)
     rows = []
     print(f"{'product':<30}{'m x k x n':>20}{'per layer':>11}{'JAX GFLOP/s':>13}{'torch GFLOP/s':>15}{'JAX/torch':>11}")
     for product in layer_products(hidden, inter, tokens):
-        jax_s = timed(jax_dense(product), args.rounds)
-        torch_s = timed(torch_dense(product), args.rounds)
+        jax_s, torch_s = timed(jax_dense(product)), timed(torch_dense(product))
         rows.append({**dataclasses.asdict(product), "jax_s": jax_s, "torch_s": torch_s})
         print(f"{product.name:<30}{f'{product.m} x {product.k} x {product.n}':>20}{product.per_layer:>11}"
               f"{product.flops / jax_s / 1e9:>13.1f}{product.flops / torch_s / 1e9:>15.1f}{torch_s / jax_s:>10.2f}x")
     dim = hidden // heads
-    attention = {"jax_s": timed(jax_attention(args.batch, args.seq, heads, dim, causal), args.rounds),
-                 "torch_s": timed(torch_attention(args.batch, args.seq, heads, dim, causal), args.rounds)}
+    attention = {"jax_s": timed(jax_attention(args.batch, args.seq, heads, dim, causal)),
+                 "torch_s": timed(torch_attention(args.batch, args.seq, heads, dim, causal))}
     print(f"{'attention' + (' (causal)' if causal else '') + ', fwd + bwd':<30}{f'{heads} heads x {dim}':>20}{1:>11}"
           f"{attention['jax_s'] * 1e3:>10.2f} ms{attention['torch_s'] * 1e3:>12.2f} ms"
           f"{attention['torch_s'] / attention['jax_s']:>10.2f}x")
-    totals = {side: layers * (sum(r["per_layer"] * r[f"{side}_s"] for r in rows) + attention[f"{side}_s"])
-              for side in ("jax", "torch")}
     dense_only = {side: layers * sum(r["per_layer"] * r[f"{side}_s"] for r in rows) for side in ("jax", "torch")}
+    totals = {side: dense_only[side] + layers * attention[f"{side}_s"] for side in ("jax", "torch")}
     print(f"the step's dense products, {layers} layers: JAX {dense_only['jax'] * 1e3:.1f} ms, torch "
           f"{dense_only['torch'] * 1e3:.1f} ms ({dense_only['torch'] / dense_only['jax']:.2f}x)")
     print(f"with attention: JAX {totals['jax'] * 1e3:.1f} ms, torch {totals['torch'] * 1e3:.1f} ms "

@@ -60,8 +60,8 @@ def test_matmul_times_every_product_of_the_step_in_both_libraries(tmp_path, mode
     dense_flops = sum(r["per_layer"] * 2 * r["m"] * r["k"] * r["n"] for r in out["products"])
     assert dense_flops == 6 * (4 * hidden * hidden + 2 * hidden * inter) * tokens
     for r in out["products"]:
-        a, b = matmul.Dense(**{k: r[k] for k in ("name", "m", "k", "n", "transpose_a", "transpose_b")}).operands()
-        assert ((a.T if r["transpose_a"] else a) @ (b.T if r["transpose_b"] else b)).shape == (r["m"], r["n"])
+        dense = matmul.Dense(**{k: r[k] for k in ("name", "m", "k", "n", "transpose_a", "transpose_b")})
+        assert dense.product(*dense.operands()).shape == (r["m"], r["n"])
         assert positive(r["jax_s"]) and positive(r["torch_s"])
     assert positive(out["attention"]["jax_s"]) and positive(out["attention"]["torch_s"])
     assert out["total_s"]["jax"] > out["dense_s"]["jax"] and json.loads(path.read_text())["total_s"] == out["total_s"]
