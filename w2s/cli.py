@@ -65,11 +65,11 @@ def _tasks(args: argparse.Namespace, rest: list[str]) -> None:
 
 
 def _models(args: argparse.Namespace, rest: list[str]) -> None:
-    from w2s.models import known_models
+    from w2s.models import known_model_types, known_models
 
     _no_extra(rest)
     print("\n".join(known_models()))
-    print("(or any Hugging Face folder or hub id of a bert, gpt2, llama or qwen2 model)")
+    print(f"(or any Hugging Face folder or hub id of a {', '.join(known_model_types())} model)")
 
 
 def _no_extra(rest: list[str]) -> None:

@@ -43,6 +43,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self.plural = plural or f"{kind}s"
         self._entries: dict[str, T] = {}
+        self._origins: dict[str, str] = {}  # who registered each entry, for the duplicate-name error
 
     def register(self, name: str) -> Callable[[T], T]:
         """A decorator adding its argument under `name`."""
@@ -55,13 +56,15 @@ class Registry(Generic[T]):
 
     def add(self, name: str, entry: T, origin: str | None = None) -> None:
         """Adds `entry` under `name`; `origin` names its registrant in errors (default: its qualified name)."""
-        if name in self._entries:
-            first = self._entries[name]
-            if first is entry or first == entry:
-                return
-            raise ValueError(f"{self.kind} {name!r} is already registered by {_origin(first)}; "
-                             f"{origin or _origin(entry)} needs another name.")
+        self.refuse_taken(name, entry, origin)
         self._entries[name] = entry
+        self._origins[name] = origin or _origin(entry)
+
+    def refuse_taken(self, name: str, entry: T, origin: str | None = None) -> None:
+        """Refuses `name` if another entry holds it (`add` checks this; check first to add to several at once)."""
+        if name in self._entries and not (self._entries[name] is entry or self._entries[name] == entry):
+            raise ValueError(f"{self.kind} {name!r} is already registered by {self._origins[name]}; "
+                             f"{origin or _origin(entry)} needs another name.")
 
     def get(self, name: str, hint: str = "") -> T:
         """The entry named `name`; an unknown name is refused listing the known ones (then `hint`)."""
@@ -82,7 +85,7 @@ class Registry(Generic[T]):
     def copy(self) -> Registry[T]:
         """An independent copy (tests register temporary members in one)."""
         other = Registry[T](self.kind, self.plural)
-        other._entries = dict(self._entries)
+        other._entries, other._origins = dict(self._entries), dict(self._origins)
         return other
 
 
