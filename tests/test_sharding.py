@@ -100,4 +100,5 @@ def test_a_model_axis_that_splits_heads_is_refused_before_training(tmp_path, cap
                  f"--config.output_dir={tmp_path / 'out'}", f"--config.checkpoint_dir={tmp_path / 'ck'}"])
     assert code == 2
     assert "weak (seed 0): mesh model=8 does not divide its 12 attention heads" in capsys.readouterr().err
-    assert not (tmp_path / "ck" / "quickstart" / "seed_0").exists()  # nothing trained, nothing saved
+    held = [p.name for p in (tmp_path / "ck" / "quickstart" / "seed_0").iterdir()]
+    assert held == [".lock"]  # nothing trained, nothing saved: the run only held its checkpoint folder

@@ -83,9 +83,9 @@ class ActiveConfig:
     def check_pool(self, pool_size: int) -> None:
         """Checked before anything is trained or bought."""
         if pool_size == 0:
-            raise ValueError("the unlabelled pool (split B) is empty: there is nothing to ask the supervisor.")
+            raise ConfigError("the unlabelled pool (split B) is empty: there is nothing to ask the supervisor.")
         if self.budget > pool_size:
-            raise ValueError(f"config.active.budget {self.budget} exceeds the pool: split B has {pool_size} examples.")
+            raise ConfigError(f"config.active.budget {self.budget} exceeds the pool: split B has {pool_size} examples.")
 
     def batch_size(self, round_: int, spent: int) -> int:
         return min(self.query_batch if round_ else self.seed_size, self.budget - spent)
@@ -252,15 +252,16 @@ def run_active_experiment(cfg: ml_collections.ConfigDict, supervisor: Supervisor
         settings.check_pool(len(exp.splits()[1]))
     results = []
     for exp in experiments:
-        exp.run()
-        results += [ActiveRun(exp, name, settings, supervisor).run() for name in settings.strategies]
+        with exp.writing():
+            exp.run()
+            results += [ActiveRun(exp, name, settings, supervisor).run() for name in settings.strategies]
     return results
 
 
 def load_active_results(results_dir: str | pathlib.Path) -> list[dict]:
     paths = sorted(pathlib.Path(results_dir).rglob("active_results.json"))
     if not paths:
-        raise ValueError(f"no active_results.json found under {results_dir}")
+        raise ConfigError(f"no active_results.json found under {results_dir}")
     return [read_json(p) for p in paths]
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from w2s import distributed
+from w2s.config import ConfigError
 
 
 class CorruptFileWarning(UserWarning):
@@ -169,7 +170,7 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(path.read_bytes())
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-        raise ValueError(f"{path} is not valid JSON ({e}); delete it to recompute that stage.") from e
+        raise ConfigError(f"{path} is not valid JSON ({e}); delete it to recompute that stage.") from e
 
 
 def read_record(path: str | os.PathLike, keys: Sequence[str] = ()) -> Any | None:

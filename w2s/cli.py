@@ -9,6 +9,8 @@ from typing import Callable, Sequence
 
 import ml_collections
 
+from w2s.config import ConfigError
+
 
 def run_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = ()) -> list[dict]:
     """Applies overrides, runs every seed, prints the results table; returns the results."""
@@ -74,11 +76,12 @@ def _models(args: argparse.Namespace, rest: list[str]) -> None:
 
 def _no_extra(rest: list[str]) -> None:
     if rest:
-        raise ValueError(f"unrecognised arguments: {' '.join(rest)}")
+        raise ConfigError(f"unrecognised arguments: {' '.join(rest)}")
 
 
 def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> int:
-    """Errors from bad configs, data or paths print one clear line (W2S_DEBUG=1 shows the traceback)."""
+    """Errors in configs or inputs (ConfigError) print one clear line (W2S_DEBUG=1 shows the traceback);
+    every other exception, a bug in a new loss say, shows its traceback."""
     parser = argparse.ArgumentParser(prog="w2s", description="Weak-to-strong generalization experiments.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run an experiment config; overrides: --config.train.lr=1e-5")
@@ -104,7 +107,7 @@ def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> in
         freeze_startup_objects()
     try:
         (entry or args.fn)(args, rest)
-    except (ValueError, FileNotFoundError, KeyError, AttributeError) as e:
+    except ConfigError as e:
         if os.environ.get("W2S_DEBUG"):
             raise
         print(f"w2s: error: {e}", file=sys.stderr)

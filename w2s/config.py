@@ -11,7 +11,12 @@ import ml_collections
 
 
 class ConfigError(ValueError):
-    pass
+    """A configuration or input error (a key, a value, a file, a model, data): `w2s` prints it as one
+    line. Anything else that goes wrong is a bug and shows its traceback."""
+
+
+class MissingFileError(ConfigError, FileNotFoundError):
+    """A file or folder that a config names, or that an input needs, does not exist."""
 
 
 def load_config_file(path: str | pathlib.Path) -> ml_collections.ConfigDict:

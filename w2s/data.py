@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from w2s.config import ConfigError
+
 
 def bucket_width(longest: int, max_width: int, min_width: int = 8) -> int:
     """The padded width of a batch whose longest row has `longest` tokens.
@@ -59,7 +61,7 @@ class TextRows:
     @classmethod
     def of(cls, tokenizer: Any, texts: list[str], max_length: int) -> TextRows:
         if not texts:
-            raise ValueError("no texts to tokenize.")
+            raise ConfigError("no texts to tokenize.")
         return cls(tokenizer, list(texts), max_length, np.arange(len(texts)), {})
 
     def __len__(self) -> int:

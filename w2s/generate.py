@@ -22,6 +22,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
+from w2s.config import ConfigError
 from w2s.data import bucket_width
 from w2s.models.causal_lm import CausalLM
 from w2s.models.layers import KVCache
@@ -49,9 +50,9 @@ class GenerationConfig:
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
+            raise ConfigError(f"need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
 
 
 @dataclasses.dataclass
@@ -141,7 +142,7 @@ class Generator:
                  eos_ids: Sequence[int] | None = None, add_special_tokens: bool = True):
         cfg = model.cfg
         if max_length > cfg.max_position:
-            raise ValueError(f"max_length {max_length} exceeds the model's {cfg.max_position} positions")
+            raise ConfigError(f"max_length {max_length} exceeds the model's {cfg.max_position} positions")
         self.tokenizer, self.rows, self.max_length = tokenizer, rows, max_length
         self.add_special_tokens = add_special_tokens
         if eos_ids is None:
@@ -186,7 +187,7 @@ class Generator:
             if p is None:
                 continue
             if not 0 < len(p) < self.max_length:
-                raise ValueError(f"a prompt of {len(p)} tokens: need 1 to {self.max_length - 1} (max_length)")
+                raise ConfigError(f"a prompt of {len(p)} tokens: need 1 to {self.max_length - 1} (max_length)")
             limit = cfg.max_new_tokens if limits is None else min(cfg.max_new_tokens, limits[b])
             if limit < 1:
                 raise ValueError(f"row {b} may add {limit} tokens; a limit must be at least 1")

@@ -47,7 +47,8 @@ def register(ladder: str, rungs: list[Rung]) -> None:
     labels = tuple(r.label for r in rungs)
     for r in rungs:
         if r.label in RUNGS and family(r.label) != ladder:
-            raise ValueError(f"rung {r.label!r} is already in ladder {family(r.label)!r}; {origin} needs another label.")
+            raise ValueError(f"rung {r.label!r} is already in ladder {family(r.label)!r}; "
+                             f"{origin} needs another label.")
     LADDERS.add(ladder, labels, origin)
     for r in rungs:
         RUNGS.add(r.label, r, origin)

@@ -12,6 +12,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from w2s.config import ConfigError
+
 _REQUIRED = ("task", "weak_model", "strong_model", "seed", "accuracy")
 _REQUIRED_ACC = ("weak", "ceiling", "student")
 
@@ -59,14 +61,14 @@ def pgr(weak_acc: float, student_acc: float, ceiling_acc: float) -> float:
 def _check(record: Any, path: pathlib.Path) -> None:
     """Fails early, naming the file, on records that summarize() cannot read."""
     if not isinstance(record, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(record).__name__}")
+        raise ConfigError(f"{path}: expected a JSON object, got {type(record).__name__}")
     acc = record.get("accuracy", {})
     if not isinstance(acc, dict) or not isinstance(acc.get("student", {}), dict):
-        raise ValueError(f"{path}: 'accuracy' must be {{weak, ceiling, student: {{loss: acc}}}}")
+        raise ConfigError(f"{path}: 'accuracy' must be {{weak, ceiling, student: {{loss: acc}}}}")
     missing = [k for k in _REQUIRED if k not in record]
     missing += [f"accuracy.{k}" for k in _REQUIRED_ACC if k not in acc]
     if missing:
-        raise ValueError(f"{path}: missing keys {missing}")
+        raise ConfigError(f"{path}: missing keys {missing}")
 
 
 def load_results(results_dir: str | pathlib.Path) -> list[dict]:
@@ -78,13 +80,13 @@ def load_results(results_dir: str | pathlib.Path) -> list[dict]:
     root = pathlib.Path(results_dir)
     paths = sorted(root.rglob("results.json"))
     if not paths:
-        raise ValueError(f"no results.json found under {root}")
+        raise ConfigError(f"no results.json found under {root}")
     results = []
     for path in paths:
         try:
             record = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path}: cannot parse results.json: {e}") from e
+            raise ConfigError(f"{path}: cannot parse results.json: {e}") from e
         _check(record, path)
         results.append(record)
     return results

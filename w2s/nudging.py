@@ -21,6 +21,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
+from w2s.config import ConfigError
 from w2s.generate import Completion, GenerationConfig, Generator, find_stop
 
 RULES = ("top1", "entropy", "never")
@@ -59,11 +60,11 @@ class CoWriteConfig:
 
     def __post_init__(self):
         if self.rule not in RULES:
-            raise ValueError(f"rule must be one of {RULES}, got {self.rule!r}")
+            raise ConfigError(f"rule must be one of {RULES}, got {self.rule!r}")
         if self.unit not in UNITS:
-            raise ValueError(f"unit must be one of {UNITS}, got {self.unit!r}")
+            raise ConfigError(f"unit must be one of {UNITS}, got {self.unit!r}")
         if self.unit_tokens < 1 or self.max_new_tokens < 1 or (self.budget is not None and self.budget < 0):
-            raise ValueError("unit_tokens and max_new_tokens must be >= 1, budget >= 0 or None")
+            raise ConfigError("unit_tokens and max_new_tokens must be >= 1, budget >= 0 or None")
 
     def fires(self, top1: float, entropy: float, spent: int) -> bool:
         """Whether the helper writes next, given the driver's distribution and the helper's tokens so far."""

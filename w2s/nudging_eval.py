@@ -22,7 +22,7 @@ import numpy as np
 
 from w2s import plot, qa
 from w2s.checkpoint import write_json_atomic
-from w2s.config import apply_overrides
+from w2s.config import ConfigError, apply_overrides
 from w2s.generate import Generator
 from w2s.models import resolve_model_dir
 from w2s.models.causal_lm import build_causal_lm, decoder_model_types, eos_ids
@@ -74,7 +74,8 @@ def load_generators(cfg: ml_collections.ConfigDict) -> dict[str, Generator]:
         try:
             resolve_model_dir(name)
         except (ValueError, FileNotFoundError) as e:
-            raise ValueError(MISSING.format(role=role, name=name, error=e, decoders=", ".join(decoder_model_types()), **names)) from None
+            decoders = ", ".join(decoder_model_types())
+            raise ConfigError(MISSING.format(role=role, name=name, error=e, decoders=decoders, **names)) from None
     out = {}
     for role in ROLES:
         model, tokenizer = build_causal_lm(cfg[role].model, dtype=DTYPES[cfg.dtype])
@@ -196,7 +197,7 @@ def run_nudging(cfg: ml_collections.ConfigDict) -> list[dict]:
     """Evaluates, writes results.json and nudging.png into cfg.output_dir, prints the table."""
     unknown = sorted(set(cfg.methods) - set(METHODS)) + sorted(set(cfg.tasks) - set(qa.TASKS))
     if unknown:
-        raise ValueError(f"unknown methods or tasks {unknown}; methods: {sorted(METHODS)}, tasks: {sorted(qa.TASKS)}")
+        raise ConfigError(f"unknown methods or tasks {unknown}; methods: {sorted(METHODS)}, tasks: {sorted(qa.TASKS)}")
     generators = load_generators(cfg)
     records = evaluate(cfg, generators)
     rows = summarize(records, cfg.top_words)

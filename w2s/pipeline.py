@@ -15,6 +15,7 @@ and the name of their output (Stages), so sweeps (w2s.sweep) chain and share the
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -24,7 +25,7 @@ import shutil
 import subprocess
 import time
 from importlib import metadata
-from typing import Callable
+from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +33,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from w2s import distributed, metrics, runtime, sharding
+from w2s import distributed, folder_lock, metrics, runtime, sharding
 from w2s.checkpoint import finish_saves, read_json, read_npz, read_record, write_json_atomic, write_npz_atomic
 from w2s.config import ConfigError, check_keys, refuse_changes
 from w2s.data import TextRows, one_hot
@@ -156,13 +157,23 @@ class Stages:
         self._task: TaskData | None = None
         self._features: dict[tuple, dict[str, np.ndarray]] = {}  # linear probes: per model, per split
 
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Holds this seed's run and checkpoint folders, so no other run writes them meanwhile. In a
+        multi-process run process 0 holds them, as it writes the results."""
+        with contextlib.ExitStack() as held:
+            if distributed.is_main():
+                held.enter_context(folder_lock.hold(self.run_dir, "another --config.output_dir"))
+                held.enter_context(folder_lock.hold(self.ckpt_dir, "another --config.checkpoint_dir or name"))
+            yield
+
     # -- data ---------------------------------------------------------------------------------
     @property
     def task(self) -> TaskData:
         if self._task is None:
             self._task = load_task(self.task_name, seed=self.seed, **self.task_options)
             if len(self._task.train) < 4 or len(self._task.test) < 2:
-                raise ValueError(
+                raise ConfigError(
                     f"task {self.task_name!r} has {len(self._task.train)} train and {len(self._task.test)} "
                     "test examples; the pipeline needs at least 4 train (two halves) and 2 test."
                 )
@@ -220,7 +231,7 @@ class Stages:
             order = np.random.default_rng([self.seed, 4]).permutation(len(rows))
             held, rows = np.sort(order[: int(holdout_frac * len(rows))]), np.sort(order[int(holdout_frac * len(rows)):])
             if not len(held) or not len(rows):
-                raise ValueError(f"{stage}: holdout_frac {holdout_frac} leaves no examples to hold out or to train on.")
+                raise ConfigError(f"{stage}: holdout_frac {holdout_frac} leaves no examples to hold out or to train on.")
             cfg = dataclasses.replace(cfg, eval_every=max(1, cfg.total_steps(len(rows)) // max(evals, 1)))
 
         def evaluate(m):
@@ -290,8 +301,8 @@ class Stages:
         """A stage's soft labels of split B, and B's ground truth."""
         arrays = read_npz(self._labels_path(stage), LABEL_KEYS)
         if arrays is None:
-            raise ValueError(f"{self._labels_path(stage)} is missing or unreadable: run stage {stage!r} first "
-                             "(it runs again when its labels do not read back).")
+            raise ConfigError(f"{self._labels_path(stage)} is missing or unreadable: run stage {stage!r} first "
+                              "(it runs again when its labels do not read back).")
         return arrays["probs"], arrays["labels"]
 
 
@@ -346,6 +357,10 @@ class Experiment(Stages):
 
     def run(self) -> dict:
         """All stages, then results.json with accuracies and PGR per loss."""
+        with self.writing():
+            return self._run()
+
+    def _run(self) -> dict:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._check_config()
         weak = self.run_weak()

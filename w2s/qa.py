@@ -12,6 +12,8 @@ import random
 import re
 from typing import Any, Callable
 
+from w2s.config import ConfigError
+
 LETTERS = "ABCDEFGHIJ"
 _BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
@@ -38,12 +40,12 @@ def load_rows(path: str, name: str | None = None, split: str = "test") -> list[d
     try:
         if pathlib.Path(path).is_file():
             if suffix not in _BUILDERS:
-                raise ValueError(f"cannot read {suffix!r} files; use one of {', '.join(_BUILDERS)}")
+                raise ConfigError(f"cannot read {suffix!r} files; use one of {', '.join(_BUILDERS)}")
             return list(datasets.load_dataset(_BUILDERS[suffix], data_files=path, split="train"))
         return list(datasets.load_dataset(path, name, split=split))
     except OSError as e:  # ConnectionError, DatasetNotFoundError
-        raise ValueError(f"cannot load {path!r} ({name}, {split}): {e}. Offline, pass the path of a local "
-                         "json/jsonl/csv/parquet file of the split") from e
+        raise ConfigError(f"cannot load {path!r} ({name}, {split}): {e}. Offline, pass the path of a local "
+                          "json/jsonl/csv/parquet file of the split") from e
 
 
 def _sample(rows: list[dict], n: int | None, seed: int) -> list[dict]:
@@ -88,7 +90,7 @@ def wordnet_definitions(n: int | None = 200, seed: int = 0, choices: int = 4) ->
     from w2s.tasks import wordnet  # Reads the WordNet files only when this task is used.
 
     if not 2 <= choices <= len(LETTERS):
-        raise ValueError(f"wordnet_definitions: choices must be 2 to {len(LETTERS)}, got {choices}")
+        raise ConfigError(f"wordnet_definitions: choices must be 2 to {len(LETTERS)}, got {choices}")
     nouns, vocab = wordnet.synsets("n"), wordnet.words()
     eligible = wordnet.glossed_nouns(nouns, vocab)
     definitions = {file: list(dict.fromkeys(nouns[x].definition for x in group))  # each once, in order

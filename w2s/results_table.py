@@ -15,6 +15,8 @@ import sqlite3
 import time
 from typing import Any, Iterator
 
+from w2s.config import ConfigError
+
 FILENAME = "results.sqlite"  # in a sweep's output folder
 KEY = ("task", "weak", "strong", "method", "seed")
 COLUMNS = {
@@ -86,7 +88,7 @@ def load_records(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
     they read runs."""
     path = pathlib.Path(sweep_dir) / FILENAME
     if not path.exists():
-        raise ValueError(f"no sweep table {path}")
+        raise ConfigError(f"no sweep table {path}")
     records: dict[tuple, dict[str, Any]] = {}
     for row in ResultsTable(path).rows():
         record = records.setdefault((row["task"], row["weak"], row["strong"], row["seed"]), {

@@ -14,6 +14,7 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from w2s.config import ConfigError
 from w2s.models.family import parallel_modules
 
 AXES = ("data", "fsdp", "model")
@@ -42,18 +43,18 @@ def make_mesh(data: int = -1, fsdp: int = 1, model: int = 1, *, devices: list[An
     sizes = {"data": data, "fsdp": fsdp, "model": model}
     free = [name for name, size in sizes.items() if size == -1]
     if len(free) > 1:
-        raise ValueError(f"mesh: at most one axis may be -1, got {_describe(sizes)}.")
+        raise ConfigError(f"mesh: at most one axis may be -1, got {_describe(sizes)}.")
     for name, size in sizes.items():
         if size == 0 or size < -1:
-            raise ValueError(f"mesh: {name}={size} must be a positive size or -1.")
+            raise ConfigError(f"mesh: {name}={size} must be a positive size or -1.")
     fixed = {name: size for name, size in sizes.items() if size != -1}
     product = math.prod(fixed.values())
     if free:
         if n % product:
-            raise ValueError(f"mesh: {_describe(fixed)} does not divide the {n} devices.")
+            raise ConfigError(f"mesh: {_describe(fixed)} does not divide the {n} devices.")
         sizes[free[0]] = n // product
     elif product != n:
-        raise ValueError(f"mesh: {_describe(sizes)} = {product} devices, but there are {n}.")
+        raise ConfigError(f"mesh: {_describe(sizes)} = {product} devices, but there are {n}.")
     shape = tuple(sizes[name] for name in AXES)
     return Mesh(mesh_utils.create_device_mesh(shape, devices), AXES)
 
@@ -66,7 +67,7 @@ def batch_size_per_step(mesh: Mesh) -> int:
 def check_batch_size(mesh: Mesh, batch_size: int, what: str = "batch size") -> None:
     shards = batch_size_per_step(mesh)
     if batch_size % shards:
-        raise ValueError(
+        raise ConfigError(
             f"{what} {batch_size} is not divisible by the {shards} batch shards of the mesh "
             f"(data={mesh.shape['data']} x fsdp={mesh.shape['fsdp']}; the model={mesh.shape['model']} axis "
             "does not split batches)."
@@ -93,7 +94,7 @@ def check_heads(mesh: Mesh, num_heads: int, num_kv_heads: int, what: str) -> Non
     """Megatron splits whole heads, so the model axis must divide the query and key/value heads."""
     model = mesh.shape["model"]
     if num_heads % model or num_kv_heads % model:
-        raise ValueError(
+        raise ConfigError(
             f"{what}: mesh model={model} does not divide its {num_heads} attention heads and "
             f"{num_kv_heads} key/value heads; choose a model axis that divides both."
         )

@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from w2s.config import ConfigError
 from w2s.registry import Registry
 
 
@@ -49,7 +50,7 @@ def select(name: str, ctx: Context) -> np.ndarray:
     """Runs strategy `name` and checks its answer, so a faulty plug-in never buys wrong labels."""
     n = len(ctx.probs)
     if not 0 < ctx.k <= n:
-        raise ValueError(f"cannot choose {ctx.k} of {n} unlabelled examples.")
+        raise ConfigError(f"cannot choose {ctx.k} of {n} unlabelled examples.")
     chosen = np.asarray(get_strategy(name)(ctx), np.int64)
     if chosen.shape != (ctx.k,) or len(np.unique(chosen)) != ctx.k or chosen.min() < 0 or chosen.max() >= n:
         raise ValueError(

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from w2s.config import ConfigError
 from w2s.data import one_hot
 
 
@@ -21,8 +22,8 @@ class Supervisor(Protocol):
     def __call__(self, indices: np.ndarray, texts: list[str]) -> np.ndarray: ...
 
 
-class SupervisorError(ValueError):
-    pass
+class SupervisorError(ConfigError):
+    """A supervisor's labels file or answers do not fit the queries."""
 
 
 class Lookup:
@@ -144,7 +145,7 @@ class Ledger:
                 record = json.loads(line)
                 self.answers[int(record["index"])] = np.asarray(record["probs"], np.float32)
             except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{self.path}, line {number}, is not a query record ({e}).") from e
+                raise ConfigError(f"{self.path}, line {number}, is not a query record ({e}).") from e
 
     def __len__(self) -> int:
         return len(self.answers)

@@ -26,11 +26,13 @@ Layout:
     <checkpoint_dir>/<name>/<task>/seed_<s>/...         orbax checkpoints of unfinished stages
 
 Concurrent sweeps may share an output folder and its table when they split the work by seeds or
-tasks (`--config.seeds=0,` here, `--config.seeds=1,` there); two sweeps must not train one stage.
+tasks (`--config.seeds=0,` here, `--config.seeds=1,` there); a sweep holds each (task, seed) folder it
+writes until it ends (w2s.folder_lock), so a second sweep on one is refused.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -39,7 +41,7 @@ from typing import Sequence
 import ml_collections
 from tqdm.auto import tqdm
 
-from w2s import distributed, ladders, metrics, sharding
+from w2s import distributed, folder_lock, ladders, metrics, sharding
 from w2s.checkpoint import read_json, write_json_atomic
 from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
 from w2s.losses import known_losses, make_loss
@@ -240,17 +242,19 @@ def run_sweep(cfg: ml_collections.ConfigDict, dry_run: bool = False) -> list[Run
     models = {label: ModelSpec.from_config(spec) for label, spec in specs(cfg).items()}
     probe = TrainConfig.from_config(cfg.probe_train) if cfg.linear_probe else None
     stages = None
-    for run in tqdm([r for r in runs if r.key not in finished], desc="sweep", unit="run",
-                    disable=not distributed.is_main()):
-        if stages is None or (stages.task_name, stages.seed) != (run.task, run.seed):
-            stages = Stages(run.task, cfg.task_options, run.seed, run_dir=_run_dir(cfg, run.task, run.seed),
-                            ckpt_dir=pathlib.Path(cfg.checkpoint_dir).absolute() / cfg.name / run.task / f"seed_{run.seed}",
-                            mesh=mesh, loss_options=cfg.loss_options, keep_checkpoints=cfg.keep_checkpoints,
-                            probe=probe)
-        records = [stages.stage(models[s.model], s.stage, s.source, s.loss, label_b=s.label_b,
-                                holdout_frac=s.holdout_frac, evals=s.evals) for s in run.steps]
-        if table is not None:
-            table.put(_row(run, records))
+    with contextlib.ExitStack() as held:  # every (task, seed) folder the sweep wrote, until it ends
+        for run in tqdm([r for r in runs if r.key not in finished], desc="sweep", unit="run",
+                        disable=not distributed.is_main()):
+            if stages is None or (stages.task_name, stages.seed) != (run.task, run.seed):
+                ckpt_dir = pathlib.Path(cfg.checkpoint_dir).absolute() / cfg.name / run.task / f"seed_{run.seed}"
+                stages = Stages(run.task, cfg.task_options, run.seed, run_dir=_run_dir(cfg, run.task, run.seed),
+                                ckpt_dir=ckpt_dir, mesh=mesh, loss_options=cfg.loss_options,
+                                keep_checkpoints=cfg.keep_checkpoints, probe=probe)
+                held.enter_context(stages.writing())
+            records = [stages.stage(models[s.model], s.stage, s.source, s.loss, label_b=s.label_b,
+                                    holdout_frac=s.holdout_frac, evals=s.evals) for s in run.steps]
+            if table is not None:
+                table.put(_row(run, records))
     return runs
 
 

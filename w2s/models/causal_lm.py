@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import transformers
 from flax import nnx
 
+from w2s.config import ConfigError
 from w2s.models import layers, resolve_model_dir
 from w2s.models.config import TransformerConfig
 from w2s.models.family import MODEL_TYPES, family_of, new_backbone
@@ -60,8 +61,8 @@ def build_causal_lm(
     folder = resolve_model_dir(name)
     cfg = TransformerConfig.from_hf(read_hf_config(folder))
     if not family_of(cfg).decoder:
-        raise ValueError(f"{name} is a {cfg.arch} encoder; generation needs a decoder: one of "
-                         f"{', '.join(decoder_model_types())}")
+        raise ConfigError(f"{name} is a {cfg.arch} encoder; generation needs a decoder: one of "
+                          f"{', '.join(decoder_model_types())}")
 
     def make() -> CausalLM:
         backbone = new_backbone(cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0))

@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from w2s.config import ConfigError
+
 
 def zero_linear(in_features: int, out_features: int) -> nnx.Linear:
     """A Linear layer of zeros, placed from host memory: nnx's eager init would compile a few tiny
@@ -25,7 +27,7 @@ class Classifier(nnx.Module):
 
     def __init__(self, backbone: nnx.Module, pooling: str):
         if pooling not in ("first", "last", "mean"):
-            raise ValueError(f"pooling must be 'first', 'last' or 'mean', got {pooling!r}")
+            raise ConfigError(f"pooling must be 'first', 'last' or 'mean', got {pooling!r}")
         self.backbone = backbone
         self.pooling = pooling
         self.head = zero_linear(backbone.cfg.hidden_size, 2)

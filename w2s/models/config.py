@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from w2s.config import ConfigError
 from w2s.models.family import MODEL_TYPES
 
 
@@ -48,5 +49,5 @@ def rope_theta(d: dict[str, Any]) -> float:
     params = d.get("rope_parameters") or d.get("rope_scaling") or {}
     rope_type = params.get("rope_type", params.get("type", "default"))
     if rope_type != "default":
-        raise ValueError(f"RoPE scaling {rope_type!r} is not supported, only plain RoPE")
+        raise ConfigError(f"RoPE scaling {rope_type!r} is not supported, only plain RoPE")
     return float(params.get("rope_theta", d.get("rope_theta", d.get("rotary_emb_base", 10_000.0))))

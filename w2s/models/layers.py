@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from w2s.config import ConfigError
 from w2s.models.config import TransformerConfig
 
 # HF initialises weights with normal(initializer_range=0.02); biases are zero, norms one.
@@ -26,7 +27,7 @@ ACTIVATIONS = {
 
 def activation(name: str) -> Any:
     if name not in ACTIVATIONS:
-        raise ValueError(f"unsupported activation {name!r}; supported: {sorted(ACTIVATIONS)}")
+        raise ConfigError(f"unsupported activation {name!r}; supported: {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]
 
 
@@ -46,7 +47,7 @@ def check_length(input_ids: jax.Array, cfg: TransformerConfig) -> int:
     """Sequence length, refusing lengths past learned position tables (take would return NaN)."""
     length = input_ids.shape[1]
     if length > cfg.max_position:
-        raise ValueError(f"sequence length {length} exceeds max_position {cfg.max_position}")
+        raise ConfigError(f"sequence length {length} exceeds max_position {cfg.max_position}")
     return length
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import jax
 from flax import nnx
 
+from w2s.config import ConfigError
 from w2s.models import layers
 from w2s.models.config import TransformerConfig, rope_theta
 from w2s.models.family import register_family
@@ -15,7 +16,7 @@ from w2s.models.loading import NameMap, linear_names, norm_names, unchanged
 
 def read_config(d: dict[str, Any]) -> TransformerConfig:
     if d.get("use_sliding_window"):
-        raise ValueError("sliding-window attention is not supported")
+        raise ConfigError("sliding-window attention is not supported")
     hidden, heads = d["hidden_size"], d["num_attention_heads"]
     return TransformerConfig(
         arch="llama",

@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 from safetensors import safe_open
 
+from w2s.config import ConfigError, MissingFileError
 from w2s.models.config import TransformerConfig
 from w2s.models.family import family_of
 
@@ -43,7 +44,7 @@ NameMap = dict[Path, tuple[str, Callable[[np.ndarray], np.ndarray]]]
 def read_hf_config(folder: str | pathlib.Path) -> dict[str, Any]:
     path = pathlib.Path(folder) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"no HF config: {path} does not exist")
+        raise MissingFileError(f"no HF config: {path} does not exist")
     return json.loads(path.read_text())
 
 
@@ -88,7 +89,7 @@ def read_checkpoint(folder: str | pathlib.Path) -> CheckpointTensors:
             with safe_open(path, framework="numpy") as f:
                 return CheckpointTensors(dict.fromkeys(f.keys(), path))
     looked = ", ".join(str(folder / n) for n in _INDEXES + _SINGLES)
-    raise FileNotFoundError(f"no checkpoint in {folder}: looked for {looked}")
+    raise MissingFileError(f"no checkpoint in {folder}: looked for {looked}")
 
 
 _TORCH_DTYPES = {
@@ -121,7 +122,7 @@ class _TorchUnpickler(pickle.Unpickler):
         if module == "torch" and name.endswith("Storage"):
             if name not in _TORCH_DTYPES:
                 supported = ", ".join(sorted(_TORCH_DTYPES))
-                raise ValueError(f"unsupported tensor type torch.{name}; supported: {supported}")
+                raise ConfigError(f"unsupported tensor type torch.{name}; supported: {supported}")
             return _TORCH_DTYPES[name]
         raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name} from a checkpoint")
 
@@ -139,7 +140,7 @@ def read_torch_bin(path: str | pathlib.Path) -> dict[str, np.ndarray]:
         root = archive.namelist()[0].split("/")[0]
         byteorder = f"{root}/byteorder"
         if byteorder in archive.namelist() and archive.read(byteorder) != b"little":
-            raise ValueError(f"{path}: big-endian torch checkpoints are not supported")
+            raise ConfigError(f"{path}: big-endian torch checkpoints are not supported")
         return dict(_TorchUnpickler(archive, root).load())
 
 
@@ -201,7 +202,7 @@ def load_pretrained(
         and not ((layer := _LAYER.match(k)) and int(layer.group(1)) >= cfg.num_layers)
     )
     if missing or unexpected:
-        raise ValueError(
+        raise ConfigError(
             f"checkpoint in {folder} does not fit the {cfg.arch} backbone: "
             f"missing {missing or 'nothing'}; unexpected {unexpected or 'nothing'}"
         )
@@ -213,7 +214,7 @@ def load_pretrained(
         array = np.asarray(convert(checkpoint[hf_name[hf]]))
         if array.shape != want.shape:
             ours = "/".join(map(str, path))
-            raise ValueError(f"{hf}: shape {array.shape} does not fit {ours} {want.shape}")
+            raise ConfigError(f"{hf}: shape {array.shape} does not fit {ours} {want.shape}")
         # device_put, not jnp.asarray: that compiles a small program for every new shape.
         filled.append((path, var.replace(jax.device_put(array.astype(want.dtype, copy=False)))))
     return nnx.merge(graphdef, nnx.from_flat_state(filled))

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from w2s.config import ConfigError
 from w2s.tasks import Example, TaskData, register_task
 
 Row = Mapping[str, Any]
@@ -84,16 +85,16 @@ def _load_splits(name: str, path: DataPath) -> Any:
         first = next(iter(files.values()))
         suffix = pathlib.Path(first if isinstance(first, str) else first[0]).suffix
         if suffix not in _BUILDERS:
-            raise ValueError(f"cannot read {suffix!r} files; use one of {', '.join(_BUILDERS)}")
+            raise ConfigError(f"cannot read {suffix!r} files; use one of {', '.join(_BUILDERS)}")
         try:
             return datasets.load_dataset(_BUILDERS[suffix], data_files=files)
         except Exception as e:  # datasets, pyarrow and pandas raise many types for malformed files
             cause = f" ({e.__cause__})" if e.__cause__ else ""
-            raise ValueError(f"{name}: cannot read {files}: {type(e).__name__}: {e}{cause}"[:1000]) from e
+            raise ConfigError(f"{name}: cannot read {files}: {type(e).__name__}: {e}{cause}"[:1000]) from e
     try:
         return datasets.load_dataset(path)
     except OSError as e:  # ConnectionError, DatasetNotFoundError.
-        raise OSError(
+        raise ConfigError(
             f"{name}: cannot load {path!r}: {e}. Offline, pass path= a local dataset directory "
             "or {'train': file(s), 'test': file(s)} of json/jsonl/csv/parquet."
         ) from e
@@ -120,13 +121,13 @@ def _sample(
             try:
                 examples += binarize(row, rng)
             except (KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
-                raise ValueError(f"{name}: split {split_name!r}, row {index} (from 0): {type(e).__name__}: "
-                                 f"{e} (columns: {', '.join(split.column_names)})") from e
+                raise ConfigError(f"{name}: split {split_name!r}, row {index} (from 0): {type(e).__name__}: "
+                                  f"{e} (columns: {', '.join(split.column_names)})") from e
         if n is not None and len(examples) >= n:
             break
     if n is not None:
         if len(examples) < n:
-            raise ValueError(
+            raise ConfigError(
                 f"{name}: split {split_name!r} yields only {len(examples)} examples, fewer than "
                 f"the {n} asked for (pass None to take them all)"
             )
@@ -148,7 +149,7 @@ def _task(
     test = "test" if "test" in splits and _labeled(splits["test"], label_column) else "validation"
     for needed in ("train", test):
         if needed not in splits:
-            raise ValueError(
+            raise ConfigError(
                 f"{name}: {path!r} has splits {sorted(splits)}, needs 'train' and a labeled "
                 "'test' or 'validation'; for local files pass path={'train': ..., 'test': ...}"
             )

@@ -12,6 +12,7 @@ import pathlib
 import random
 import sys
 
+from w2s.config import ConfigError, MissingFileError
 from w2s.tasks import Example, TaskData, register_task
 
 # Searched after $WNHOME/dict, $WNHOME and $WORDNET_DIR; module-level so tests can redirect them.
@@ -61,7 +62,7 @@ def find_dir() -> pathlib.Path:
         if (d / "data.noun").is_file():
             return d
     looked = "\n".join(f"  {d}" for d in dirs)
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"WordNet database files (data.noun) not found. Looked in:\n{looked}\n"
         "Install them with `apt-get install wordnet-base` or `python -m nltk.downloader wordnet`, "
         "or point $WORDNET_DIR at a directory holding data.noun."
@@ -207,7 +208,7 @@ def by_lexicographer_file(offsets: list[int], nouns: dict[int, Synset]) -> dict[
 
 def _halves(name: str, n_train: int, n_test: int) -> tuple[int, int]:
     if n_train <= 0 or n_test <= 0 or n_train % 2 or n_test % 2:
-        raise ValueError(
+        raise ConfigError(
             f"{name}: n_train and n_test must be positive and even so classes balance exactly, "
             f"got {n_train} and {n_test}"
         )
@@ -226,7 +227,7 @@ def _category_task(
     for label in (0, 1):
         offsets = sorted(o for o in vocab if (o in inside) == bool(label))
         if len(offsets) < half_train + half_test:
-            raise ValueError(
+            raise ConfigError(
                 f"{name}: WordNet has {len(offsets)} eligible words of class {label}, but "
                 f"n_train={n_train}, n_test={n_test} need {half_train + half_test} of each class"
             )
@@ -276,7 +277,7 @@ def wordnet_gloss(seed: int, n_train: int = 4000, n_test: int = 1000) -> TaskDat
     rng = random.Random(seed)
     rng.shuffle(offsets)
     if len(offsets) < n_train + n_test:
-        raise ValueError(
+        raise ConfigError(
             f"wordnet_gloss: WordNet has {len(offsets)} eligible synsets, but n_train={n_train}, "
             f"n_test={n_test} need {n_train + n_test}"
         )
@@ -303,6 +304,6 @@ def _gloss_side(
                 break
     if len(examples) < 2 * half:
         found = len(examples) - half
-        raise ValueError(f"wordnet_gloss: found distractors for only {found} of {half} examples")
+        raise ConfigError(f"wordnet_gloss: found distractors for only {found} of {half} examples")
     rng.shuffle(examples)
     return examples
