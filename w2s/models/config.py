@@ -9,7 +9,7 @@ from typing import Any
 class TransformerConfig:
     """Shapes and options of a backbone; `arch` picks the module that reads it."""
 
-    arch: str  # 'bert' | 'gpt2' | 'llama' (llama also covers qwen2) | 'gpt_neox' (Pythia)
+    arch: str  # 'bert' | 'gpt2' | 'llama' (llama also covers qwen2) | 'gpt_neox' (Pythia) | 'mpnet'
     vocab_size: int
     hidden_size: int
     num_layers: int
@@ -113,8 +113,12 @@ class TransformerConfig:
                 qkv_bias=d.get("attention_bias", True),
                 tie_embeddings=d.get("tie_word_embeddings", False),
             )
+        if model_type == "mpnet":
+            from w2s.models.mpnet import config_from_hf  # mpnet.py imports this module
+
+            return config_from_hf(d)
         raise ValueError(
-            f"unsupported model_type {model_type!r}; supported: bert, gpt2, llama, qwen2, gpt_neox"
+            f"unsupported model_type {model_type!r}; supported: bert, gpt2, llama, qwen2, gpt_neox, mpnet"
         )
 
 

@@ -25,9 +25,9 @@ from w2s.models.config import TransformerConfig
 
 _INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 _SINGLES = ("model.safetensors", "pytorch_model.bin")
-# Wrappers such as BertForMaskedLM, GPT2LMHeadModel, LlamaForCausalLM or GPTNeoXForCausalLM nest
+# Wrappers such as BertForMaskedLM, GPT2LMHeadModel, LlamaForCausalLM, GPTNeoXForCausalLM or MPNetForMaskedLM nest
 # the backbone.
-_PREFIXES = ("bert.", "transformer.", "model.", "gpt_neox.")
+_PREFIXES = ("bert.", "transformer.", "model.", "gpt_neox.", "mpnet.")
 # Heads of task models (GPT-NeoX calls its LM head embed_out) and non-parameter buffers of older
 # checkpoints: not part of a backbone.
 _IGNORED = re.compile(
