@@ -18,7 +18,7 @@ from tests.test_train import CFG, losses_of, run, toy_data
 from w2s import sharding
 from w2s.models import build_backbone, build_classifier, sources
 from w2s.models.classifier import Classifier
-from w2s.models.mpnet import MPNet, relative_position_buckets
+from w2s.models.mpnet import MPNet, read_config, relative_position_buckets
 from w2s.train import predict_logits
 
 LENGTH = 20
@@ -154,9 +154,7 @@ SMALL = transformers.MPNetConfig(  # projections of at least sharding's min_size
 
 
 def small_classifier(seed: int = 0) -> Classifier:
-    from w2s.models.mpnet import config_from_hf
-
-    return Classifier(MPNet(config_from_hf(SMALL.to_dict()), rngs=nnx.Rngs(seed)), "mean")
+    return Classifier(MPNet(read_config(SMALL.to_dict()), rngs=nnx.Rngs(seed)), "mean")
 
 
 def test_megatron_rules_split_heads_and_mlp_over_model():

@@ -18,7 +18,8 @@ from flax import nnx
 from w2s.models import layers
 from w2s.models.bert import BertLayer
 from w2s.models.config import TransformerConfig
-from w2s.models.loading import NameMap, _linear, _norm, _same
+from w2s.models.family import register_family
+from w2s.models.loading import NameMap, linear_names, norm_names, unchanged
 
 # HF hard-codes these, whatever config.json says: MPNetEmbeddings' padding index (position ids
 # start after it), and compute_position_bias' 32 buckets over a maximal distance of 128.
@@ -45,6 +46,54 @@ def relative_position_buckets(length: int) -> np.ndarray:
     return (np.where(distance < 0, half, 0) + near_or_far).astype(np.int32)
 
 
+def read_config(d: dict[str, Any]) -> TransformerConfig:
+    """An HF MPNet config.json dict; max_position is the longest text, two short of the table."""
+    if d.get("relative_attention_num_buckets", NUM_BUCKETS) != NUM_BUCKETS:
+        raise ValueError(
+            f"relative_attention_num_buckets={d['relative_attention_num_buckets']}: transformers' MPNet "
+            f"always buckets relative positions into {NUM_BUCKETS}, so only {NUM_BUCKETS} is supported"
+        )
+    heads = d["num_attention_heads"]
+    return TransformerConfig(
+        arch="mpnet",
+        vocab_size=d["vocab_size"],
+        hidden_size=d["hidden_size"],
+        num_layers=d["num_hidden_layers"],
+        num_heads=heads,
+        num_kv_heads=heads,
+        head_dim=d["hidden_size"] // heads,
+        intermediate_size=d["intermediate_size"],
+        max_position=d["max_position_embeddings"] - PADDING_IDX - 1,
+        norm_eps=d.get("layer_norm_eps", 1e-12),
+        activation=d.get("hidden_act", "gelu"),
+        qkv_bias=True,
+    )
+
+
+def checkpoint_names(cfg: TransformerConfig) -> NameMap:
+    """Our parameter paths -> HF MPNetModel tensor names."""
+    m: NameMap = {
+        ("token_embed", "embedding"): ("embeddings.word_embeddings.weight", unchanged),
+        ("position_embed", "embedding"): ("embeddings.position_embeddings.weight", unchanged),
+        **norm_names(("embed_norm",), "embeddings.LayerNorm"),
+        ("relative_bias", "embedding"): ("encoder.relative_attention_bias.weight", unchanged),
+    }
+    for i in range(cfg.num_layers):
+        ours, hf = ("layers", i), f"encoder.layer.{i}"
+        for name, short in (("query", "q"), ("key", "k"), ("value", "v"), ("out", "o")):
+            m |= linear_names(ours + ("attn", name), f"{hf}.attention.attn.{short}")
+        m |= norm_names(ours + ("attn_norm",), f"{hf}.attention.LayerNorm")
+        m |= linear_names(ours + ("mlp_in",), f"{hf}.intermediate.dense")
+        m |= linear_names(ours + ("mlp_out",), f"{hf}.output.dense")
+        m |= norm_names(ours + ("mlp_norm",), f"{hf}.output.LayerNorm")
+    return m
+
+
+# sentence-transformers trained all-mpnet-base-v2 on the mean of its real tokens. The projections
+# split over `model` as BERT's: the layers are BertLayers.
+@register_family("mpnet", model_types=("mpnet",), read_config=read_config, checkpoint_names=checkpoint_names,
+                 prefixes=("mpnet.",), pooling="mean", column_parallel=("query", "key", "value", "mlp_in"),
+                 row_parallel=("out", "mlp_out"))
 class MPNet(nnx.Module):
     def __init__(
         self,
@@ -74,46 +123,3 @@ class MPNet(nnx.Module):
         for layer in self.layers:
             x = layer(x, attention_mask, bias)
         return x
-
-
-def config_from_hf(d: dict[str, Any]) -> TransformerConfig:
-    """An HF MPNet config.json dict; max_position is the longest text, two short of the table."""
-    if d.get("relative_attention_num_buckets", NUM_BUCKETS) != NUM_BUCKETS:
-        raise ValueError(
-            f"relative_attention_num_buckets={d['relative_attention_num_buckets']}: transformers' MPNet "
-            f"always buckets relative positions into {NUM_BUCKETS}, so only {NUM_BUCKETS} is supported"
-        )
-    heads = d["num_attention_heads"]
-    return TransformerConfig(
-        arch="mpnet",
-        vocab_size=d["vocab_size"],
-        hidden_size=d["hidden_size"],
-        num_layers=d["num_hidden_layers"],
-        num_heads=heads,
-        num_kv_heads=heads,
-        head_dim=d["hidden_size"] // heads,
-        intermediate_size=d["intermediate_size"],
-        max_position=d["max_position_embeddings"] - PADDING_IDX - 1,
-        norm_eps=d.get("layer_norm_eps", 1e-12),
-        activation=d.get("hidden_act", "gelu"),
-        qkv_bias=True,
-    )
-
-
-def checkpoint_names(cfg: TransformerConfig) -> NameMap:
-    """Our parameter paths -> HF MPNetModel tensor names."""
-    m: NameMap = {
-        ("token_embed", "embedding"): ("embeddings.word_embeddings.weight", _same),
-        ("position_embed", "embedding"): ("embeddings.position_embeddings.weight", _same),
-        **_norm(("embed_norm",), "embeddings.LayerNorm"),
-        ("relative_bias", "embedding"): ("encoder.relative_attention_bias.weight", _same),
-    }
-    for i in range(cfg.num_layers):
-        ours, hf = ("layers", i), f"encoder.layer.{i}"
-        for name, short in (("query", "q"), ("key", "k"), ("value", "v"), ("out", "o")):
-            m |= _linear(ours + ("attn", name), f"{hf}.attention.attn.{short}")
-        m |= _norm(ours + ("attn_norm",), f"{hf}.attention.LayerNorm")
-        m |= _linear(ours + ("mlp_in",), f"{hf}.intermediate.dense")
-        m |= _linear(ours + ("mlp_out",), f"{hf}.output.dense")
-        m |= _norm(ours + ("mlp_norm",), f"{hf}.output.LayerNorm")
-    return m
