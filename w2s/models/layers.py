@@ -97,8 +97,10 @@ class Attention(nnx.Module):
         *,
         causal: bool,
         rope: tuple[jax.Array, jax.Array] | None = None,
+        bias: jax.Array | None = None,
     ) -> jax.Array:
-        """x [B, T, H], attention_mask [B, T] (1 = real tokens, then padding) -> [B, T, H].
+        """x [B, T, H], attention_mask [B, T] (1 = real tokens, then padding) -> [B, T, H];
+        bias [1, N, T, T], if given, is added to every row's scaled scores (MPNet's relative positions).
 
         Only keys are masked: outputs at padded query positions are computed but never meaningful.
         """
@@ -107,7 +109,8 @@ class Attention(nnx.Module):
         # Right padding makes the key mask a per-row length, which cuDNN's fused kernel accepts.
         lengths = jnp.sum(attention_mask, axis=-1, dtype=jnp.int32)
         y = jax.nn.dot_product_attention(
-            q, k, v, is_causal=causal, key_value_seq_lengths=lengths, implementation=attention_impl(q)
+            q, k, v, None if bias is None else bias.astype(q.dtype), is_causal=causal,
+            key_value_seq_lengths=lengths, implementation=attention_impl(q),
         )
         return self.out(y.reshape(*x.shape[:2], -1))
 
