@@ -128,9 +128,17 @@ def _batch(tokenizer):
     return ids, mask
 
 
-def _max_diff_real(a, b, mask) -> float:
-    """Padded positions hold garbage in both implementations: compare real tokens only."""
-    return float(np.abs(np.asarray(a) - np.asarray(b))[mask.astype(bool)].max())
+def _assert_close(ours, theirs, mask) -> None:
+    """Within 1e-4 of the largest value (1e-4 absolute below 1), on real tokens only: padded
+    positions hold garbage in both implementations. Real checkpoints need the scale: Qwen2.5's
+    residual stream reaches ~1,800 and its outputs ~100, where float32 rounding over 24 layers gives
+    ~2e-3 (it grows smoothly layer by layer; transformers' own eager and sdpa attention differ by
+    2.7e-4 there)."""
+    real = mask.astype(bool)
+    ours, theirs = np.asarray(ours)[real], np.asarray(theirs)[real]
+    scale, diff = max(1.0, float(np.abs(theirs).max())), float(np.abs(ours - theirs).max())
+    print(f"max |difference| {diff:.2g} at values up to {scale:.3g}")  # shown by pytest -s
+    assert diff <= 1e-4 * scale, (diff, scale)
 
 
 @pytest.mark.parametrize("name", DECODERS)
@@ -149,11 +157,8 @@ def test_decoder_matches_transformers_on_the_gguf(name, offline_model, original_
         states = reference.model(input_ids=torch.tensor(ids, dtype=torch.long),
                                  attention_mask=torch.tensor(mask)).last_hidden_state
         theirs = states.numpy(), reference.lm_head(states).numpy()
-    assert _max_diff_real(ours[0], theirs[0], mask) <= 1e-4
-    # Logits reach ~40, where float32 rounding of a d-long dot product alone is ~1e-4: allow 1e-5 of
-    # each logit's size on top (SmolLM2 measured 1.1e-4 at |logit| <= 40).
-    real = mask.astype(bool)
-    assert np.all(np.abs(ours[1] - theirs[1])[real] <= 1e-4 + 1e-5 * np.abs(theirs[1])[real])
+    _assert_close(ours[0], theirs[0], mask)
+    _assert_close(ours[1], theirs[1], mask)
 
 
 @pytest.mark.parametrize("name", GGUF_MODELS)
@@ -188,12 +193,12 @@ def test_minilm_l3_matches_transformers_and_its_onnx_graph(offline_model, origin
     with torch.no_grad():
         theirs = reference(input_ids=torch.tensor(ids, dtype=torch.long),
                            attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
-    assert _max_diff_real(ours, theirs, mask) <= 1e-4
+    _assert_close(ours, theirs, mask)
     # "onnx::Shape_422" is the graph's last LayerNorm: the encoder's output before pooling.
     graph = ReferenceEvaluator(str(original_checkpoint("minilm-l3")))
     (onnx_out,) = graph.run(["onnx::Shape_422"], {"input_ids": ids.astype(np.int64),
                                                    "attention_mask": mask.astype(np.int64)})
-    assert _max_diff_real(ours, onnx_out, mask) <= 1e-4
+    _assert_close(ours, onnx_out, mask)
 
 
 def test_minilm_l3_shares_minilm_l6_vocabulary(offline_model):

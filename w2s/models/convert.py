@@ -187,6 +187,7 @@ def _decoder_config(meta: dict[str, Any], arch: str, names: set[str]) -> dict[st
         "bos_token_id": meta.get("tokenizer.ggml.bos_token_id"),
         "eos_token_id": meta.get("tokenizer.ggml.eos_token_id"),
         "pad_token_id": meta.get("tokenizer.ggml.padding_token_id"),
+        "unk_token_id": meta.get("tokenizer.ggml.unknown_token_id"),
         "torch_dtype": "float32",
     }
 
