@@ -218,7 +218,6 @@ def _gemma3_config(meta: dict[str, Any], names: set[str]) -> dict[str, Any]:
         # llama.cpp scales scores by head_dim ** -0.5 for every Gemma-3 but the 27B.
         "query_pre_attn_scalar": head_dim,
         "sliding_window": meta["gemma3.attention.sliding_window"],
-        "sliding_window_pattern": _GEMMA3_PATTERN,
         "layer_types": layer_types,
         "rope_local_base_freq": _GEMMA3_LOCAL_ROPE,
         "rope_scaling": None,
