@@ -1,0 +1,141 @@
+"""Tables and plots of docs/aux_conf.md from the stage records of aux_conf_diagnosis.py runs.
+
+    python experiments/aux_conf_report.py /tmp/aux_conf/main                  # PGR per student and seed
+    python experiments/aux_conf_report.py /tmp/aux_conf/main --curves         # test accuracy at each evaluation
+    python experiments/aux_conf_report.py /tmp/aux_conf/main --plot docs/aux_conf_agreement.png \\
+        --students xent,aux_conf,aux_conf_ramp100
+
+It reads <dir>/seed_*/{weak,ceiling,student_*}.json, so students finished before a run ends count.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import statistics
+import sys
+
+from w2s import metrics
+from w2s.checkpoint import read_json
+
+
+def load_runs(results_dir: pathlib.Path) -> dict[int, dict]:
+    """seed -> {"order": the config's students, "weak": acc, "ceiling": acc, "students": {name: record}}
+    for seeds whose weak and ceiling stages are done."""
+    runs = {}
+    for seed_dir in sorted(results_dir.glob("seed_*")):
+        if not (seed_dir / "ceiling.json").exists() or not (seed_dir / "weak.json").exists():
+            continue
+        students = {p.stem.removeprefix("student_"): read_json(p) for p in sorted(seed_dir.glob("student_*.json"))}
+        runs[int(seed_dir.name.removeprefix("seed_"))] = {
+            "order": list(read_json(seed_dir / "config.json")["losses"]),
+            "weak": read_json(seed_dir / "weak.json")["test_accuracy"],
+            "ceiling": read_json(seed_dir / "ceiling.json")["test_accuracy"],
+            "students": students,
+        }
+    return runs
+
+
+def _mean_std(values: list[float]) -> str:
+    """mean ± sample standard deviation (ddof=1)."""
+    if len(values) < 2:
+        return f"{values[0]:+.2f}" if values else "-"
+    return f"{statistics.mean(values):+.2f} ± {statistics.stdev(values):.2f}"
+
+
+def student_names(runs: dict[int, dict]) -> list[str]:
+    """The students some seed has finished, in the order of its config."""
+    names: dict[str, None] = {}
+    for run in runs.values():
+        for name in run["order"]:
+            if name in run["students"]:
+                names.setdefault(name)
+    return list(names)
+
+
+def pgr_table(runs: dict[int, dict]) -> str:
+    """PGR of each student: mean ± std over seeds, per seed, and the final test accuracies."""
+    seeds = sorted(runs)
+    lines = [f"weak acc:    " + "  ".join(f"s{s} {runs[s]['weak']:.3f}" for s in seeds),
+             f"ceiling acc: " + "  ".join(f"s{s} {runs[s]['ceiling']:.3f}" for s in seeds), "",
+             "| student | PGR mean ± std | PGR per seed | test acc per seed | below 0.5 |", "|---|---|---|---|---|"]
+    for name in student_names(runs):
+        done = [s for s in seeds if name in runs[s]["students"]]
+        accs = [runs[s]["students"][name]["test_accuracy"] for s in done]
+        pgrs = [metrics.pgr(runs[s]["weak"], a, runs[s]["ceiling"]) for s, a in zip(done, accs)]
+        lines.append(f"| {name} | {_mean_std(pgrs)} | " + ", ".join(f"s{s} {p:+.2f}" for s, p in zip(done, pgrs))
+                     + " | " + ", ".join(f"{a:.3f}" for a in accs) + f" | {sum(a < 0.5 for a in accs)}/{len(accs)} |")
+    return "\n".join(lines)
+
+
+def evaluations(record: dict) -> list[dict]:
+    """A student's evaluations in step order, the final one (the record itself) last."""
+    during = [r for r in record["history"] if "test_accuracy" in r]
+    last_step = max(r["step"] for r in record["history"])
+    return during + [{**{k: v for k, v in record.items() if k != "history"}, "step": last_step}]
+
+
+def curves_table(runs: dict[int, dict], key: str = "test_accuracy") -> str:
+    """`key` at each evaluation step, per student: the seeds' values."""
+    lines = []
+    for name in student_names(runs):
+        done = [s for s in sorted(runs) if name in runs[s]["students"]]
+        per_seed = {s: evaluations(runs[s]["students"][name]) for s in done}
+        steps = [r["step"] for r in per_seed[done[0]]]
+        if not lines:
+            lines = [f"| student | {key} at step " + " | ".join(str(t) for t in steps) + " |",
+                     "|---|" + "---|" * len(steps)]
+        cells = [" / ".join(f"{per_seed[s][i][key]:.3f}" for s in done) for i in range(len(steps))]
+        lines.append(f"| {name} (seeds {','.join(map(str, done))}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_agreement(runs: dict[int, dict], students: list[str], path: pathlib.Path) -> None:
+    """Per seed (columns) and student (lines): the hardened labels' agreement with the weak labels
+    (dashed) and with the ground truth (solid) of the training examples, against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = sorted(runs)
+    fig, axes = plt.subplots(1, len(seeds), figsize=(3.2 * len(seeds), 2.8), sharey=True, squeeze=False)
+    for ax, seed in zip(axes[0], seeds):
+        for i, name in enumerate(n for n in students if n in runs[seed]["students"]):
+            evals = evaluations(runs[seed]["students"][name])
+            steps = [r["step"] for r in evals]
+            color = f"C{i}"
+            ax.plot(steps, [r["hard_agree_truth"] for r in evals], "-o", color=color, ms=3, label=f"{name}: truth")
+            ax.plot(steps, [r["hard_agree_weak"] for r in evals], "--", color=color, label=f"{name}: weak")
+        ax.axhline(0.5, color="grey", lw=0.5)
+        ax.set_title(f"seed {seed}", fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("agreement of hardened labels", fontsize=8)
+    axes[0][-1].legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results_dir", type=pathlib.Path)
+    parser.add_argument("--curves", action="store_true", help="test accuracy (and agreement) at each evaluation")
+    parser.add_argument("--plot", type=pathlib.Path, help="write the agreement plot here")
+    parser.add_argument("--students", default="xent,aux_conf", help="students of the plot, comma-separated")
+    args = parser.parse_args(argv)
+    runs = load_runs(args.results_dir)
+    if not runs:
+        print(f"{args.results_dir}: no seed with finished weak and ceiling stages", file=sys.stderr)
+        return 1
+    print(pgr_table(runs))
+    if args.curves:
+        for key in ("test_accuracy", "hard_agree_truth", "hard_agree_weak"):
+            print("\n" + curves_table(runs, key))
+    if args.plot:
+        plot_agreement(runs, args.students.split(","), args.plot)
+        print(f"\nwrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
