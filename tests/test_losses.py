@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from w2s import losses
+from w2s.losses.aux_conf import alpha_schedule
 
 
 def _logits_for_p1(p1):
@@ -40,7 +41,7 @@ FRACS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.5, 0.6, 0.7, 0.99)
 
 
 def schedule(**options):
-    return [float(losses.alpha_schedule(jnp.float32(f), **options)) for f in FRACS]
+    return [float(alpha_schedule(jnp.float32(f), **options)) for f in FRACS]
 
 
 def test_alpha_ramps_linearly_then_holds():
@@ -64,7 +65,7 @@ def test_delayed_start_is_zero_then_ramps():
 
 
 def test_schedule_options_may_be_traced():
-    alpha = jax.jit(losses.alpha_schedule)(jnp.float32(0.3), 0.5, jnp.float32(0.6), jnp.float32(0.1), jnp.float32(1.0))
+    alpha = jax.jit(alpha_schedule)(jnp.float32(0.3), 0.5, jnp.float32(0.6), jnp.float32(0.1), jnp.float32(1.0))
     assert float(alpha) == pytest.approx(0.5 * 0.2 / 0.6)
 
 
@@ -111,7 +112,7 @@ def test_students_name_variants_of_a_loss():
     assert losses.student_loss("slow", options) == losses.make_loss("aux_conf", warmup_frac=1.0)
     assert losses.student_loss("aux_conf", options) == losses.make_loss("aux_conf", alpha_max=0.5)
     assert losses.student_loss("xent", options) == losses.make_loss("xent")
-    with pytest.raises(ValueError, match=r"A variant names its loss: loss_options.fast"):
+    with pytest.raises(ValueError, match=r"student .fast.: a variant names its loss: loss_options.fast"):
         losses.student_loss("fast", options)
 
 
@@ -154,7 +155,44 @@ def test_threshold_and_hard_targets_carry_no_gradient():
 
 
 def test_unknown_loss_and_option_are_named():
-    with pytest.raises(ValueError, match="known losses: aux_conf, product, xent"):
+    with pytest.raises(ValueError, match="Did you mean 'aux_conf'.*Known losses: aux_conf, product, reverse_xent"):
         losses.make_loss("auxconf")
     with pytest.raises(ValueError, match="alpha"):
         losses.make_loss("aux_conf", alpha=0.5)
+
+
+def test_reverse_xent_by_hand():
+    logits = _logits_for_p1([0.25, 0.5])
+    weak = jnp.array([[0.8, 0.2], [1.0, 0.0]])  # the second clipped at min_prob
+    # -sum_k f(k) log w(k): row 1: -(0.75 log 0.8 + 0.25 log 0.2); row 2: -(0.5 log 1 + 0.5 log 1e-4).
+    reverse = (-(0.75 * math.log(0.8) + 0.25 * math.log(0.2)) - 0.5 * math.log(1e-4)) / 2
+    loss = losses.make_loss("reverse_xent")
+    assert float(loss(logits, weak, step_frac=jnp.float32(0), class1_threshold=None)) == pytest.approx(reverse, rel=1e-5)
+    mixed = losses.make_loss("reverse_xent", forward_weight=0.25)
+    forward = float(losses.soft_cross_entropy(logits, jnp.clip(weak, 0, 1)))
+    value = mixed(logits, weak, step_frac=jnp.float32(0), class1_threshold=None)
+    assert float(value) == pytest.approx(0.75 * reverse + 0.25 * forward, rel=1e-5)
+
+
+def test_reverse_xent_gradient_moves_the_student_towards_the_weak_class():
+    weak = jnp.array([[0.9, 0.1]])
+    grad = jax.grad(lambda z: losses.make_loss("reverse_xent")(z, weak, step_frac=0.0, class1_threshold=None))(
+        _logits_for_p1([0.5]))
+    assert float(grad[0, 1]) > 0 > float(grad[0, 0])  # descent raises class 0's logit
+
+
+def test_trust_filter_keeps_the_most_confident_weak_labels():
+    logits = _logits_for_p1([0.5, 0.25, 0.9, 0.6])
+    weak = jnp.array([[0.55, 0.45], [0.05, 0.95], [0.3, 0.7], [0.9, 0.1]])  # confidences .55 .95 .7 .9
+    loss = losses.make_loss("trust_filter", keep_frac=0.5)
+    kept = jnp.array([1, 3])  # the two most confident
+    expected = float(losses.soft_cross_entropy(logits[kept], weak[kept]))
+    assert float(loss(logits, weak, step_frac=0.0, class1_threshold=None)) == pytest.approx(expected, rel=1e-5)
+    everything = losses.make_loss("trust_filter", keep_frac=1.0)
+    assert float(everything(logits, weak, step_frac=0.0, class1_threshold=None)) == pytest.approx(
+        float(losses.soft_cross_entropy(logits, weak)), rel=1e-5)
+
+
+def test_a_loss_declares_the_threshold_it_needs():
+    assert losses.make_loss("aux_conf").needs_threshold
+    assert not any(losses.make_loss(n).needs_threshold for n in ("xent", "product", "reverse_xent", "trust_filter"))

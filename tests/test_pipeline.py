@@ -178,7 +178,7 @@ def test_named_students_share_the_weak_and_ceiling_stages(tmp_path, tiny_bert, m
 
 def test_a_student_that_is_no_loss_must_name_its_loss(tmp_path, tiny_bert):
     cfg = small_config(tmp_path, tiny_bert, "--config.losses=xent,aux_conf_slow")
-    with pytest.raises(ConfigError, match=r"config.losses: .*loss_options.aux_conf_slow = dict\(loss="):
+    with pytest.raises(ConfigError, match=r"config.losses: .*a variant names its loss: loss_options.aux_conf_slow = dict\(loss="):
         pipeline.validate(cfg)
     cfg.loss_options.aux_conf_slow = dict(loss="aux_conf", warmup_fraction=1.0)
     with pytest.raises(ConfigError, match="warmup_fraction"):

@@ -1,12 +1,14 @@
-"""Losses for training on (soft) labels: naive cross-entropy, auxiliary confidence, product.
+"""Losses for training on (soft) labels, one module each, registered by name in LOSSES.
 
-Every loss has one signature, `loss(logits, targets, *, step_frac, class1_threshold, **options)`,
-where `targets` are [B, 2] class probabilities (one-hot for ground truth, soft for weak labels),
-`step_frac` is the fraction of training done, in [0, 1], and `class1_threshold` is the detached
-per-example threshold of `balanced_threshold` that the train step computes (`Loss.thresholds`: over
-the whole effective batch by default, also when gradients are accumulated over micro-batches).
-A loss's options are its keyword arguments with defaults; the train step passes their values as
-traced data, so changing a value (a schedule, alpha_max) reuses the compiled step.
+A loss is a function `loss(logits, targets, *, step_frac, class1_threshold, **options)` (it
+declares only the reserved arguments it reads): `targets` are [B, 2] class probabilities (one-hot
+for ground truth, soft for weak labels), `step_frac` is the fraction of training done, in [0, 1],
+and a loss that declares `class1_threshold` gets the detached per-example threshold of
+`balanced_threshold` that the train step computes (`Loss.thresholds`: over the whole effective
+batch by default, also when gradients are accumulated over micro-batches). Its options are its
+other keyword arguments, read from its signature; the train step passes their values as traced
+data, so changing a value (a schedule, alpha_max) reuses the compiled step. A new loss is one file
+here and one `@LOSSES.register(name)` in it, imported at the end of this module.
 """
 from __future__ import annotations
 
@@ -18,7 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from w2s.config import ConfigError
+from w2s.registry import Registry, accepted_options, check_options
+
 Array = jax.Array
+LOSSES: Registry[Callable[..., Array]] = Registry("loss", "losses")
+RESERVED = ("step_frac", "class1_threshold")  # passed by the train step, not options
 
 # Options of every loss that needs the balanced threshold, read by the train step, not the loss:
 # threshold_batch (int): the threshold is taken over consecutive groups of this many examples of
@@ -69,70 +76,19 @@ def hard_targets(logits: Array, class1_threshold: Array) -> Array:
     return jnp.stack([1.0 - is_one, is_one], axis=-1)
 
 
-def alpha_schedule(step_frac: Array, alpha_max: Any, warmup_frac: Any, delay_frac: Any = 0.0,
-                   full_after_frac: Any = 1.0) -> Array:
-    """The weight of the confidence term at `step_frac`: 0 until `delay_frac`, then rising linearly
-    to alpha_max over `warmup_frac` of training (a step when it is 0), and alpha_max from
-    `full_after_frac` on. OpenAI's public code (weak_to_strong/loss.py) is warmup_frac=1,
-    full_after_frac=its warmup: alpha = alpha_max * step_frac, then alpha_max. Options may be traced."""
-    since = step_frac - delay_frac
-    ramp = jnp.where(warmup_frac > 0, jnp.clip(since / jnp.maximum(warmup_frac, 1e-12), 0.0, 1.0),
-                     (since >= 0).astype(jnp.float32))
-    return alpha_max * jnp.where(step_frac > full_after_frac, 1.0, ramp)
+def _reserved(fn: Callable[..., Array]) -> list[str]:
+    """The reserved arguments `fn` declares: the step passes it only those."""
+    return [r for r in RESERVED if r in inspect.signature(fn).parameters]
 
 
-def xent_loss(logits: Array, targets: Array, *, step_frac: Array, class1_threshold: Array) -> Array:
-    """Naive finetuning: cross-entropy against the (weak) targets."""
-    del step_frac, class1_threshold
-    return soft_cross_entropy(logits, targets)
+def _defaults(fn: Callable[..., Array]) -> dict[str, Any]:
+    """A loss's options and their defaults."""
+    names, _ = accepted_options(fn, fixed=2, reserved=RESERVED)
+    return {n: inspect.signature(fn).parameters[n].default for n in names}
 
 
-def aux_conf_loss(
-    logits: Array,
-    targets: Array,
-    *,
-    step_frac: Array,
-    class1_threshold: Array,
-    alpha_max: float = 0.75,
-    warmup_frac: float = 0.2,
-    delay_frac: float = 0.0,
-    full_after_frac: float = 1.0,
-) -> Array:
-    """Burns et al. (2023): (1-a)·CE(f, weak) + a·CE(f, hard(f)), letting the student disagree with W;
-    a follows `alpha_schedule`."""
-    alpha = alpha_schedule(step_frac, alpha_max, warmup_frac, delay_frac, full_after_frac)
-    hard = hard_targets(logits, class1_threshold)
-    return (1.0 - alpha) * soft_cross_entropy(logits, targets) + alpha * soft_cross_entropy(logits, hard)
-
-
-def product_loss(
-    logits: Array,
-    targets: Array,
-    *,
-    step_frac: Array,
-    class1_threshold: Array,
-    weak_power: float = 1.0,
-    student_power: float = 1.0,
-) -> Array:
-    """Product of experts: CE against weak^a · student^b (renormalised, detached)."""
-    del step_frac, class1_threshold
-    student = jax.nn.softmax(jax.lax.stop_gradient(logits).astype(jnp.float32), axis=-1)
-    combined = jnp.power(targets, weak_power) * jnp.power(student, student_power)
-    combined = combined / jnp.maximum(jnp.sum(combined, axis=-1, keepdims=True), 1e-30)
-    return soft_cross_entropy(logits, combined)
-
-
-_LOSSES: dict[str, tuple[Callable[..., Array], bool]] = {  # name: (function, needs the threshold)
-    "xent": (xent_loss, False),
-    "aux_conf": (aux_conf_loss, True),
-    "product": (product_loss, False),
-}
-
-
-def _options_of(fn: Callable[..., Array]) -> dict[str, float]:
-    """A loss's options and their defaults: its keyword-only arguments with defaults."""
-    return {p.name: p.default for p in inspect.signature(fn).parameters.values()
-            if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
+def needs_threshold(fn: Callable[..., Array]) -> bool:
+    return "class1_threshold" in inspect.signature(fn).parameters
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +104,7 @@ class Loss:
 
     @property
     def needs_threshold(self) -> bool:
-        return _LOSSES[self.name][1]
+        return needs_threshold(LOSSES.get(self.name))
 
     @property
     def compiled_key(self) -> tuple:
@@ -162,8 +118,9 @@ class Loss:
                  options: Mapping[str, Array] | None = None) -> Array:
         """The loss; `options` (traced values of this loss's options) replace the bound ones."""
         values = dict(self.options) if options is None else dict(options)
-        fn = _LOSSES[self.name][0]
-        return fn(logits, targets, step_frac=step_frac, class1_threshold=class1_threshold, **values)
+        fn = LOSSES.get(self.name)
+        reserved = {"step_frac": step_frac, "class1_threshold": class1_threshold}
+        return fn(logits, targets, **{k: reserved[k] for k in _reserved(fn)}, **values)
 
     def thresholds(self, logits: Array, targets: Array, running: Array, step: Array) -> tuple[Array, Array]:
         """Per-example class-1 thresholds [B] of the effective batch's (detached) logits and the new
@@ -179,21 +136,19 @@ class Loss:
 
 
 def known_losses() -> list[str]:
-    return sorted(_LOSSES)
+    return LOSSES.names()
 
 
 def make_loss(name: str, **options: float) -> Loss:
     """Binds a registered loss's options (unknown names and options are refused by name)."""
-    if name not in _LOSSES:
-        raise ValueError(f"Unknown loss {name!r}; known losses: {', '.join(known_losses())}.")
-    fn, needs_threshold = _LOSSES[name]
-    defaults = _options_of(fn)
-    accepted = {**defaults, **(THRESHOLD_OPTIONS if needs_threshold else {})}
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ValueError(
-            f"Loss {name!r} got unknown option(s) {unknown}; it accepts: {sorted(accepted) or 'none'}."
-        )
+    fn = LOSSES.get(name)
+    defaults = _defaults(fn)
+    step_options = THRESHOLD_OPTIONS if needs_threshold(fn) else {}  # read by the step, not the loss
+    try:
+        check_options(f"loss {name!r}", fn, {k: v for k, v in options.items() if k not in step_options},
+                      fixed=2, reserved=_reserved(fn))
+    except ConfigError as e:
+        raise ConfigError(f"{e} The train step reads {', '.join(step_options)} too.") if step_options else e from None
     threshold = {k: options.pop(k) for k in THRESHOLD_OPTIONS if k in options}
     batch, decay = int(threshold.get("threshold_batch", 0)), float(threshold.get("threshold_decay", 0.0))
     if batch and decay:
@@ -212,7 +167,10 @@ def student_loss(student: str, loss_options: Mapping[str, Mapping[str, Any]]) ->
     with loss_options.aux_conf_slow = dict(loss="aux_conf", warmup_frac=1.0)."""
     options = dict(loss_options.get(student, {}))
     name = options.pop("loss", student)
-    if name not in _LOSSES:
-        raise ValueError(f"Unknown loss {name!r} (student {student!r}); known losses: {', '.join(known_losses())}. "
-                         f"A variant names its loss: loss_options.{student} = dict(loss='aux_conf', ...).")
+    LOSSES.get(name, hint=f" (student {student!r}: a variant names its loss: "
+                          f"loss_options.{student} = dict(loss='aux_conf', ...))")
     return make_loss(name, **options)
+
+
+# The built-in losses register themselves; imported last, as they use the helpers above.
+from w2s.losses import aux_conf, product, reverse_xent, trust_filter, xent  # noqa: E402,F401
