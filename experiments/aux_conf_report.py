@@ -5,7 +5,8 @@
     python experiments/aux_conf_report.py /tmp/aux_conf/main --plot docs/aux_conf_agreement.png \\
         --students xent,aux_conf,aux_conf_ramp100
 
-It reads <dir>/seed_*/{weak,ceiling,student_*}.json, so students finished before a run ends count.
+It reads the stage records (<dir>/seed_*/{weak,ceiling,student_*}.json of a run, or a sweep's), so
+students finished before a run ends count.
 """
 from __future__ import annotations
 
@@ -20,17 +21,30 @@ from w2s.checkpoint import read_json
 
 def load_runs(results_dir: pathlib.Path) -> dict[int, dict]:
     """seed -> {"order": the config's students, "weak": acc, "ceiling": acc, "students": {name: record}}
-    for seeds whose weak and ceiling stages are done."""
+    for seeds whose weak and ceiling stages are done: from a run's folder (w2s run) or a sweep's
+    (w2s sweep, its first model the weak, its last the strong)."""
     runs = {}
-    for seed_dir in sorted(results_dir.glob("seed_*")):
-        if not (seed_dir / "ceiling.json").exists() or not (seed_dir / "weak.json").exists():
+    sweep_config = results_dir / "sweep_config.json"
+    if sweep_config.exists():
+        cfg = read_json(sweep_config)
+        weak, strong = cfg["models"][0], cfg["models"][-1]
+        order, seed_dirs = list(cfg["methods"]), sorted(results_dir.glob(f"{cfg['tasks'][0]}/seed_*"))
+        stage_files = lambda d: (d / weak / "weak.json", d / strong / "ceiling.json",  # noqa: E731
+                                 {p.stem: p for p in (d / f"{weak}_to_{strong}").glob("*.json")})
+    else:
+        seed_dirs = sorted(results_dir.glob("seed_*"))
+        order = None
+        stage_files = lambda d: (d / "weak.json", d / "ceiling.json",  # noqa: E731
+                                 {p.stem.removeprefix("student_"): p for p in d.glob("student_*.json")})
+    for seed_dir in seed_dirs:
+        weak_file, ceiling_file, student_files = stage_files(seed_dir)
+        if not weak_file.exists() or not ceiling_file.exists():
             continue
-        students = {p.stem.removeprefix("student_"): read_json(p) for p in sorted(seed_dir.glob("student_*.json"))}
         runs[int(seed_dir.name.removeprefix("seed_"))] = {
-            "order": list(read_json(seed_dir / "config.json")["losses"]),
-            "weak": read_json(seed_dir / "weak.json")["test_accuracy"],
-            "ceiling": read_json(seed_dir / "ceiling.json")["test_accuracy"],
-            "students": students,
+            "order": order or list(read_json(seed_dir / "config.json")["losses"]),
+            "weak": read_json(weak_file)["test_accuracy"],
+            "ceiling": read_json(ceiling_file)["test_accuracy"],
+            "students": {name: read_json(path) for name, path in sorted(student_files.items())},
         }
     return runs
 
