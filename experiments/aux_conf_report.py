@@ -24,25 +24,27 @@ def load_runs(results_dir: pathlib.Path) -> dict[int, dict]:
     for seeds whose weak and ceiling stages are done: from a run's folder (w2s run) or a sweep's
     (w2s sweep, its first model the weak, its last the strong)."""
     runs = {}
-    sweep_config = results_dir / "sweep_config.json"
-    if sweep_config.exists():
-        cfg = read_json(sweep_config)
-        weak, strong = cfg["models"][0], cfg["models"][-1]
-        order, seed_dirs = list(cfg["methods"]), sorted(results_dir.glob(f"{cfg['tasks'][0]}/seed_*"))
-        stage_files = lambda d: (d / weak / "weak.json", d / strong / "ceiling.json",  # noqa: E731
-                                 {p.stem: p for p in (d / f"{weak}_to_{strong}").glob("*.json")})
+    if (results_dir / "sweep_config.json").exists():  # one task, one pair: <weak>_to_<strong>
+        seed_dirs, order = sorted(results_dir.glob("*/seed_*")), []
+        stage_files = lambda d: next(  # noqa: E731
+            (d / weak / "weak.json", d / strong / "ceiling.json", {p.stem: p for p in pair.glob("*.json")})
+            for pair in d.glob("*_to_*") for weak, strong in [pair.name.split("_to_")])
     else:
         seed_dirs = sorted(results_dir.glob("seed_*"))
         order = None
         stage_files = lambda d: (d / "weak.json", d / "ceiling.json",  # noqa: E731
                                  {p.stem.removeprefix("student_"): p for p in d.glob("student_*.json")})
     for seed_dir in seed_dirs:
+        if (results_dir / "sweep_config.json").exists() and not any(seed_dir.glob("*_to_*")):
+            continue
         weak_file, ceiling_file, student_files = stage_files(seed_dir)
         if not weak_file.exists() or not ceiling_file.exists():
             continue
-        runs[int(seed_dir.name.removeprefix("seed_"))] = {
-            "order": order or list(read_json(seed_dir / "config.json")["losses"]),
+        runs[int(seed_dir.name.removeprefix("seed_"))] = {  # a sweep's students in the order they trained
+            "order": order or list(read_json(seed_dir / "config.json")["losses"]) if not order and (
+                seed_dir / "config.json").exists() else sorted(student_files, key=lambda n: student_files[n].stat().st_mtime),
             "weak": read_json(weak_file)["test_accuracy"],
+            "weak_labels": read_json(weak_file)["weak_label_accuracy"],  # on split B, the students' data
             "ceiling": read_json(ceiling_file)["test_accuracy"],
             "students": {name: read_json(path) for name, path in sorted(student_files.items())},
         }
@@ -53,7 +55,7 @@ def _mean_std(values: list[float]) -> str:
     """mean ± sample standard deviation (ddof=1)."""
     if len(values) < 2:
         return f"{values[0]:+.2f}" if values else "-"
-    return f"{statistics.mean(values):+.2f} ± {statistics.stdev(values):.2f}"
+    return f"{statistics.mean(values):+.2f} ± {statistics.stdev(values):.2f}"  # statistics.stdev: ddof=1
 
 
 def student_names(runs: dict[int, dict]) -> list[str]:
@@ -66,18 +68,26 @@ def student_names(runs: dict[int, dict]) -> list[str]:
     return list(names)
 
 
-def pgr_table(runs: dict[int, dict]) -> str:
-    """PGR of each student: mean ± std over seeds, per seed, and the final test accuracies."""
+def pgr_table(runs: dict[int, dict], baseline: str = "xent") -> str:
+    """Each student: PGR (mean ± std over seeds, and per seed), its test accuracy's difference from
+    the `baseline` student's on the same seed (meaningful also where the gap is too small for PGR),
+    its final test accuracies, and how many seeds ended below chance."""
     seeds = sorted(runs)
     lines = [f"weak acc:    " + "  ".join(f"s{s} {runs[s]['weak']:.3f}" for s in seeds),
-             f"ceiling acc: " + "  ".join(f"s{s} {runs[s]['ceiling']:.3f}" for s in seeds), "",
-             "| student | PGR mean ± std | PGR per seed | test acc per seed | below 0.5 |", "|---|---|---|---|---|"]
+             f"ceiling acc: " + "  ".join(f"s{s} {runs[s]['ceiling']:.3f}" for s in seeds),
+             f"weak labels' accuracy on B: " + "  ".join(f"s{s} {runs[s]['weak_labels']:.3f}" for s in seeds), "",
+             f"| student | PGR mean ± std | PGR per seed | acc - {baseline} acc, mean ± std (per seed) "
+             "| test acc per seed | below 0.5 |", "|---|---|---|---|---|---|"]
     for name in student_names(runs):
         done = [s for s in seeds if name in runs[s]["students"]]
         accs = [runs[s]["students"][name]["test_accuracy"] for s in done]
         pgrs = [metrics.pgr(runs[s]["weak"], a, runs[s]["ceiling"]) for s, a in zip(done, accs)]
+        paired = [(s, a - runs[s]["students"][baseline]["test_accuracy"]) for s, a in zip(done, accs)
+                  if baseline in runs[s]["students"]]
         lines.append(f"| {name} | {_mean_std(pgrs)} | " + ", ".join(f"s{s} {p:+.2f}" for s, p in zip(done, pgrs))
-                     + " | " + ", ".join(f"{a:.3f}" for a in accs) + f" | {sum(a < 0.5 for a in accs)}/{len(accs)} |")
+                     + f" | {_mean_std([d * 100 for _, d in paired])} pt ("
+                     + ", ".join(f"{d * 100:+.1f}" for _, d in paired) + ") | "
+                     + ", ".join(f"{a:.3f}" for a in accs) + f" | {sum(a < 0.5 for a in accs)}/{len(accs)} |")
     return "\n".join(lines)
 
 
