@@ -148,14 +148,16 @@ def make_loss(name: str, **options: float) -> Loss:
         check_options(f"loss {name!r}", fn, {k: v for k, v in options.items() if k not in step_options},
                       fixed=2, reserved=_reserved(fn))
     except ConfigError as e:
-        raise ConfigError(f"{e} The train step reads {', '.join(step_options)} too.") if step_options else e from None
-    threshold = {k: options.pop(k) for k in THRESHOLD_OPTIONS if k in options}
+        if not step_options:
+            raise
+        raise ConfigError(f"{e} The train step reads {', '.join(step_options)} too.") from None
+    threshold = {k: options.pop(k) for k in step_options if k in options}
     batch, decay = int(threshold.get("threshold_batch", 0)), float(threshold.get("threshold_decay", 0.0))
     if batch and decay:
-        raise ValueError(f"Loss {name!r}: threshold_batch and threshold_decay cannot both be set; "
-                         "the running estimate is over whole effective batches.")
+        raise ConfigError(f"loss {name!r}: threshold_batch and threshold_decay cannot both be set; "
+                          "the running estimate is over whole effective batches.")
     if not 0.0 <= decay < 1.0:
-        raise ValueError(f"Loss {name!r}: threshold_decay must be in [0, 1), got {decay}.")
+        raise ConfigError(f"loss {name!r}: threshold_decay must be in [0, 1), got {decay}.")
     # Every option is bound, defaults too: the variants of a loss then share one compiled step.
     return Loss(name=name, options=tuple(sorted((k, float(v)) for k, v in {**defaults, **options}.items())),
                 threshold_batch=batch, threshold_decay=decay)
