@@ -146,8 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--curves", action="store_true", help="test accuracy (and agreement) at each evaluation")
     parser.add_argument("--plot", type=pathlib.Path, help="write the agreement plot here")
     parser.add_argument("--students", default="xent,aux_conf", help="students of the plot, comma-separated")
+    parser.add_argument("--seeds", help="only these seeds, comma-separated (default: all finished)")
     args = parser.parse_args(argv)
     runs = load_runs(args.results_dir)
+    if args.seeds:
+        runs = {s: run for s, run in runs.items() if s in {int(x) for x in args.seeds.split(",")}}
     if not runs:
         print(f"{args.results_dir}: no seed with finished weak and ceiling stages", file=sys.stderr)
         return 1
