@@ -99,9 +99,9 @@ def sharded_train_step(
     model: Classifier, mesh: jax.sharding.Mesh, cfg: TrainConfig, total_steps: int
 ) -> tuple[dict, Callable[[dict, dict], tuple[dict, dict]]]:
     """The initial state and the jitted step exactly as `w2s.train.train` builds them."""
-    optimizer = make_optimizer(cfg)
-    graphdef, state, state_sh = init_train_state(model, optimizer, mesh, total_steps, cfg.warmup_steps(total_steps))
-    step = make_train_step(graphdef, optimizer, make_loss("xent"), cfg.lr)
+    optimizer, loss = make_optimizer(cfg), make_loss("xent")
+    graphdef, state, state_sh = init_train_state(model, optimizer, mesh, total_steps, cfg.warmup_steps(total_steps), loss)
+    step = make_train_step(graphdef, optimizer, loss, cfg.lr)
     return state, jit_train_step(step, mesh, state_sh)
 
 

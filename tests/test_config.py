@@ -60,7 +60,7 @@ def test_validation_names_unknown_keys_in_files():
         validate(cfg)
     cfg = quickstart()
     cfg.losses = ("xent", "aux-conf")
-    with pytest.raises(ValueError, match="known losses"):
+    with pytest.raises(ValueError, match="unknown loss .aux-conf.. Did you mean .aux_conf.?.*Known losses"):
         validate(cfg)
     cfg = quickstart()
     cfg.strong.train.batch_size = 30

@@ -200,3 +200,13 @@ def test_median_pgr_leaves_out_self_pairs_and_formats_with_intervals():
     table = metrics.format_pgr_table(rows)
     assert f"0.50 [{low:.2f}, {high:.2f}]" in table
     assert re.search(r"xent\s+0\.75 \[\d\.\d\d, \d\.\d\d\]\s+2", table)
+
+
+def test_agreement_by_argmax_and_hardened_by_hand():
+    p1 = np.array([0.9, 0.45, 0.4, 0.2])
+    logits = np.stack([np.zeros(4), np.log(p1 / (1 - p1))], -1)
+    weak = np.array([[0.2, 0.8], [0.7, 0.3], [0.4, 0.6], [0.9, 0.1]])  # class-1 mass 0.45; argmax 1, 0, 1, 0
+    truth = np.array([1, 1, 1, 0])
+    # argmax: 1, 0, 0, 0. Hardened: the 0.55 quantile of p1 (0.4325) -> 1, 1, 0, 0.
+    assert metrics.agreement(logits, weak, truth) == pytest.approx(
+        {"agree_weak": 0.75, "agree_truth": 0.5, "hard_agree_weak": 0.5, "hard_agree_truth": 0.75})

@@ -155,3 +155,31 @@ def test_bad_input_gets_one_clear_line(tmp_path, tiny_bert, capsys):
         err = capsys.readouterr().err
         assert code == 2, overrides
         assert message in err and "Traceback" not in err, err
+
+
+def test_named_students_share_the_weak_and_ceiling_stages(tmp_path, tiny_bert, monkeypatch):
+    """Variants of a loss are students of one run: the weak model and ceiling train once, every
+    student is filed and tabled by its name, and its evaluations record its agreement with the
+    weak labels and with the truth."""
+    cfg = small_config(tmp_path, tiny_bert, "--config.losses=xent,aux_conf_slow", "--config.strong.train.eval_every=1")
+    cfg.loss_options.aux_conf_slow = dict(loss="aux_conf", warmup_frac=1.0)
+    calls = []
+    monkeypatch.setattr(pipeline, "train", lambda *a, **k: calls.append(k["desc"]) or _real_train(*a, **k))
+    (results,) = pipeline.run_experiment(cfg)
+    assert calls == ["weak (seed 0)", "ceiling (seed 0)", "student_xent (seed 0)", "student_aux_conf_slow (seed 0)"]
+    assert set(results["pgr"]) == {"xent", "aux_conf_slow"}
+    record = json.loads((tmp_path / "results" / "seed_0" / "student_aux_conf_slow.json").read_text())
+    evaluations = [r for r in record["history"] if "test_accuracy" in r]
+    assert evaluations and all(0 <= r[k] <= 1 for r in evaluations
+                               for k in ("agree_weak", "agree_truth", "hard_agree_weak", "hard_agree_truth"))
+    ceiling = json.loads((tmp_path / "results" / "seed_0" / "ceiling.json").read_text())
+    assert not any("agree_weak" in r for r in ceiling["history"])  # trained on the truth: nothing to compare
+
+
+def test_a_student_that_is_no_loss_must_name_its_loss(tmp_path, tiny_bert):
+    cfg = small_config(tmp_path, tiny_bert, "--config.losses=xent,aux_conf_slow")
+    with pytest.raises(ConfigError, match=r"config.losses: .*a variant names its loss: loss_options.aux_conf_slow = dict\(loss="):
+        pipeline.validate(cfg)
+    cfg.loss_options.aux_conf_slow = dict(loss="aux_conf", warmup_fraction=1.0)
+    with pytest.raises(ConfigError, match="warmup_fraction"):
+        pipeline.validate(cfg)

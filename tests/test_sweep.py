@@ -91,6 +91,20 @@ def test_plan_pairs_weak_below_strong_and_chains_the_methods(tiny_ladder, tmp_pa
     assert len({(r.weak, r.strong) for r in with_self}) == 6 and {r.seed for r in with_self} == {0, 1}
 
 
+def test_named_loss_variants_are_methods(tiny_ladder, tmp_path):
+    """aux_conf at alpha_max 0.5 beside the 0.75 default: one loss_options entry, then a method."""
+    cfg = tiny_config(tmp_path, "--config.methods=aux_conf,aux_conf_a50,reverse_xent")
+    cfg.loss_options.aux_conf_a50 = dict(loss="aux_conf", alpha_max=0.5)
+    students = {r.method: r.steps[-1] for r in sweep.plan(cfg) if (r.weak, r.strong) == ("tiny-l1", "tiny-l2")}
+    assert {m: (s.stage, s.loss) for m, s in students.items()} == {
+        "aux_conf": ("tiny-l1_to_tiny-l2/aux_conf", "aux_conf"),
+        "aux_conf_a50": ("tiny-l1_to_tiny-l2/aux_conf_a50", "aux_conf_a50"),
+        "reverse_xent": ("tiny-l1_to_tiny-l2/reverse_xent", "reverse_xent")}
+    cfg.loss_options.aux_conf_a50 = dict(loss="aux_conf", alpha=0.5)
+    with pytest.raises(ConfigError, match="config.loss_options.aux_conf_a50: .*Did you mean 'alpha_max'"):
+        sweep.validate(cfg)
+
+
 def test_sweep_shares_ground_truth_resumes_and_plots(tiny_ladder, tmp_path, monkeypatch, capsys):
     cfg = tiny_config(tmp_path, "--config.methods=xent,bootstrap,relabel")
     calls, targets = recording_train(monkeypatch)

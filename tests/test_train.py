@@ -196,13 +196,29 @@ def test_runs_of_different_lengths_share_one_compiled_step(monkeypatch):
 
     made = []
     monkeypatch.setattr(train_module, "jit_train_step", lambda *a: made.append(jit_train_step(*a)) or made[-1])
-    train_module._step_cache.cache_clear()
+    monkeypatch.setattr(train_module, "_COMPILED_STEPS", {})
     mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
     inputs, labels = toy_data()
     for n in (16, 32, 48):
         train(tiny_model(), inputs.take(np.arange(n)), one_hot(labels[:n]), CFG, loss=make_loss("xent"),
               mesh=mesh, seed=0, desc="test")
     assert len(made) == 1 and made[0]._cache_size() == 1
+
+
+def test_variants_of_a_loss_share_one_compiled_step_and_differ_in_result(monkeypatch):
+    """Option values are state: schedules and alpha_max reuse the step, and still change training."""
+    from w2s import train as train_module
+
+    made = []
+    monkeypatch.setattr(train_module, "jit_train_step", lambda *a: made.append(jit_train_step(*a)) or made[-1])
+    monkeypatch.setattr(train_module, "_COMPILED_STEPS", {})
+    mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
+    inputs, labels = toy_data()
+    soft = np.clip(one_hot(labels) * 0.8 + 0.1, 0, 1)
+    runs = [train(tiny_model(), inputs, soft, CFG, loss=make_loss("aux_conf", alpha_max=a, warmup_frac=w),
+                  mesh=mesh, seed=0, desc="test")[1] for a, w in ((0.75, 0.2), (0.25, 1.0))]
+    assert len(made) == 1 and made[0]._cache_size() == 1
+    assert not np.allclose(losses_of(runs[0]), losses_of(runs[1]))
 
 
 def test_background_save_holds_its_steps_state_while_training_donates_it(tmp_path):

@@ -21,6 +21,8 @@ def run_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = ()) ->
     results = pipeline.run_experiment(cfg)
     print()
     print(metrics.format_table(metrics.summarize(results)))
+    if "aux_conf" in cfg.losses:
+        print("aux_conf: why it hurts on the quickstart, measured: docs/aux_conf.md")
     print(f"\nresults: {cfg.output_dir}   (plot them with: w2s plot {cfg.output_dir})")
     return results
 

@@ -44,6 +44,20 @@ def softmax(logits: Any) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def agreement(student_logits: Any, targets: Any, truth: Any) -> dict[str, float]:
+    """How a student's predictions on its training examples agree with its (weak) soft targets and
+    with the ground truth: by argmax (`agree_weak`, `agree_truth`), and hardened as the confidence
+    loss hardens them (`hard_agree_weak`, `hard_agree_truth`): class 1 for the top fraction of
+    class-1 probabilities equal to the targets' mean class-1 mass, here over all the examples
+    rather than one batch."""
+    probs, targets = softmax(np.asarray(student_logits, np.float64)), np.asarray(targets, np.float64)
+    threshold = np.quantile(probs[:, 1], 1.0 - targets[:, 1].mean())
+    hardened = (probs[:, 1] > threshold).astype(np.int64)
+    weak, truth = targets.argmax(-1), np.asarray(truth)
+    return {"agree_weak": accuracy(probs, weak), "agree_truth": accuracy(probs, truth),
+            "hard_agree_weak": float(np.mean(hardened == weak)), "hard_agree_truth": float(np.mean(hardened == truth))}
+
+
 def pgr(weak_acc: float, student_acc: float, ceiling_acc: float) -> float:
     """Performance gap recovered: (student - weak) / (ceiling - weak).
 

@@ -9,8 +9,9 @@ and the name of their output (Stages), so sweeps (w2s.sweep) chain and share the
     <output_dir>/seed_<s>/weak.json        weak accuracy and training history
     <output_dir>/seed_<s>/weak_labels.npz  weak soft labels of split B, ground truth beside them
     <output_dir>/seed_<s>/ceiling.json     strong model trained on ground truth of B
-    <output_dir>/seed_<s>/student_<loss>.json
-    <output_dir>/seed_<s>/results.json     accuracies, PGR per loss, config, timings, versions
+    <output_dir>/seed_<s>/student_<name>.json  one per student of config.losses (a loss, or a named
+                                           variant of one: loss_options.<name>.loss)
+    <output_dir>/seed_<s>/results.json     accuracies, PGR per student, config, timings, versions
     <checkpoint_dir>/<run>/seed_<s>/<stage>/   orbax checkpoints
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ import shutil
 import subprocess
 import time
 from importlib import metadata
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +38,7 @@ from w2s import distributed, folder_lock, metrics, runtime, sharding
 from w2s.checkpoint import finish_saves, read_json, read_npz, read_record, write_json_atomic, write_npz_atomic
 from w2s.config import ConfigError, check_keys, refuse_changes
 from w2s.data import TextRows, one_hot
-from w2s.losses import known_losses, make_loss
+from w2s.losses import known_losses, student_loss
 from w2s.models import build_classifier
 from w2s.probe import Features, Probe
 from w2s.tasks import TaskData, load_task
@@ -60,11 +61,19 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{side}.dtype must be float32 or bfloat16, not {cfg[side].dtype!r}.")
     if not cfg.losses:
         raise ConfigError("config.losses is empty: name at least one student loss, e.g. ('xent',).")
-    for name in cfg.losses:
-        make_loss(name, **dict(cfg.loss_options.get(name, {})))
-    check_keys(cfg.loss_options, known_losses(), "config.loss_options")
+    check_students(cfg.losses, cfg.loss_options)
     if not cfg.seeds:
         raise ConfigError("config.seeds is empty.")
+
+
+def check_students(students: Sequence[str], loss_options: ml_collections.ConfigDict) -> None:
+    """Every student's loss and options bind; loss_options names only students or losses."""
+    for name in students:
+        try:
+            student_loss(name, loss_options)
+        except ValueError as e:
+            raise ConfigError(f"config.losses: {e}") from None
+    check_keys(loss_options, [*known_losses(), *students], "config.loss_options")
 
 
 def model_label(side: ml_collections.ConfigDict) -> str:
@@ -215,8 +224,15 @@ class Stages:
 
     # -- stages -------------------------------------------------------------------------------
     def _fit(self, spec: ModelSpec, stage: str, split: str, targets: np.ndarray, loss_name: str,
-             holdout_frac: float = 0.0, evals: int = 0) -> tuple[Callable[[str], np.ndarray], dict]:
+             holdout_frac: float = 0.0, evals: int = 0, truth: np.ndarray | None = None,
+             ) -> tuple[Callable[[str], np.ndarray], dict]:
         """Trains `spec` on a split's examples; returns its logits per split (a function) and the record.
+        `loss_name` is a student's name (w2s.losses.student_loss).
+
+        With `truth` (the split's ground truth, when the targets are another model's labels), every
+        evaluation also records how the student's predictions on its training examples agree with
+        the targets and with the truth, argmax and hardened as the confidence loss hardens them
+        (metrics.agreement).
 
         holdout_frac > 0 keeps that part of the examples, with their targets, out of training and
         reports the test accuracy at the evaluation (one of `evals`, the last at the end) whose
@@ -236,12 +252,15 @@ class Stages:
 
         def evaluate(m):
             scores = {"test_accuracy": metrics.accuracy(self._predict(m, test_inputs, cfg.eval_batch_size), test_labels)}
+            if truth is not None:
+                scores.update(metrics.agreement(self._predict(m, train_inputs.take(rows), cfg.eval_batch_size),
+                                                targets[rows], truth[rows]))
             if holdout_frac:
                 held_logits = self._predict(m, train_inputs.take(held), cfg.eval_batch_size)
                 scores["holdout_agreement"] = metrics.accuracy(held_logits, targets[held])
             return scores
 
-        loss = make_loss(loss_name, **dict(self.loss_options.get(loss_name, {})))
+        loss = student_loss(loss_name, self.loss_options)
         start = time.perf_counter()
         model, history = train(
             model, train_inputs.take(rows), targets[rows], cfg, loss=loss, mesh=self.mesh, seed=self.seed,
@@ -277,10 +296,10 @@ class Stages:
             return record
         if source in GROUND_TRUTH:
             split = "ab"[GROUND_TRUTH[source]]
-            targets = one_hot(np.asarray([label for _, label in self.examples(split)]))
+            targets, truth = one_hot(np.asarray([label for _, label in self.examples(split)])), None
         else:
-            split, (targets, _) = "b", self.labels(source)
-        predict, record = self._fit(spec, name, split, targets, loss_name, holdout_frac, evals)
+            split, (targets, truth) = "b", self.labels(source)
+        predict, record = self._fit(spec, name, split, targets, loss_name, holdout_frac, evals, truth=truth)
         if label_b:
             probs_b = metrics.softmax(predict("b"))
             labels_b = np.asarray([label for _, label in self.examples("b")], np.int32)
@@ -351,9 +370,9 @@ class Experiment(Stages):
         """The strong model on ground truth of B: the best a perfect supervisor could give."""
         return self.stage(self.strong, "ceiling", "gt_b")
 
-    def run_student(self, loss_name: str) -> dict:
-        """The strong model on the weak model's soft labels of B, with one loss."""
-        return self.stage(self.strong, f"student_{loss_name}", "weak", loss_name)
+    def run_student(self, name: str) -> dict:
+        """The strong model on the weak model's soft labels of B, as student `name` of config.losses."""
+        return self.stage(self.strong, f"student_{name}", "weak", name)
 
     def run(self) -> dict:
         """All stages, then results.json with accuracies and PGR per loss."""

@@ -7,7 +7,8 @@ model's weak labels and ceiling train once per (task, seed); a finished stage is
 whose row is in the table is skipped, and a killed sweep resumes where it stopped.
 
 Methods (config.methods):
-    xent, aux_conf, product   the strong model on the weak labels of B with that loss
+    xent, aux_conf, ...       the strong model on the weak labels of B with that loss (w2s.losses), or
+                              with a named variant of one: loss_options.<name> = dict(loss=..., ...)
     bootstrap                 through every rung in between: weak -> mid -> ... -> strong, each model
                               trained on its predecessor's labels of B (xent); pairs with a rung between
     early_stop                xent on B less a held-out part; the test accuracy reported is that of the
@@ -44,7 +45,7 @@ from tqdm.auto import tqdm
 from w2s import distributed, folder_lock, ladders, metrics, sharding
 from w2s.checkpoint import read_json, write_json_atomic
 from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
-from w2s.losses import known_losses, make_loss
+from w2s.losses import known_losses, student_loss
 from w2s.pipeline import ModelSpec, Stages, use_compilation_cache
 from w2s.results_table import FILENAME, ResultsTable, load_records
 from w2s.train import TrainConfig
@@ -58,8 +59,13 @@ RUNTIME_KEYS = ("tasks", "seeds", "models", "self_pairs", "methods", "mesh", "di
 METHOD_OPTIONS = {"bootstrap": (), "early_stop": ("holdout_frac", "evals"), "relabel": ("rounds",)}
 
 
-def known_methods() -> list[str]:
-    return known_losses() + sorted(METHOD_OPTIONS)
+def loss_variants(loss_options: ml_collections.ConfigDict) -> list[str]:
+    """The named variants of a loss that config.loss_options defines (those with a `loss` key)."""
+    return sorted(name for name, options in loss_options.items() if "loss" in options)
+
+
+def known_methods(loss_options: ml_collections.ConfigDict | None = None) -> list[str]:
+    return known_losses() + loss_variants(loss_options or ml_collections.ConfigDict()) + sorted(METHOD_OPTIONS)
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -75,12 +81,16 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.models names a rung twice: {list(cfg.models)}.")
     TrainConfig.from_config(cfg.train)
     TrainConfig.from_config(cfg.probe_train)
-    unknown = sorted(set(cfg.methods) - set(known_methods()))
+    known = known_methods(cfg.loss_options)
+    unknown = sorted(set(cfg.methods) - set(known))
     if unknown:
-        raise ConfigError(f"config.methods: unknown method(s) {unknown}; known: {', '.join(known_methods())}.")
-    check_keys(cfg.loss_options, known_losses(), "config.loss_options")
-    for name in known_losses():
-        make_loss(name, **dict(cfg.loss_options.get(name, {})))
+        raise ConfigError(f"config.methods: unknown method(s) {unknown}; known: {', '.join(known)}.")
+    check_keys(cfg.loss_options, known_losses() + loss_variants(cfg.loss_options), "config.loss_options")
+    for name in known_losses() + loss_variants(cfg.loss_options):
+        try:
+            student_loss(name, cfg.loss_options)
+        except ValueError as e:
+            raise ConfigError(f"config.loss_options.{name}: {e}") from None
     check_keys(cfg.method_options, list(METHOD_OPTIONS), "config.method_options")
     for name, accepted in METHOD_OPTIONS.items():
         check_keys(cfg.method_options.get(name, ml_collections.ConfigDict()), accepted, f"config.method_options.{name}")
@@ -126,7 +136,7 @@ def method_steps(method: str, weak: str, strong: str, models: Sequence[str],
     """The stages that make `method`'s student of (weak, strong); () where it does not apply."""
     pair, weak_labels = f"{weak}_to_{strong}", f"{weak}/weak"
     xent = Step(f"{pair}/xent", strong, weak_labels, label_b=True)  # others relabel from it
-    if method in known_losses():
+    if method not in METHOD_OPTIONS:  # a loss, or a named variant of one (validate checked which)
         return (xent,) if method == "xent" else (Step(f"{pair}/{method}", strong, weak_labels, loss=method),)
     if method == "early_stop":
         o = options.early_stop

@@ -18,7 +18,7 @@ from w2s import distributed, sharding
 from w2s.checkpoint import StageCheckpointer
 from w2s.config import ConfigError
 from w2s.data import TextRows, Tokenized, batch_indices
-from w2s.losses import Loss, balanced_threshold
+from w2s.losses import Loss
 from w2s.probe import Features
 
 
@@ -107,7 +107,8 @@ def make_train_step(
 
     The batch holds [accum, micro, ...] arrays; gradients are averaged over the accumulation axis.
     A loss that needs the balanced threshold gets it from a forward pass over the whole effective
-    batch, so accumulating gradients does not change what it computes.
+    batch, so accumulating gradients does not change what it computes. The loss's option values
+    are state (`loss_options`), so one compiled step serves every value of them.
     """
 
     def forward(params, inputs: dict):
@@ -117,26 +118,34 @@ def make_train_step(
         params = state["params"]
         step_frac = state["step"].astype(jnp.float32) / state["total_steps"]
         accum = batch["targets"].shape[0]
+
+        def thresholds(logits, targets):
+            return loss.thresholds(logits, targets, state["threshold_running"], state["step"])
+
         if loss.needs_threshold and accum > 1:
             logits = jax.lax.map(lambda mb: forward(params, _model_inputs(mb)), batch)
-            threshold = balanced_threshold(logits.reshape(-1, 2), batch["targets"].reshape(-1, 2))
-        else:
-            threshold = None
+            flat, running = thresholds(logits.reshape(-1, 2), batch["targets"].reshape(-1, 2))
+            per_example = flat.reshape(accum, -1)
+        else:  # one micro-batch: the threshold comes from the logits the loss differentiates
+            per_example, running = None, state["threshold_running"]
 
-        def micro_loss(p, mb):
+        def micro_loss(p, mb, mb_thresholds):
             logits, targets = forward(p, _model_inputs(mb)), mb["targets"]
-            t = balanced_threshold(logits, targets) if threshold is None else threshold
-            return loss(logits, targets, step_frac=step_frac, class1_threshold=t)
+            t, new_running = (thresholds(logits, targets) if mb_thresholds is None
+                              else (mb_thresholds, running))
+            value = loss(logits, targets, step_frac=step_frac, class1_threshold=t, options=state["loss_options"])
+            return value, new_running
 
-        grad_fn = jax.value_and_grad(micro_loss)
+        grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
-        def accumulate(carry, mb):
-            total_loss, total_grads = carry
-            value, grads = grad_fn(params, mb)
-            return (total_loss + value, jax.tree.map(jnp.add, total_grads, grads)), None
+        def accumulate(carry, xs):
+            total_loss, total_grads, _ = carry
+            (value, new_running), grads = grad_fn(params, *xs)
+            return (total_loss + value, jax.tree.map(jnp.add, total_grads, grads), new_running), None
 
         zeros = jax.tree.map(jnp.zeros_like, params)
-        (total_loss, grads), _ = jax.lax.scan(accumulate, (jnp.zeros((), jnp.float32), zeros), batch)
+        (total_loss, grads, running), _ = jax.lax.scan(
+            accumulate, (jnp.zeros((), jnp.float32), zeros, running), (batch, per_example))
         grads = jax.tree.map(lambda g: g / accum, grads)
         updates, opt_state = optimizer.update(grads, state["opt_state"], params)
         lr = learning_rate(peak_lr, state["step"], state["warmup_steps"], state["total_steps"])
@@ -146,6 +155,7 @@ def make_train_step(
             "step": state["step"] + 1,
             "params": optax.apply_updates(params, updates),
             "opt_state": opt_state,
+            "threshold_running": running,
         }
         metrics = {"loss": total_loss / accum, "grad_norm": optax.tree.norm(grads)}
         return new_state, metrics
@@ -155,21 +165,25 @@ def make_train_step(
 
 def init_train_state(
     model: nnx.Module, optimizer: optax.GradientTransformation, mesh: jax.sharding.Mesh,
-    total_steps: int, warmup_steps: int,
+    total_steps: int, warmup_steps: int, loss: Loss,
 ) -> tuple[Any, dict, dict]:
-    """(graphdef, state, state shardings): step, schedule lengths, params and optimizer state, the
-    last two placed by the fsdp rule."""
+    """(graphdef, state, state shardings): step, schedule lengths, the loss's option values and
+    running threshold, params and optimizer state, the last two placed by the fsdp rule."""
     graphdef, params = nnx.split(model)
     param_sh = sharding.state_shardings(mesh, params)
     opt_sh = sharding.state_shardings(mesh, jax.eval_shape(optimizer.init, params))
     scalar = sharding.replicated(mesh)
-    state_sh = {"step": scalar, "total_steps": scalar, "warmup_steps": scalar, "params": param_sh, "opt_state": opt_sh}
+    options = loss.option_values()
+    state_sh = {"step": scalar, "total_steps": scalar, "warmup_steps": scalar, "loss_options": {k: scalar for k in options},
+                "threshold_running": scalar, "params": param_sh, "opt_state": opt_sh}
     params = jax.device_put(params, param_sh)
     state = {
         # From host values: jnp would compile a tiny program for each.
         "step": jax.device_put(np.int32(0), scalar),
         "total_steps": jax.device_put(np.int32(total_steps), scalar),
         "warmup_steps": jax.device_put(np.int32(warmup_steps), scalar),
+        "loss_options": {k: jax.device_put(v, scalar) for k, v in options.items()},
+        "threshold_running": jax.device_put(np.float32(0), scalar),
         "params": params,
         "opt_state": jax.jit(optimizer.init, out_shardings=opt_sh)(params),
     }
@@ -189,15 +203,18 @@ def jit_train_step(step: Callable, mesh: jax.sharding.Mesh, state_sh: dict) -> C
 def _compiled_train_step(graphdef: Any, optimizer: optax.GradientTransformation, loss: Loss, peak_lr: float,
                          mesh: jax.sharding.Mesh, state_sh: dict) -> Callable:
     """The jitted step, reused by every later run of the same model, loss, rate and mesh in this
-    process (active-learning rounds, seeds): schedule lengths are state, so nothing recompiles."""
+    process (active-learning rounds, seeds, variants of a loss): schedule lengths and the loss's
+    option values are state, so nothing recompiles."""
     leaves, treedef = jax.tree.flatten(state_sh)
-    return _step_cache(graphdef, optimizer, loss, peak_lr, mesh, tuple(leaves), treedef)
+    key = (graphdef, optimizer, loss.compiled_key, peak_lr, mesh, tuple(leaves), treedef)
+    if key not in _COMPILED_STEPS:
+        if len(_COMPILED_STEPS) >= 8:  # the oldest goes: a process rarely trains more kinds of model
+            _COMPILED_STEPS.pop(next(iter(_COMPILED_STEPS)))
+        _COMPILED_STEPS[key] = jit_train_step(make_train_step(graphdef, optimizer, loss, peak_lr), mesh, state_sh)
+    return _COMPILED_STEPS[key]
 
 
-@functools.lru_cache(maxsize=8)
-def _step_cache(graphdef, optimizer, loss, peak_lr, mesh, sharding_leaves, sharding_treedef) -> Callable:
-    state_sh = jax.tree.unflatten(sharding_treedef, sharding_leaves)
-    return jit_train_step(make_train_step(graphdef, optimizer, loss, peak_lr), mesh, state_sh)
+_COMPILED_STEPS: dict[tuple, Callable] = {}
 
 
 def _put_batch(mesh, arrays: dict[str, np.ndarray], rows: int, leading_axes: int) -> dict[str, jax.Array]:
@@ -260,7 +277,7 @@ def train(
         sharding.check_heads(mesh, model.backbone.cfg.num_heads, model.backbone.cfg.num_kv_heads, desc)
     total_steps = cfg.total_steps(num_examples)
     optimizer = make_optimizer(cfg)
-    graphdef, state, state_sh = init_train_state(model, optimizer, mesh, total_steps, cfg.warmup_steps(total_steps))
+    graphdef, state, state_sh = init_train_state(model, optimizer, mesh, total_steps, cfg.warmup_steps(total_steps), loss)
     checkpointer = StageCheckpointer(checkpoint_dir, cfg.checkpoint_every) if checkpoint_dir else None
     start, history = 0, []
     restored = checkpointer.restore(state) if checkpointer is not None else None

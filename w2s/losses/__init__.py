@@ -1,0 +1,178 @@
+"""Losses for training on (soft) labels, one module each, registered by name in LOSSES.
+
+A loss is a function `loss(logits, targets, *, step_frac, class1_threshold, **options)` (it
+declares only the reserved arguments it reads): `targets` are [B, 2] class probabilities (one-hot
+for ground truth, soft for weak labels), `step_frac` is the fraction of training done, in [0, 1],
+and a loss that declares `class1_threshold` gets the detached per-example threshold of
+`balanced_threshold` that the train step computes (`Loss.thresholds`: over the whole effective
+batch by default, also when gradients are accumulated over micro-batches). Its options are its
+other keyword arguments, read from its signature; the train step passes their values as traced
+data, so changing a value (a schedule, alpha_max) reuses the compiled step. A new loss is one file
+here and one `@LOSSES.register(name)` in it, imported at the end of this module.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from w2s.config import ConfigError
+from w2s.registry import Registry, accepted_options, check_options
+
+Array = jax.Array
+LOSSES: Registry[Callable[..., Array]] = Registry("loss", "losses")
+RESERVED = ("step_frac", "class1_threshold")  # passed by the train step, not options
+
+# Options of every loss that needs the balanced threshold, read by the train step, not the loss:
+# threshold_batch (int): the threshold is taken over consecutive groups of this many examples of
+#   the effective batch (0: the whole effective batch);
+# threshold_decay (float): a running estimate, the bias-corrected exponential moving average of
+#   the effective batch's threshold with this decay (0: this batch's threshold alone).
+THRESHOLD_OPTIONS = {"threshold_batch": 0, "threshold_decay": 0.0}
+
+
+def soft_cross_entropy(logits: Array, targets: Array) -> Array:
+    """Mean cross-entropy of the model against target distributions (soft or one-hot)."""
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -jnp.mean(jnp.sum(targets * log_probs, axis=-1))
+
+
+def class1_probability(logits: Array) -> Array:
+    """The detached class-1 probability of each row."""
+    return jax.nn.softmax(jax.lax.stop_gradient(logits).astype(jnp.float32), axis=-1)[..., 1]
+
+
+def balanced_threshold(student_logits: Array, targets: Array) -> Array:
+    """Threshold on the student's class-1 probability whose hard labels match the weak labels' balance.
+
+    The weak labels put mean mass m on class 1, so the top fraction m of the student's class-1
+    probabilities are labelled 1: the threshold is their (1 - m) quantile. Gradients are stopped.
+    """
+    weak_class1 = jnp.mean(targets[..., 1])
+    return jnp.quantile(class1_probability(student_logits), 1.0 - weak_class1)
+
+
+def grouped_thresholds(student_logits: Array, targets: Array, group_size: int) -> Array:
+    """Per-example thresholds [B]: each consecutive group of `group_size` rows gets the balanced
+    threshold of its own rows (0, or the batch size: one group)."""
+    batch = student_logits.shape[0]
+    if group_size in (0, batch):
+        return jnp.broadcast_to(balanced_threshold(student_logits, targets), (batch,))
+    if group_size < 0 or batch % group_size:
+        raise ValueError(f"loss option threshold_batch={group_size} must divide the effective batch ({batch}); "
+                         "choose a divisor of train.batch_size, or 0 for the whole batch.")
+    groups = jax.vmap(balanced_threshold)(student_logits.reshape(-1, group_size, 2), targets.reshape(-1, group_size, 2))
+    return jnp.repeat(groups, group_size)
+
+
+def hard_targets(logits: Array, class1_threshold: Array) -> Array:
+    """One-hot labels from the student's own predictions, class 1 where p1 exceeds the threshold
+    (a scalar, or one per row)."""
+    is_one = (class1_probability(logits) > class1_threshold).astype(jnp.float32)
+    return jnp.stack([1.0 - is_one, is_one], axis=-1)
+
+
+def _reserved(fn: Callable[..., Array]) -> list[str]:
+    """The reserved arguments `fn` declares: the step passes it only those."""
+    return [r for r in RESERVED if r in inspect.signature(fn).parameters]
+
+
+def _defaults(fn: Callable[..., Array]) -> dict[str, Any]:
+    """A loss's options and their defaults."""
+    names, _ = accepted_options(fn, fixed=2, reserved=RESERVED)
+    return {n: inspect.signature(fn).parameters[n].default for n in names}
+
+
+def needs_threshold(fn: Callable[..., Array]) -> bool:
+    return "class1_threshold" in inspect.signature(fn).parameters
+
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+    """A registered loss with its options bound. `options` are passed to the loss as traced values
+    (`option_values`); `threshold_batch` and `threshold_decay` shape the step's threshold, so a
+    compiled step is shared by the losses with equal `compiled_key`s."""
+
+    name: str
+    options: tuple[tuple[str, float], ...] = ()
+    threshold_batch: int = 0
+    threshold_decay: float = 0.0
+
+    @property
+    def needs_threshold(self) -> bool:
+        return needs_threshold(LOSSES.get(self.name))
+
+    @property
+    def compiled_key(self) -> tuple:
+        """What the compiled train step depends on: everything but the options' values."""
+        return (self.name, tuple(k for k, _ in self.options), self.threshold_batch, self.threshold_decay)
+
+    def option_values(self) -> dict[str, np.ndarray]:
+        return {k: np.float32(v) for k, v in self.options}
+
+    def __call__(self, logits: Array, targets: Array, *, step_frac: Array, class1_threshold: Array,
+                 options: Mapping[str, Array] | None = None) -> Array:
+        """The loss; `options` (traced values of this loss's options) replace the bound ones."""
+        values = dict(self.options) if options is None else dict(options)
+        fn = LOSSES.get(self.name)
+        reserved = {"step_frac": step_frac, "class1_threshold": class1_threshold}
+        return fn(logits, targets, **{k: reserved[k] for k in _reserved(fn)}, **values)
+
+    def thresholds(self, logits: Array, targets: Array, running: Array, step: Array) -> tuple[Array, Array]:
+        """Per-example class-1 thresholds [B] of the effective batch's (detached) logits and the new
+        running estimate. The estimate is an exponential moving average of the batch threshold,
+        bias-corrected as Adam's moments are (so it needs no initial value: `running` starts at 0);
+        `step` counts the batches before this one."""
+        if not self.threshold_decay:
+            return grouped_thresholds(logits, targets, self.threshold_batch), running
+        decay = self.threshold_decay
+        running = decay * running + (1.0 - decay) * balanced_threshold(logits, targets)
+        corrected = running / (1.0 - decay ** (step.astype(jnp.float32) + 1.0))
+        return jnp.broadcast_to(corrected, logits.shape[:1]), running
+
+
+def known_losses() -> list[str]:
+    return LOSSES.names()
+
+
+def make_loss(name: str, **options: float) -> Loss:
+    """Binds a registered loss's options (unknown names and options are refused by name)."""
+    fn = LOSSES.get(name)
+    defaults = _defaults(fn)
+    step_options = THRESHOLD_OPTIONS if needs_threshold(fn) else {}  # read by the step, not the loss
+    try:
+        check_options(f"loss {name!r}", fn, {k: v for k, v in options.items() if k not in step_options},
+                      fixed=2, reserved=_reserved(fn))
+    except ConfigError as e:
+        if not step_options:
+            raise
+        raise ConfigError(f"{e} The train step reads {', '.join(step_options)} too.") from None
+    threshold = {k: options.pop(k) for k in step_options if k in options}
+    batch, decay = int(threshold.get("threshold_batch", 0)), float(threshold.get("threshold_decay", 0.0))
+    if batch and decay:
+        raise ConfigError(f"loss {name!r}: threshold_batch and threshold_decay cannot both be set; "
+                          "the running estimate is over whole effective batches.")
+    if not 0.0 <= decay < 1.0:
+        raise ConfigError(f"loss {name!r}: threshold_decay must be in [0, 1), got {decay}.")
+    # Every option is bound, defaults too: the variants of a loss then share one compiled step.
+    return Loss(name=name, options=tuple(sorted((k, float(v)) for k, v in {**defaults, **options}.items())),
+                threshold_batch=batch, threshold_decay=decay)
+
+
+def student_loss(student: str, loss_options: Mapping[str, Mapping[str, Any]]) -> Loss:
+    """The loss of a named student: `loss_options[student]` binds its options, and its `loss` key
+    names the registered loss when the student is a variant, e.g. students ("xent", "aux_conf_slow")
+    with loss_options.aux_conf_slow = dict(loss="aux_conf", warmup_frac=1.0)."""
+    options = dict(loss_options.get(student, {}))
+    name = options.pop("loss", student)
+    LOSSES.get(name, hint=f" (student {student!r}: a variant names its loss: "
+                          f"loss_options.{student} = dict(loss='aux_conf', ...))")
+    return make_loss(name, **options)
+
+
+# The built-in losses register themselves; imported last, as they use the helpers above.
+from w2s.losses import aux_conf, product, reverse_xent, trust_filter, xent  # noqa: E402,F401
