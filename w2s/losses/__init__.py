@@ -63,7 +63,7 @@ def grouped_thresholds(student_logits: Array, targets: Array, group_size: int) -
     if group_size in (0, batch):
         return jnp.broadcast_to(balanced_threshold(student_logits, targets), (batch,))
     if group_size < 0 or batch % group_size:
-        raise ValueError(f"loss option threshold_batch={group_size} must divide the effective batch ({batch}); "
+        raise ConfigError(f"loss option threshold_batch={group_size} must divide the effective batch ({batch}); "
                          "choose a divisor of train.batch_size, or 0 for the whole batch.")
     groups = jax.vmap(balanced_threshold)(student_logits.reshape(-1, group_size, 2), targets.reshape(-1, group_size, 2))
     return jnp.repeat(groups, group_size)
