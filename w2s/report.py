@@ -58,7 +58,7 @@ def versions_section(records: list[dict]) -> list[Block]:
     if not versions[0]:
         return [Heading("Versions and devices"), Text("Not recorded by this folder's runs.")]
     blocks: list[Block] = [Heading("Versions and devices"),
-                           Table(["", "value"], [[k, str(v)] for k, v in versions[0].items()], names=2)]
+                           Table(["what", "version or value"], [[k, str(v)] for k, v in versions[0].items()], names=2)]
     differ = compare.differing_keys([compare.flatten(v) for v in versions])
     if differ:
         blocks.append(Text("Seeds ran with different " + ", ".join(differ) + ": see each seed's results.json."))
