@@ -25,8 +25,10 @@ setup(
     ],
     extras_require={
         "hub": ["datasets>=2.19"],
+        # `w2s run --tensorboard`: event files written without TensorFlow.
+        "tensorboard": ["tensorboardX>=2.6"],
         # torch is only a reference for parity tests and benchmarks; pinned to the CPU build on disk.
-        "test": ["pytest>=8", "hypothesis>=6", "torch==2.13.0", "datasets>=2.19"],
+        "test": ["pytest>=8", "hypothesis>=6", "torch==2.13.0", "datasets>=2.19", "tensorboardX>=2.6"],
     },
     entry_points={"console_scripts": ["w2s=w2s.cli:main"]},
 )

@@ -52,7 +52,7 @@ def _plot(args: argparse.Namespace, rest: list[str]) -> None:
     _no_extra(rest)
     if (pathlib.Path(args.results_dir) / FILENAME).exists():
         print(metrics.format_pgr_table(metrics.summarize(load_records(args.results_dir))))
-        for path in plot_sweep(args.results_dir, args.out):
+        for path in plot_sweep(args.results_dir, args.out) + plot_curves(args.results_dir, args.out):
             print(f"wrote {path}")
         return
     print(metrics.format_table(metrics.summarize(metrics.load_results(args.results_dir))))

@@ -30,12 +30,17 @@ _MAX_LABEL_KEYS = 3  # more differing settings than this: the folder's name labe
 
 @dataclasses.dataclass
 class Folder:
-    """One result folder: its results records, its config flattened to dotted keys, and its label."""
+    """One result folder: its results records, its config as stored, and its label."""
 
     path: pathlib.Path
     records: list[dict]
-    config: dict[str, Any]
+    settings: dict[str, Any]
     label: str = ""
+
+    @functools.cached_property
+    def config(self) -> dict[str, Any]:
+        """The config flattened to dotted keys."""
+        return flatten(self.settings)
 
     @functools.cached_property
     def rows(self) -> list[dict]:
@@ -59,9 +64,9 @@ def load_folder(path: str | pathlib.Path) -> Folder:
     if (path / SWEEP_TABLE).exists():
         settings = path / "sweep_config.json"
         config = json.loads(settings.read_text()) if settings.exists() else {}
-        return Folder(path, load_records(path), flatten(config))
+        return Folder(path, load_records(path), config)
     records = metrics.load_results(path)
-    return Folder(path, records, flatten(records[0].get("config", {})))
+    return Folder(path, records, records[0].get("config", {}))
 
 
 def format_value(value: Any) -> str:

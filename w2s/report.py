@@ -15,6 +15,7 @@ from w2s import compare, curves, plot
 from w2s.checkpoint import write_json_atomic
 from w2s.config import load_config_file
 from w2s.document import Block, Code, Heading, Image, Table, Text, to_html, to_markdown
+from w2s.results_table import FILENAME as SWEEP_TABLE
 
 COMMAND_FILE = "command.json"  # in a run's output folder: {"config_file", "overrides", "argv"}
 
@@ -45,7 +46,8 @@ def defaults_section(config: dict, command: dict, defaults_file: str | None) -> 
         return blocks + [Text(f"The experiment file {source} is not there any more: pass --defaults FILE.")]
     defaults = compare.flatten(_jsonable(load_config_file(source).to_dict()))
     current = compare.flatten(config)
-    keys = compare.differing_keys([defaults, current])
+    # A sweep stores only the settings its stages depend on: the rest are not compared.
+    keys = [k for k in compare.differing_keys([defaults, current]) if k in current]
     rows = [[k, compare.format_value(defaults.get(k, "-")), compare.format_value(current.get(k, "-"))] for k in keys]
     blocks.append(Text(f"Settings that differ from the defaults of {source} ({len(rows)}; the output "
                        "and checkpoint folders, mesh and distributed settings are not listed):"))
@@ -68,6 +70,8 @@ def versions_section(records: list[dict]) -> list[Block]:
 def timings_section(records: list[dict]) -> list[Block]:
     """Seconds each stage trained, per seed (0 s where a stage was read back from an earlier run)."""
     stages = list(dict.fromkeys(s for r in records for s in r.get("timings", {})))
+    if not stages:
+        return [Heading("Timings"), Text("Not recorded by this folder's runs.")]
     rows = [[str(r["seed"]), *(f"{r['timings'][s]:.1f}" if s in r.get("timings", {}) else "-" for s in stages),
              f"{sum(r.get('timings', {}).values()):.1f}"] for r in records]
     return [Heading("Timings"), Text("Seconds of training and evaluation per stage."),
@@ -75,29 +79,32 @@ def timings_section(records: list[dict]) -> list[Block]:
 
 
 def build(results_dir: pathlib.Path, defaults_file: str | None) -> tuple[str, list[Block]]:
-    """Draws the plots and curves into results_dir; returns the page's title and blocks."""
+    """Draws the plots and curves into results_dir; returns the page's title and blocks. A sweep's
+    folder gets its four figures and the median PGR per method too."""
     folder = compare.load_folder(results_dir)
     folder.label = results_dir.name
     records = sorted(folder.records, key=lambda r: r["seed"])
-    first = records[0]
-    title = f"w2s report: {first.get('name', results_dir.name)}"
+    config = folder.settings
+    title = f"w2s report: {config.get('name', results_dir.name)}"
     command_path = results_dir / COMMAND_FILE
     command = json.loads(command_path.read_text()) if command_path.exists() else {}
-    pngs = plot.plot_results(results_dir) + curves.plot_curves(results_dir)
+    sweep = (results_dir / SWEEP_TABLE).exists()
+    pngs = (plot.plot_sweep if sweep else plot.plot_results)(results_dir) + curves.plot_curves(results_dir)
     pngs += sorted(set(results_dir.glob("*.png")) - set(pngs))  # e.g. active learning's curves
+    pairs = sorted({f"{r['task']}: {r['weak_model']} → {r['strong_model']}" for r in records})
     blocks: list[Block] = [
-        Text(f"Folder {results_dir}: task {first['task']}, weak {first['weak_model']}, "
-             f"strong {first['strong_model']}, seeds {', '.join(str(r['seed']) for r in records)}."),
+        Text(f"Folder {results_dir}: {'; '.join(pairs)}; seeds {', '.join(sorted({str(r['seed']) for r in records}))}."),
         Heading("Results"),
         Text("Means over seeds with 95% bootstrap intervals (metrics.bootstrap_ci)."),
         compare.results_table([folder]),
+        *([compare.median_table([folder])] if len(folder.rows) > 1 else []),
         Heading("Plots"),
         *(Image(p, p.stem.replace("_", " ")) for p in pngs),
-        *defaults_section(first.get("config", {}), command, defaults_file),
+        *defaults_section(config, command, defaults_file),
         *versions_section(records),
         *timings_section(records),
         Heading("Full config", 3),
-        Code(json.dumps(first.get("config", {}), indent=2, sort_keys=True)),
+        Code(json.dumps(config, indent=2, sort_keys=True)),
     ]
     return title, blocks
 

@@ -253,7 +253,7 @@ def train(
     checkpoint_last=False saves only every `checkpoint_every` steps, not the finished state too: for a
     caller that deletes the checkpoints once it has used the model (a kill before then resumes from
     the last periodic save and redoes at most `checkpoint_every` steps, to the same parameters).
-    on_log receives each history row as it is logged (e.g. curves.TensorBoardLog); show_progress=False
+    on_log receives each history row as it is logged (e.g. progress.TensorBoardLog); show_progress=False
     draws no bar (quiet logs)."""
     num_examples = len(inputs)
     if targets.shape != (num_examples, 2):
