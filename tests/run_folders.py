@@ -1,5 +1,6 @@
 """Result folders laid out as `w2s run` writes them (config, per-stage records with histories,
 results.json, command.json), with made-up numbers: for compare, report and curves tests."""
+import itertools
 import json
 import pathlib
 
@@ -57,3 +58,21 @@ def png_pixels(path: pathlib.Path) -> np.ndarray:
     from matplotlib.image import imread
 
     return imread(path)[..., :3]
+
+
+def write_sweep(root: pathlib.Path, seeds=(0, 1, 2)) -> pathlib.Path:
+    """A sweep's folder: sweep_config.json and a results table of two pairs and two methods."""
+    from w2s.results_table import ResultsTable
+
+    root.mkdir(parents=True)
+    (root / "sweep_config.json").write_text(json.dumps({"name": "sweep", "task_options": {"n_train": 4000, "n_test": 2000},
+                                                        "train": {"lr": 1e-4}}))
+    table = ResultsTable(root / "results.sqlite")
+    accuracy = {"minilm-l0-mean": 0.70, "minilm-l2-mean": 0.78, "minilm-l6": 0.85}
+    for (weak, strong), method, seed in itertools.product(
+            [("minilm-l0-mean", "minilm-l2-mean"), ("minilm-l0-mean", "minilm-l6")], ["xent", "bootstrap"], seeds):
+        gap = accuracy[strong] - accuracy[weak]
+        table.put({"task": "wordnet_living", "weak": weak, "strong": strong, "method": method, "seed": seed,
+                   "weak_acc": accuracy[weak], "ceiling_acc": accuracy[strong],
+                   "student_acc": accuracy[weak] + (0.3 + 0.1 * seed) * gap, "weak_params": 1e6, "strong_params": 4e6})
+    return root

@@ -71,3 +71,16 @@ def test_cli_compare(two_runs, tmp_path, capsys):
     other = write_run(tmp_path / "n_test", overrides=["--config.task_options.n_test=500"])
     assert main(["compare", str(two_runs[0]), str(other), "--out", str(tmp_path / "out2")]) == 2
     assert "task_options.n_test differs" in capsys.readouterr().err
+
+
+def test_a_sweep_beside_a_run(two_runs, tmp_path):
+    from tests.run_folders import write_sweep
+
+    folders = compare.load_folders([two_runs[0], write_sweep(tmp_path / "sweep")])
+    assert [f.label for f in folders] == ["quickstart", "sweep"]  # the configs differ in too much to read
+    median = compare.median_table(folders)
+    assert [r[:2] for r in median.rows] == [["quickstart", "xent"], ["quickstart", "aux_conf"],
+                                            ["sweep", "xent"], ["sweep", "bootstrap"]]
+    assert median.rows[2][3] == "2"  # the sweep's median is over its two pairs
+    tables, _ = compare.compare([two_runs[0], tmp_path / "sweep"], tmp_path / "out")
+    assert "median PGR [95% CI]" in tables

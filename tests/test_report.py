@@ -73,3 +73,43 @@ def test_report_renders_in_a_headless_browser(run_report, tmp_path):
     colourful = (pixels.max(-1) - pixels.min(-1)) > 0.3  # plot colours, not text or table rules
     assert colourful.mean() > 0.005, "the screenshot shows no plot"
     assert (pixels.mean(-1) < 0.5).mean() > 0.002, "the screenshot shows no text"
+
+
+def test_report_of_a_sweep(tmp_path):
+    from tests.run_folders import write_sweep
+
+    root = write_sweep(tmp_path / "sweep")
+    html_path, md_path = report.write_report(root)
+    markdown = md_path.read_text()
+    assert "median PGR [95% CI]" in markdown and "bootstrap" in markdown
+    assert all(f"]({p})" in markdown for p in ("accuracy.png", "pgr.png", "median_pgr.png", "pgr_vs_size.png"))
+    assert "Not recorded by this folder's runs." in markdown  # a sweep's table keeps no versions or timings
+
+
+def test_a_real_run_quiet_with_tensorboard_then_its_report(tmp_path, tiny_bert, capsys):
+    """`w2s run --quiet --tensorboard` on the tiny model: one line per stage, a TensorBoard log per
+    stage, the command recorded; the report then names the overrides against quickstart's defaults."""
+    pytest.importorskip("tensorboardX")
+    from tests.test_curves import read_scalars
+    from tests.test_pipeline import ROOT, small_overrides
+    from w2s.tasks import fingerprint, load_task
+
+    overrides = small_overrides(tmp_path, tiny_bert, "--config.losses=xent,")
+    assert main(["run", str(ROOT / "experiments" / "quickstart.py"), "--quiet", "--tensorboard", *overrides]) == 0
+    out = capsys.readouterr()
+    lines = [line for line in out.out.splitlines() if line.startswith("[")]
+    assert [line.split("] ")[1].split(":")[0] for line in lines] == ["seed 0 weak", "seed 0 ceiling", "seed 0 student_xent"]
+    assert "step/s" not in out.err  # no bars in quiet mode
+    run_dir = tmp_path / "results" / "seed_0"
+    for stage in ("weak", "ceiling", "student_xent"):
+        history = json.loads((run_dir / f"{stage}.json").read_text())["history"]
+        assert read_scalars(run_dir / "tensorboard" / stage)[("loss", history[0]["step"])] == pytest.approx(history[0]["loss"])
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["test_split"] == fingerprint(load_task("wordnet_living", 0, n_train=64, n_test=32).test)
+
+    html_path, md_path = report.write_report(tmp_path / "results")
+    markdown = md_path.read_text()
+    assert "| task_options.n_test " in markdown and "| weak.num_layers " in markdown
+    assert "--tensorboard" in markdown  # the command line
+    assert "curves_seed_0.png" in markdown
+

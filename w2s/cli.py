@@ -20,9 +20,11 @@ def run_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = (), *,
     from w2s.report import record_command
 
     cfg = apply_overrides(cfg, overrides)
-    results = pipeline.run_experiment(cfg, quiet=quiet, tensorboard=tensorboard)
-    if distributed.is_main():
+    pipeline.validate(cfg)
+    distributed.initialize(cfg.distributed)  # before is_main() asks JAX which process this is
+    if distributed.is_main():  # first, so a run stopped early still has it
         record_command(cfg.output_dir, config_file, list(overrides), sys.argv)
+    results = pipeline.run_experiment(cfg, quiet=quiet, tensorboard=tensorboard)
     print()
     print(metrics.format_table(metrics.summarize(results)))
     print(f"\nresults: {cfg.output_dir}   (plot them with: w2s plot {cfg.output_dir})")

@@ -22,8 +22,8 @@ from w2s.document import Table, markdown_table
 from w2s.plot import color, figure
 from w2s.results_table import FILENAME as SWEEP_TABLE, load_records
 
-# Where and how a run ran, not what it measured: never a difference worth a label.
-_WHERE = ("output_dir", "checkpoint_dir", "keep_checkpoints", "mesh", "distributed")
+# Where and how a run ran, not what it measured: never a difference worth naming.
+WHERE = ("output_dir", "checkpoint_dir", "keep_checkpoints", "mesh", "distributed")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 _MAX_LABEL_KEYS = 3  # more differing settings than this: the folder's name labels it instead
 
@@ -76,22 +76,23 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def differing_keys(configs: list[dict[str, Any]]) -> list[str]:
-    """Dotted keys whose values are not the same in every config (missing counts as a value)."""
-    keys = sorted({k for c in configs for k in c if k.split(".")[0] not in _WHERE})
+def differing_keys(configs: list[dict[str, Any]], ignore: tuple[str, ...] = WHERE) -> list[str]:
+    """Dotted keys whose values are not the same in every config (missing counts as a value), but
+    for those under the top-level keys `ignore`."""
+    keys = sorted({k for c in configs for k in c if k.split(".")[0] not in ignore})
     return [k for k in keys if len({json.dumps(c[k], sort_keys=True) if k in c else None for c in configs}) > 1]
 
 
 def label_folders(folders: list[Folder]) -> None:
     """Labels each folder by its values of the keys that differ ('strong.train.lr=3e-05'), or by its
     folder name where nothing or too much differs to read as a label."""
-    keys = differing_keys([f.config for f in folders])
+    keys = differing_keys([f.config for f in folders], WHERE + ("seeds",))  # the tables count finished seeds
     names = [f.path.name for f in folders]
     if len(set(names)) < len(names):
         names = [str(f.path) for f in folders]
     for folder, name in zip(folders, names):
         if 0 < len(keys) <= _MAX_LABEL_KEYS:
-            folder.label = ", ".join(f"{k}={format_value(folder.config.get(k, '-'))}" for k in keys)
+            folder.label = "; ".join(f"{k}={format_value(folder.config.get(k, '-'))}" for k in keys)
         else:
             folder.label = name
     if len({f.label for f in folders}) < len(folders):  # equal on every key shown: add the names
@@ -179,14 +180,15 @@ def plot_pgr(folders: list[Folder], path: pathlib.Path) -> None:
         for j, method in enumerate(methods):
             if method not in per:
                 continue
+            first = method == next(iter(per))  # the folder's legend entry, once
             m = per[method]
             ax.bar(j + offset, m["median"], width * 0.9, color=color(i), alpha=0.85,
                    yerr=[[m["median"] - m["ci"][0]], [m["ci"][1] - m["median"]]], capsize=3,
-                   error_kw=dict(lw=1), label=folder.label if j == 0 else None)
+                   error_kw=dict(lw=1), label=folder.label if first else None)
             values = [v for row in folder.rows if method in row["losses"] and row["weak_model"] != row["strong_model"]
                       for v in row["losses"][method]["pgr"]["values"] if not math.isnan(v)]
-            ax.scatter(j + offset + np.linspace(-width / 4, width / 4, len(values)), values, s=10,
-                       color="black", zorder=3)
+            spread = (np.arange(len(values)) - (len(values) - 1) / 2) * width / (2 * max(len(values), 2))
+            ax.scatter(j + offset + spread, values, s=10, color="black", zorder=3)
     ax.axhline(0, color="black", lw=0.8)
     ax.axhline(1, color="gray", lw=0.8, ls="--")
     ax.set_xticks(range(len(methods)), methods)

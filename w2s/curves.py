@@ -15,7 +15,8 @@ from w2s.plot import color, figure
 _ORDER = ("weak", "ceiling")
 
 
-def _stage_order(name: str) -> tuple[int, str]:
+def stage_order(name: str) -> tuple[int, str]:
+    """Sort key of a stage's name: weak, ceiling, then the rest by name."""
     base = name.rsplit("/", 1)[-1]
     return (_ORDER.index(base) if base in _ORDER else len(_ORDER), name)
 
@@ -32,7 +33,7 @@ def stage_records(seed_dir: str | pathlib.Path) -> dict[str, dict]:
             continue  # a stage being written; results.json and config.json are not stages either
         if isinstance(record, dict) and isinstance(record.get("history"), list):
             records[path.relative_to(root).with_suffix("").as_posix()] = record
-    return dict(sorted(records.items(), key=lambda item: _stage_order(item[0])))
+    return dict(sorted(records.items(), key=lambda item: stage_order(item[0])))
 
 
 def seed_dirs(results_dir: str | pathlib.Path) -> list[pathlib.Path]:

@@ -69,7 +69,7 @@ def versions_section(records: list[dict]) -> list[Block]:
 
 def timings_section(records: list[dict]) -> list[Block]:
     """Seconds each stage trained, per seed (0 s where a stage was read back from an earlier run)."""
-    stages = list(dict.fromkeys(s for r in records for s in r.get("timings", {})))
+    stages = sorted({s for r in records for s in r.get("timings", {})}, key=curves.stage_order)
     if not stages:
         return [Heading("Timings"), Text("Not recorded by this folder's runs.")]
     rows = [[str(r["seed"]), *(f"{r['timings'][s]:.1f}" if s in r.get("timings", {}) else "-" for s in stages),
