@@ -1,5 +1,6 @@
 """w2s report: the page's content from a run folder, and its rendering in a real headless browser."""
 import base64
+import json
 import re
 import shutil
 import subprocess
