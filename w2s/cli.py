@@ -12,9 +12,10 @@ import ml_collections
 
 
 def run_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = (), *, quiet: bool = False,
-               tensorboard: bool = False, config_file: str | None = None) -> list[dict]:
+               tensorboard: bool = False, config_file: str | None = None,
+               command: Sequence[str] | None = None) -> list[dict]:
     """Applies overrides, runs every seed, prints the results table; returns the results. The command
-    (config_file and overrides) is recorded beside the results, for `w2s report`."""
+    line (default: sys.argv), config_file and overrides are recorded beside the results, for `w2s report`."""
     from w2s import distributed, metrics, pipeline
     from w2s.config import apply_overrides
     from w2s.report import record_command
@@ -23,7 +24,7 @@ def run_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = (), *,
     pipeline.validate(cfg)
     distributed.initialize(cfg.distributed)  # before is_main() asks JAX which process this is
     if distributed.is_main():  # first, so a run stopped early still has it
-        record_command(cfg.output_dir, config_file, list(overrides), sys.argv)
+        record_command(cfg.output_dir, config_file, list(overrides), list(command or sys.argv))
     results = pipeline.run_experiment(cfg, quiet=quiet, tensorboard=tensorboard)
     print()
     print(metrics.format_table(metrics.summarize(results)))
@@ -35,7 +36,7 @@ def _run(args: argparse.Namespace, rest: list[str]) -> None:
     from w2s.config import load_config_file
 
     run_config(load_config_file(args.config), rest, quiet=args.quiet, tensorboard=args.tensorboard,
-               config_file=args.config)
+               config_file=args.config, command=args.command_line)
 
 
 def _sweep(args: argparse.Namespace, rest: list[str]) -> None:
@@ -152,6 +153,7 @@ def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> in
             print(candidate)
         return 0
     args, rest = parser.parse_known_args(argv)
+    args.command_line = ["w2s", *(sys.argv[1:] if argv is None else argv)]
     if args.command in ("run", "sweep"):  # before JAX starts: see w2s.runtime
         from w2s.runtime import freeze_startup_objects, recycle_host_memory
 
