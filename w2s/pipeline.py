@@ -41,7 +41,8 @@ from w2s.data import TextRows, one_hot
 from w2s.losses import known_losses, student_loss
 from w2s.models import build_classifier
 from w2s.probe import Features, Probe
-from w2s.tasks import TaskData, load_task
+from w2s.progress import PlannedStage, RunProgress, TensorBoardLog
+from w2s.tasks import TaskData, fingerprint, load_task
 from w2s.train import TrainConfig, predict_features, predict_logits, train
 
 TOP_KEYS = ("name", "task", "task_options", "seeds", "weak", "strong", "losses", "loss_options",
@@ -154,14 +155,17 @@ class Stages:
     a later stage; it is skipped when those exist. `w2s run` names its stages by role (weak,
     ceiling, student_<loss>), a sweep by model (w2s.sweep). With `probe` (a train config), only a
     linear head trains, on the frozen backbone's features computed once per model and split.
+    With `tensorboard`, each stage's history is logged live under <run_dir>/tensorboard/<stage>;
+    show_progress=False draws no step bars.
     """
 
     def __init__(self, task: str, task_options: dict, seed: int, *, run_dir: pathlib.Path, ckpt_dir: pathlib.Path,
                  mesh: jax.sharding.Mesh, loss_options: ml_collections.ConfigDict, keep_checkpoints: bool,
-                 probe: TrainConfig | None = None):
+                 probe: TrainConfig | None = None, show_progress: bool = True, tensorboard: bool = False):
         self.task_name, self.task_options, self.seed = task, dict(task_options), seed
         self.run_dir, self.ckpt_dir, self.mesh = run_dir, ckpt_dir, mesh
         self.loss_options, self.keep_checkpoints, self.probe = loss_options, keep_checkpoints, probe
+        self.show_progress, self.tensorboard = show_progress, tensorboard
         self.timings: dict[str, float] = {}
         self._task: TaskData | None = None
         self._features: dict[tuple, dict[str, np.ndarray]] = {}  # linear probes: per model, per split
@@ -261,13 +265,18 @@ class Stages:
             return scores
 
         loss = student_loss(loss_name, self.loss_options)
+        log = TensorBoardLog(self.run_dir / "tensorboard" / stage) if self.tensorboard and distributed.is_main() else None
         start = time.perf_counter()
         model, history = train(
             model, train_inputs.take(rows), targets[rows], cfg, loss=loss, mesh=self.mesh, seed=self.seed,
             checkpoint_dir=str(self.ckpt_dir / stage), evaluate=evaluate, desc=f"{stage} (seed {self.seed})",
             checkpoint_last=self.keep_checkpoints,  # else deleted once the stage is written
+            show_progress=self.show_progress, on_log=log,
         )
         final = evaluate(model)
+        if log is not None:
+            log({"step": history[-1]["step"], **final})
+            log.close()
         self.timings[stage] = time.perf_counter() - start
         record = {**final, "history": history, "seconds": self.timings[stage]}
         if holdout_frac:
@@ -328,15 +337,17 @@ class Stages:
 class Experiment(Stages):
     """One seed of one weak-to-strong configuration, its stages named by role."""
 
-    def __init__(self, cfg: ml_collections.ConfigDict, seed: int):
+    def __init__(self, cfg: ml_collections.ConfigDict, seed: int, progress: RunProgress | None = None,
+                 tensorboard: bool = False):
         validate(cfg)
-        self.cfg = cfg
+        self.cfg, self.progress = cfg, progress
         super().__init__(
             cfg.task, cfg.task_options, seed,
             run_dir=pathlib.Path(cfg.output_dir) / f"seed_{seed}",
             ckpt_dir=pathlib.Path(cfg.checkpoint_dir).absolute() / cfg.name / f"seed_{seed}",
             mesh=sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.model),
             loss_options=cfg.loss_options, keep_checkpoints=cfg.keep_checkpoints,
+            show_progress=progress is None or not progress.quiet, tensorboard=tensorboard,
         )
         self.weak = ModelSpec.from_config(cfg.weak)
         self.strong = ModelSpec.from_config(cfg.strong)
@@ -374,6 +385,18 @@ class Experiment(Stages):
         """The strong model on the weak model's soft labels of B, as student `name` of config.losses."""
         return self.stage(self.strong, f"student_{name}", "weak", name)
 
+    @staticmethod
+    def plan(cfg: ml_collections.ConfigDict) -> list[PlannedStage]:
+        """The stages `run` goes through for every seed, in order, for the overall progress bar."""
+        names = [("weak", "weak"), ("ceiling", "strong"), *((f"student_{n}", "strong") for n in cfg.losses)]
+        return [PlannedStage(f"seed {seed} {name}", model) for seed in cfg.seeds for name, model in names]
+
+    def _counted(self, stage: str, record: dict) -> dict:
+        """Tells the progress a stage is done (trained here, or read back when it has no timing)."""
+        if self.progress is not None:
+            self.progress.finished(self.timings.get(stage))
+        return record
+
     def run(self) -> dict:
         """All stages, then results.json with accuracies and PGR per loss."""
         with self.writing():
@@ -382,9 +405,9 @@ class Experiment(Stages):
     def _run(self) -> dict:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._check_config()
-        weak = self.run_weak()
-        ceiling = self.run_ceiling()
-        students = {name: self.run_student(name) for name in self.cfg.losses}
+        weak = self._counted("weak", self.run_weak())
+        ceiling = self._counted("ceiling", self.run_ceiling())
+        students = {name: self._counted(f"student_{name}", self.run_student(name)) for name in self.cfg.losses}
         accuracy = {
             "weak": weak["test_accuracy"],
             "ceiling": ceiling["test_accuracy"],
@@ -402,6 +425,7 @@ class Experiment(Stages):
                 name: metrics.pgr(accuracy["weak"], acc, accuracy["ceiling"])
                 for name, acc in accuracy["student"].items()
             },
+            "test_split": fingerprint(self.task.test),
             "num_examples": {"train_a": len(self.task.train) // 2,
                              "train_b": len(self.task.train) - len(self.task.train) // 2,
                              "test": len(self.task.test)},
@@ -421,9 +445,14 @@ def use_compilation_cache(cfg: ml_collections.ConfigDict) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-def run_experiment(cfg: ml_collections.ConfigDict) -> list[dict]:
-    """Runs every configured seed and returns their results (on every process of a multi-process run)."""
+def run_experiment(cfg: ml_collections.ConfigDict, quiet: bool = False, tensorboard: bool = False) -> list[dict]:
+    """Runs every configured seed and returns their results (on every process of a multi-process run).
+    An overall bar counts seeds × stages above each stage's bar; quiet prints a line per stage instead.
+    tensorboard logs every stage's history live under <output_dir>/seed_<s>/tensorboard/."""
     validate(cfg)
+    if tensorboard:
+        TensorBoardLog.writer_class()
     distributed.initialize(cfg.distributed)
     use_compilation_cache(cfg)
-    return [Experiment(cfg, seed).run() for seed in cfg.seeds]
+    with RunProgress(Experiment.plan(cfg), quiet) as progress:
+        return [Experiment(cfg, seed, progress, tensorboard).run() for seed in cfg.seeds]

@@ -261,6 +261,8 @@ def train(
     evaluate: Callable[[nnx.Module], dict[str, float]] | None = None,
     desc: str = "train",
     checkpoint_last: bool = True,
+    show_progress: bool = True,
+    on_log: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[nnx.Module, list[dict[str, float]]]:
     """Finetunes `model` on `targets` ([N, 2] distributions) of `inputs` (token ids, or a linear probe's
     features: each batch is passed to the model by keyword); resumes from `checkpoint_dir` if it has
@@ -268,7 +270,9 @@ def train(
     The last checkpoint may still be writing when it returns: `checkpoint.finish_saves` waits for it.
     checkpoint_last=False saves only every `checkpoint_every` steps, not the finished state too: for a
     caller that deletes the checkpoints once it has used the model (a kill before then resumes from
-    the last periodic save and redoes at most `checkpoint_every` steps, to the same parameters)."""
+    the last periodic save and redoes at most `checkpoint_every` steps, to the same parameters).
+    on_log receives each history row as it is logged (e.g. progress.TensorBoardLog); show_progress=False
+    draws no bar (quiet logs)."""
     num_examples = len(inputs)
     if targets.shape != (num_examples, 2):
         raise ValueError(f"{desc}: targets have shape {targets.shape}, expected ({num_examples}, 2).")
@@ -286,8 +290,9 @@ def train(
         start = int(state["step"])
     step_fn = _compiled_train_step(graphdef, optimizer, loss, cfg.lr, mesh, state_sh)
     accum, micro = cfg.accum_steps, cfg.micro_batch_size
-    bar = tqdm(total=total_steps, initial=start, desc=desc, unit="step", dynamic_ncols=True,
-               disable=not distributed.is_main())
+    # leave=None: the bar stays only at the top line, not below a run's overall bar (w2s.progress).
+    bar = tqdm(total=total_steps, initial=start, desc=desc, unit="step", dynamic_ncols=True, leave=None,
+               disable=not (show_progress and distributed.is_main()))
     window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
     pending = []  # (step, batch indices, loss) of steps whose loss is not checked yet
     rows = sharding.process_rows(mesh, micro)  # this process's rows of every micro-batch
@@ -320,11 +325,15 @@ def train(
                     "tokens_per_s": window_tokens / elapsed,
                 }
                 history.append(record)
+                if on_log is not None:
+                    on_log(record)
                 bar.set_postfix(loss=f"{loss_value:.4f}", ex_s=f"{record['examples_per_s']:.1f}")
                 window_start, window_examples, window_tokens = time.perf_counter(), 0, 0
             if evaluate is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < total_steps:
                 scores = evaluate(nnx.merge(graphdef, state["params"]))
                 history.append({"step": done, **scores})
+                if on_log is not None:
+                    on_log(history[-1])
                 bar.write(f"{desc} step {done}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
             if saving:
                 checkpointer.save(done, state, history)
