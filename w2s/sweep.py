@@ -42,7 +42,7 @@ from typing import Sequence
 import ml_collections
 from tqdm.auto import tqdm
 
-from w2s import distributed, folder_lock, ladders, metrics, sharding
+from w2s import distributed, ladders, metrics, sharding
 from w2s.checkpoint import read_json, write_json_atomic
 from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
 from w2s.losses import known_losses, student_loss
