@@ -12,13 +12,6 @@ from w2s.tasks.packaged import package_file
 REAL_TASKS = {"tweet_sentiment": tweets, "bbc_topic": bbc}
 
 
-def _words(task_module, text):
-    """The normalisation a task's de-duplication uses: tweets' own; an excerpt's lower-case words."""
-    if task_module is tweets:
-        return tweets.normalised_words(text)
-    return tuple(bbc._WORD.findall(text.lower()))
-
-
 # --- Near-duplicate groups and grouped splits -----------------------------------------------
 
 
@@ -102,12 +95,12 @@ def test_real_task_balanced_without_near_duplicates_across_splits(name):
     task = load_task(name, seed=0)
     for examples in (task.train, task.test):
         assert 2 * sum(label for _, label in examples) == len(examples)
-    shingles = [splits.word_shingles(_words(module, text)) for text, _ in task.train + task.test]
+    shingles = [splits.word_shingles(module.normalised_words(text)) for text, _ in task.train + task.test]
     n_train = len(task.train)
     crossing = [(i, j) for i, j in splits.near_duplicate_pairs(shingles, module.NEAR_DUPLICATE)
                 if i < n_train <= j]
     assert crossing == []
-    words = [_words(module, text) for text, _ in task.train + task.test]
+    words = [module.normalised_words(text) for text, _ in task.train + task.test]
     assert len(set(words)) == len(words)  # De-duplicated within splits too.
 
 

@@ -21,6 +21,11 @@ NEAR_DUPLICATE = 0.3
 _WORD = re.compile(r"[a-z0-9]+")
 
 
+def normalised_words(text: str) -> tuple[str, ...]:
+    """What duplicates share: the lower-case words, without punctuation."""
+    return tuple(_WORD.findall(text.lower()))
+
+
 def _read(path) -> str:
     data = path.read_bytes()
     try:
@@ -37,7 +42,7 @@ def corpus() -> splits.Deduplicated:
     for label, topic in enumerate(TOPICS):
         for path in sorted((folder / topic).glob("*.txt")):
             article = _read(path)
-            rows.append((article, tuple(_WORD.findall(article.lower())), label))
+            rows.append((article, normalised_words(article), label))
     return splits.deduplicate(rows, NEAR_DUPLICATE)
 
 
@@ -76,7 +81,7 @@ def bbc_topic(
     examples, groups, seen = [], [], set()
     for (article, topic), group in zip(data.examples, data.groups):
         text = excerpt(article, max_words)
-        words = tuple(_WORD.findall(text.lower()))
+        words = normalised_words(text)
         # Versions of a story that differ only past the excerpt (a group's members) read alike.
         if topic in (negative, positive) and words not in seen:
             seen.add(words)
