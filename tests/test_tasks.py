@@ -154,7 +154,8 @@ def test_too_few_and_odd_sizes_are_errors():
 
 def test_builtin_tasks_are_registered():
     assert tasks.list_tasks() == sorted(
-        WORDNET_TASKS + ["sciq", "boolq", "amazon_polarity", "cosmos_qa", "anthropic_hh"]
+        WORDNET_TASKS + ["sciq", "boolq", "amazon_polarity", "cosmos_qa", "anthropic_hh", "tweet_sentiment",
+                         "bbc_topic"]
     )
 
 

@@ -14,6 +14,7 @@ import sys
 
 from w2s.config import ConfigError, MissingFileError
 from w2s.tasks import Example, TaskData, register_task
+from w2s.tasks.splits import halves
 
 # Searched after $WNHOME/dict, $WNHOME and $WORDNET_DIR; module-level so tests can redirect them.
 SYSTEM_DIRS = ["/usr/share/wordnet"]
@@ -206,20 +207,11 @@ def by_lexicographer_file(offsets: list[int], nouns: dict[int, Synset]) -> dict[
     return groups
 
 
-def _halves(name: str, n_train: int, n_test: int) -> tuple[int, int]:
-    if n_train <= 0 or n_test <= 0 or n_train % 2 or n_test % 2:
-        raise ConfigError(
-            f"{name}: n_train and n_test must be positive and even so classes balance exactly, "
-            f"got {n_train} and {n_test}"
-        )
-    return n_train // 2, n_test // 2
-
-
 def _category_task(
     name: str, roots: list[Synset], seed: int, n_train: int, n_test: int
 ) -> TaskData:
     """Label 1 for words under `roots` in the hypernym hierarchy, 0 for all other nouns."""
-    half_train, half_test = _halves(name, n_train, n_test)
+    half_train, half_test = halves(name, n_train, n_test)
     vocab = words()
     inside = descendants(roots)
     rng = random.Random(seed)
@@ -270,7 +262,7 @@ def wordnet_food(seed: int, n_train: int = 2000, n_test: int = 500) -> TaskData:
 def wordnet_gloss(seed: int, n_train: int = 4000, n_test: int = 1000) -> TaskData:
     """Does this definition fit the word? Distractors are glosses from the word's lexicographer
     file (same coarse topic), so topic alone cannot tell them apart."""
-    half_train, half_test = _halves("wordnet_gloss", n_train, n_test)
+    half_train, half_test = halves("wordnet_gloss", n_train, n_test)
     nouns = synsets("n")
     vocab = words()
     offsets = glossed_nouns(nouns, vocab)
