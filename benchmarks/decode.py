@@ -24,12 +24,13 @@ from flax import nnx  # noqa: E402
 from harness import DTYPES, SHAPES, hf_config  # noqa: E402
 from w2s.checkpoint import write_json_atomic  # noqa: E402
 from w2s.generate import GenerationConfig, Generator  # noqa: E402
-from w2s.models import BACKBONES, TransformerConfig  # noqa: E402
+from w2s.models import TransformerConfig  # noqa: E402
 from w2s.models.causal_lm import CausalLM  # noqa: E402
+from w2s.models.family import family_of, new_backbone  # noqa: E402
 from w2s.models.loading import load_pretrained  # noqa: E402
 from w2s.runtime import host_memory, recycle_host_memory  # noqa: E402
 
-DECODERS = sorted(m for m in SHAPES if "gpt2" in m)
+DECODERS = sorted(m for m in SHAPES if family_of(TransformerConfig.from_hf(hf_config(m).to_dict())).decoder)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -74,7 +75,7 @@ def jax_runner(model: Any, hf: transformers.PretrainedConfig, args: argparse.Nam
     dtype = DTYPES[args.dtype]
 
     def make() -> CausalLM:
-        backbone = BACKBONES[cfg.arch](cfg, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0))
+        backbone = new_backbone(cfg, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0))
         return CausalLM(backbone, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(1))
 
     with tempfile.TemporaryDirectory() as folder:

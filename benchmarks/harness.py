@@ -19,7 +19,8 @@ from flax import nnx
 
 from w2s import sharding
 from w2s.losses import make_loss
-from w2s.models import BACKBONES, POOLING, Classifier, TransformerConfig
+from w2s.models import Classifier, TransformerConfig
+from w2s.models.family import family_of, new_backbone
 from w2s.train import TrainConfig, init_train_state, jit_train_step, make_optimizer, make_train_step
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -65,8 +66,8 @@ def hf_config(model: str) -> transformers.PretrainedConfig:
 def jax_classifier(hf: transformers.PretrainedConfig, dtype: Any, seed: int = 0) -> Classifier:
     """Randomly initialised classifier; `dtype` is the compute dtype, parameters stay float32."""
     cfg = TransformerConfig.from_hf(hf.to_dict())
-    backbone = BACKBONES[cfg.arch](cfg, dtype=dtype, param_dtype=jnp.float32, rngs=nnx.Rngs(seed))
-    return Classifier(backbone, POOLING[cfg.arch])
+    backbone = new_backbone(cfg, dtype=dtype, param_dtype=jnp.float32, rngs=nnx.Rngs(seed))
+    return Classifier(backbone, family_of(cfg).pooling)
 
 
 def non_embedding_params(model: Classifier) -> int:

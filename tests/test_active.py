@@ -95,7 +95,7 @@ def test_hybrid_takes_informative_points_but_not_near_duplicates():
 def test_random_strategy_registry_and_checks():
     chosen = select("random", ctx(n=10, k=4))
     assert len(set(chosen.tolist())) == 4 and chosen.max() < 10
-    with pytest.raises(ValueError, match="unknown strategy 'bold'; known: bald, bald_kcenter"):
+    with pytest.raises(ValueError, match=r"unknown strategy 'bold'\. Did you mean 'bald'.*Known strategies: bald, bald_kcenter"):
         select("bold", ctx())
 
     @register_strategy("test_first_twice")

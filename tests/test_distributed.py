@@ -191,11 +191,11 @@ def test_two_processes_match_one_and_resume_exactly(tmp_path, tiny_bert):
     assert (tmp_path / "two" / "seed_0" / "student_xent.json").exists()  # written once, by process 0
 
 
-def register_tiny_ladder(model_dir: str) -> None:
+def register_pair_ladder(model_dir: str) -> None:
     from w2s import ladders
 
-    ladders.register("tiny", [ladders.Rung("tiny-l0-mean", model_dir, 1e6, num_layers=0, pooling="mean"),
-                              ladders.Rung("tiny-l2", model_dir, 3e6, num_layers=2)])
+    ladders.register("pair", [ladders.Rung("pair-l0-mean", model_dir, 1e6, num_layers=0, pooling="mean"),
+                              ladders.Rung("pair-l2", model_dir, 3e6, num_layers=2)])
 
 
 def sweep_config(tmp_path: pathlib.Path, name: str, *extra: str) -> list[str]:
@@ -203,7 +203,7 @@ def sweep_config(tmp_path: pathlib.Path, name: str, *extra: str) -> list[str]:
     Both losses are smooth: aux_conf's hard labels would flip on near-ties between meshes."""
     train = dict(batch_size=8, micro_batch_size=8, epochs=1, checkpoint_every=0, eval_batch_size=16, lr=1e-3,
                  log_every=1)
-    return ["--config.models=tiny-l0-mean,tiny-l2", "--config.seeds=0,", "--config.methods=xent,product",
+    return ["--config.models=pair-l0-mean,pair-l2", "--config.seeds=0,", "--config.methods=xent,product",
             "--config.task_options.n_train=64", "--config.task_options.n_test=32",
             *[f"--config.train.{k}={v}" for k, v in train.items()],
             f"--config.output_dir={tmp_path / name}", f"--config.checkpoint_dir={tmp_path / 'ckpt'}", *extra]
@@ -219,7 +219,7 @@ def test_two_process_sweep_writes_once_and_equals_one_process(tmp_path, tiny_ber
     from w2s import sweep
     from w2s.results_table import ResultsTable
 
-    register_tiny_ladder(str(tiny_bert))
+    register_pair_ladder(str(tiny_bert))
     launch_two(tmp_path / "logs", [str(tiny_bert), *sweep_config(tmp_path, "two", *MESH)], mode="sweep")
     sweep.run_sweep(load_config(sweep_config(tmp_path, "one", "--config.mesh.data=-1", *MESH[1:]), "sweep_offline"))
     two, one = ResultsTable(tmp_path / "two" / "results.sqlite").rows(), ResultsTable(tmp_path / "one" / "results.sqlite").rows()
@@ -238,7 +238,7 @@ if __name__ == "__main__":
 
     mode, out = sys.argv[1], pathlib.Path(sys.argv[2])
     if mode == "sweep":
-        register_tiny_ladder(sys.argv[3])
+        register_pair_ladder(sys.argv[3])
         sweep.run_sweep(load_config(sys.argv[4:], "sweep_offline"))  # it joins the run itself
         import jax
 

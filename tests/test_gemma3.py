@@ -1,6 +1,7 @@
-"""Gemma-3 against transformers' Gemma3ForCausalLM on tiny random checkpoints: hidden states and
+"""Gemma-3 against transformers' Gemma3ForCausalLM on tiny random checkpoints (hidden states and
 logits with right padding and a sliding window shorter than the text, greedy generation through the
-KV cache, the config reader, and a tensor-parallel forward."""
+KV cache, the config reader, a tensor-parallel forward) and on the real Gemma-3-270M, fetched by
+`w2s models fetch gemma3-270m`, against transformers reading the GGUF file itself."""
 from __future__ import annotations
 
 import dataclasses
@@ -167,3 +168,65 @@ def test_tensor_parallel_forward_equals_one_device():
     forward = jax.jit(lambda p, i, m: nnx.merge(graphdef, p)(i, m), out_shardings=sharding.replicated(mesh))
     got = forward(params, jax.device_put(ids, batch), jax.device_put(mask, batch))
     np.testing.assert_allclose(np.asarray(got)[mask.astype(bool)], expected[mask.astype(bool)], atol=1e-5)
+
+
+# --- the real Gemma-3-270M (GGUF Q4_K_M, fetched into the user's cache once, then reused) ---
+
+NAME = "gemma3-270m"
+SENTENCES = [
+    "The capital of France is Paris.",
+    "Weak supervisors can still teach strong students something useful, can't they? Naïve café: 12 + 7 = 19.",
+    "ok",
+]
+# Past the 512-token window of the local layers: there the window changes what each token sees.
+LONG = " ".join(f"Note {i}: the river that runs through the old town floods every spring." for i in range(40))
+PROMPTS_REAL = ["The capital of France is", "Once upon a time, a small robot", LONG]
+
+
+@pytest.fixture(scope="module")
+def real(offline_model, original_checkpoint):
+    """(our CausalLM, its tokenizer, transformers' Gemma3ForCausalLM read from the GGUF itself)."""
+    model, tokenizer = build_causal_lm(str(offline_model(NAME)))
+    gguf = original_checkpoint(NAME)
+    reference = transformers.AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    return model, tokenizer, reference
+
+
+def _right_padded(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    tokenizer.padding_side = "right"
+    batch = tokenizer(texts, padding=True, return_tensors="np")
+    ids, mask = batch["input_ids"].astype(np.int32), batch["attention_mask"].astype(np.int32)
+    assert ids[0, 0] == tokenizer.bos_token_id and mask.sum(1).min() < mask.shape[1]  # <bos> first; padded
+    return ids, mask
+
+
+def test_real_model_matches_transformers_on_the_gguf(real):
+    model, tokenizer, reference = real
+    short = _right_padded(tokenizer, SENTENCES)
+    long = _right_padded(tokenizer, [LONG, SENTENCES[0]])
+    assert long[1].sum(1).max() > model.cfg.sliding_window + 32
+    for ids, mask in (short, long):
+        hidden = model.backbone(jnp.asarray(ids), jnp.asarray(mask))
+        with torch.no_grad():
+            theirs = reference.model(input_ids=torch.tensor(ids).long(),
+                                     attention_mask=torch.tensor(mask)).last_hidden_state
+        real_tokens = mask.astype(bool)
+        diff = np.abs(np.asarray(hidden) - theirs.numpy())[real_tokens]
+        print(f"hidden, {ids.shape}: max |diff| {diff.max():.2e}")  # noqa: T201
+        assert diff.max() <= 1e-4
+        if ids is short[0]:  # logits [B, T, 262144]: only for the short batch
+            logits = np.asarray(model.logits(hidden))
+            with torch.no_grad():
+                ref_logits = reference.lm_head(theirs).numpy()
+            assert np.abs(logits - ref_logits)[real_tokens].max() <= 1e-4
+
+
+def test_real_model_greedy_generation_matches_transformers(real):
+    model, tokenizer, reference = real
+    prompts = [tokenizer.encode(p) for p in PROMPTS_REAL]
+    gen = Generator(model, tokenizer, rows=len(prompts), max_length=max(map(len, prompts)) + 16,
+                    eos_ids=[tokenizer.eos_token_id])
+    got = gen.generate_ids(prompts, GenerationConfig(max_new_tokens=12))
+    assert [c.token_ids for c in got] == _hf_greedy(reference, prompts, 12, tokenizer.eos_token_id)
+    assert "Paris" in got[0].text

@@ -12,8 +12,8 @@ from jax.sharding import PartitionSpec as P
 
 from tests.test_train import CFG, TINY, losses_of, run, tiny_model, toy_data
 from w2s import sharding
-from w2s.models import BACKBONES
 from w2s.models.classifier import Classifier
+from w2s.models.family import new_backbone
 from w2s.train import TrainConfig, predict_logits
 
 WIDE = dataclasses.replace(TINY, hidden_size=128, head_dim=32, intermediate_size=512)  # k/v past min_size
@@ -32,7 +32,7 @@ EXPECTED = {  # (module, parameter) -> spec; the embedding is not tensor-paralle
 
 
 def specs_by_name(mesh, arch):
-    abstract = nnx.state(nnx.eval_shape(lambda: Classifier(BACKBONES[arch](ARCHS[arch], rngs=nnx.Rngs(0)), "last")))
+    abstract = nnx.state(nnx.eval_shape(lambda: Classifier(new_backbone(ARCHS[arch], rngs=nnx.Rngs(0)), "last")))
     flat = jax.tree_util.tree_flatten_with_path(sharding.state_shardings(mesh, abstract))[0]
     return {tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey))[-2:]: s.spec for path, s in flat}
 

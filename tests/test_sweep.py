@@ -64,7 +64,7 @@ def test_minilm_rungs_count_their_parameters():
         model = nnx.eval_shape(lambda: build_backbone(rung.model, num_layers=rung.num_layers, pretrained=False))
         assert sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))) == rung.params, label
     assert ladders.family("qwen2.5-7b") == "qwen2.5"
-    with pytest.raises(ValueError, match="unknown rung 'pythia-12b'.*known rungs: minilm-l0-mean"):
+    with pytest.raises(ValueError, match="unknown rung 'pythia-12b'.*Known rungs: .*minilm-l0-mean"):
         ladders.rung("pythia-12b")
 
 
@@ -180,7 +180,7 @@ def test_changed_settings_are_refused_and_new_rungs_are_not(tiny_ladder, tmp_pat
     sweep.run_sweep(apply_overrides(cfg, [f"--config.models={','.join(TINY)}", "--config.methods=xent,product"]))
     with pytest.raises(ConfigError, match=r"keys \['rungs', 'train'\] differ"):
         sweep.run_sweep(apply_overrides(cfg, ["--config.train.lr=0.5"]))
-    monkeypatch.setitem(ladders._RUNGS, "tiny-l1", dataclasses.replace(ladders.rung("tiny-l1"), num_layers=2))
+    monkeypatch.setitem(ladders.RUNGS._entries, "tiny-l1", dataclasses.replace(ladders.rung("tiny-l1"), num_layers=2))
     with pytest.raises(ConfigError, match=r"keys \['rungs'\] differ"):
         sweep.run_sweep(cfg)
 

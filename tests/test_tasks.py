@@ -172,14 +172,15 @@ def test_unknown_option_names_it_and_the_accepted_ones():
 
 
 def test_register_task_rejects_duplicates_and_accepts_dicts(monkeypatch):
-    monkeypatch.setattr(tasks, "_REGISTRY", dict(tasks._REGISTRY))
+    monkeypatch.setattr(tasks, "TASKS", tasks.TASKS.copy())
 
     @tasks.register_task("toy")
     def toy(seed, n=2):
         return {"train": [("a", True), ("b", np.int64(0))] * n, "test": [["c", np.int32(1)]]}
 
-    with pytest.raises(ValueError, match="already registered"):
-        tasks.register_task("toy")(toy)
+    tasks.register_task("toy")(toy)  # the same task again: a config file loaded twice
+    with pytest.raises(ValueError, match=r"task 'toy' is already registered by tests\.test_tasks\..*toy"):
+        tasks.register_task("toy")(lambda seed: {})
     data = load_task("toy", n=1)
     assert data == TaskData("toy", [("a", 1), ("b", 0)], [("c", 1)])
     assert all(type(label) is int for _, label in data.train + data.test)
@@ -187,7 +188,7 @@ def test_register_task_rejects_duplicates_and_accepts_dicts(monkeypatch):
 
 @pytest.mark.parametrize("label", [1.0, "1", 2, -1, None])
 def test_bad_label_names_split_index_and_value(monkeypatch, label):
-    monkeypatch.setattr(tasks, "_REGISTRY", dict(tasks._REGISTRY))
+    monkeypatch.setattr(tasks, "TASKS", tasks.TASKS.copy())
     bad = {"train": [("ok", 0)], "test": [("ok", 1), ("x", label)]}
     tasks.register_task("bad")(lambda seed: bad)
     with pytest.raises(ValueError, match=rf"task 'bad', split 'test', example 1: .*{label!r}"):
@@ -196,7 +197,7 @@ def test_bad_label_names_split_index_and_value(monkeypatch, label):
 
 @pytest.mark.parametrize("text", ["", "   ", None, b"bytes"])
 def test_bad_text_is_refused(monkeypatch, text):
-    monkeypatch.setattr(tasks, "_REGISTRY", dict(tasks._REGISTRY))
+    monkeypatch.setattr(tasks, "TASKS", tasks.TASKS.copy())
     tasks.register_task("bad")(lambda seed: {"train": [(text, 0)], "test": [("ok", 1)]})
     with pytest.raises(ValueError, match="split 'train', example 0: text must be a non-empty str"):
         load_task("bad")

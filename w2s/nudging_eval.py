@@ -25,7 +25,7 @@ from w2s.checkpoint import write_json_atomic
 from w2s.config import apply_overrides
 from w2s.generate import Generator
 from w2s.models import resolve_model_dir
-from w2s.models.causal_lm import build_causal_lm, eos_ids
+from w2s.models.causal_lm import build_causal_lm, decoder_model_types, eos_ids
 from w2s.nudging import CoWriteConfig, CoWritten, co_write
 
 ROLES = ("base", "nudger")
@@ -43,7 +43,7 @@ MISSING = (
     "model's weights (w2s's offline default, MiniLM, is an encoder), so this experiment has no offline "
     "default. On a machine with the hub, `huggingface-cli download {base}` and `huggingface-cli "
     "download {nudger}` fill the Hugging Face cache, which w2s then reads offline; or pass local HF "
-    "folders of gpt2, llama or qwen2 models: --config.base.model=PATH --config.nudger.model=PATH."
+    "folders of {decoders} models: --config.base.model=PATH --config.nudger.model=PATH."
 )
 
 
@@ -74,7 +74,7 @@ def load_generators(cfg: ml_collections.ConfigDict) -> dict[str, Generator]:
         try:
             resolve_model_dir(name)
         except (ValueError, FileNotFoundError) as e:
-            raise ValueError(MISSING.format(role=role, name=name, error=e, **names)) from None
+            raise ValueError(MISSING.format(role=role, name=name, error=e, decoders=", ".join(decoder_model_types()), **names)) from None
     out = {}
     for role in ROLES:
         model, tokenizer = build_causal_lm(cfg[role].model, dtype=DTYPES[cfg.dtype])

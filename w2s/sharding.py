@@ -14,17 +14,17 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from w2s.models.family import parallel_modules
+
 AXES = ("data", "fsdp", "model")
 BATCH_AXES = ("data", "fsdp")
 
 # Tensor parallelism: the projections that widen (q/k/v, MLP in) split their output features over
 # `model`, the ones that narrow back (attention out, MLP out) their input features, so each device
-# computes whole heads and a slice of the MLP hidden and only the narrowing matmul all-reduces.
-# bert.py, gpt2.py, llama.py (Llama and Qwen2) and gpt_neox.py (Pythia; its fused query_key_value is
-# split into query, key and value on loading) all use these module names; causal_lm.py's lm_head
+# computes whole heads and a slice of the MLP hidden and only the narrowing matmul all-reduces. Each
+# model family names its modules of either kind (w2s/models/family.py); causal_lm.py's lm_head
 # splits the vocabulary.
-COLUMN_PARALLEL = frozenset({"query", "key", "value", "mlp_in", "mlp_gate", "mlp_up", "lm_head"})
-ROW_PARALLEL = frozenset({"out", "mlp_out", "mlp_down"})
+LM_HEAD = "lm_head"
 
 
 def _describe(sizes: dict[str, int]) -> str:
@@ -108,9 +108,10 @@ def _tensor_parallel_axis(names: tuple[str, ...]) -> int | None:
     if len(names) < 2:
         return None
     module, param = names[-2], names[-1]
-    if module in COLUMN_PARALLEL:
+    column, row = parallel_modules()
+    if module in column or module == LM_HEAD:
         return {"kernel": 1, "bias": 0}.get(param)
-    if module in ROW_PARALLEL and param == "kernel":
+    if module in row and param == "kernel":
         return 0
     return None
 

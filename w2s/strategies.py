@@ -12,6 +12,8 @@ from typing import Callable
 
 import numpy as np
 
+from w2s.registry import Registry
+
 
 @dataclasses.dataclass(frozen=True)
 class Context:
@@ -27,29 +29,20 @@ class Context:
 
 
 Strategy = Callable[[Context], np.ndarray]
-_STRATEGIES: dict[str, Strategy] = {}
+STRATEGIES: Registry[Strategy] = Registry("strategy", "strategies")
 
 
 def register_strategy(name: str) -> Callable[[Strategy], Strategy]:
     """Adds a strategy under `name`; names are unique so a config always means one function."""
-
-    def add(fn: Strategy) -> Strategy:
-        if name in _STRATEGIES:
-            raise ValueError(f"strategy {name!r} is already registered.")
-        _STRATEGIES[name] = fn
-        return fn
-
-    return add
+    return STRATEGIES.register(name)
 
 
 def known_strategies() -> list[str]:
-    return sorted(_STRATEGIES)
+    return STRATEGIES.names()
 
 
 def get_strategy(name: str) -> Strategy:
-    if name not in _STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; known: {', '.join(known_strategies())}.")
-    return _STRATEGIES[name]
+    return STRATEGIES.get(name)
 
 
 def select(name: str, ctx: Context) -> np.ndarray:

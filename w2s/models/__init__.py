@@ -14,13 +14,11 @@ import jax.numpy as jnp
 import transformers
 from flax import nnx
 
-from w2s.models.bert import Bert
+# Each family module registers its backbone when imported (w2s/models/family.py).
+from w2s.models import bert, gemma3, gpt2, gpt_neox, llama  # noqa: F401
 from w2s.models.classifier import Classifier
 from w2s.models.config import TransformerConfig
-from w2s.models.gemma3 import Gemma3
-from w2s.models.gpt2 import GPT2
-from w2s.models.gpt_neox import GPTNeoX
-from w2s.models.llama import Llama
+from w2s.models.family import MODEL_TYPES, family_of, new_backbone
 from w2s.models.loading import load_pretrained, read_hf_config
 from w2s.models.sources import SOURCES, model_dir
 
@@ -33,16 +31,17 @@ __all__ = [
     "resolve_model_dir",
 ]
 
-BACKBONES = {"bert": Bert, "gpt2": GPT2, "llama": Llama, "gpt_neox": GPTNeoX, "gemma3": Gemma3}
-# Encoders read [CLS]; causal decoders only see the whole text at its last token.
-POOLING = {"bert": "first", "gpt2": "last", "llama": "last", "gpt_neox": "last", "gemma3": "last"}
-
 # Config, tokenizer files (tokenizer.json, vocab.txt, merges.txt, tokenizer.model) and weights.
 _HUB_FILES = ["*.json", "*.txt", "*.model", "model*.safetensors"]
 
 
 def known_models() -> list[str]:
     return sorted(SOURCES)
+
+
+def known_model_types() -> list[str]:
+    """The config.json model_types of the registered families: any HF folder of these loads."""
+    return MODEL_TYPES.names()
 
 
 def resolve_model_dir(name: str) -> pathlib.Path:
@@ -90,7 +89,7 @@ def build_backbone(
         cfg = dataclasses.replace(cfg, num_layers=num_layers)
 
     def make() -> nnx.Module:
-        return BACKBONES[cfg.arch](cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(seed))
+        return new_backbone(cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(seed))
 
     if not pretrained:
         return make()
@@ -125,4 +124,4 @@ def build_classifier(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
-    return Classifier(backbone, pooling or POOLING[backbone.cfg.arch]), tokenizer
+    return Classifier(backbone, pooling or family_of(backbone.cfg).pooling), tokenizer

@@ -10,6 +10,47 @@ from flax import nnx
 
 from w2s.models import layers
 from w2s.models.config import TransformerConfig
+from w2s.models.family import register_family
+from w2s.models.loading import NameMap, linear_names, norm_names, unchanged
+
+
+def read_config(d: dict[str, Any]) -> TransformerConfig:
+    heads = d["num_attention_heads"]
+    return TransformerConfig(
+        arch="bert",
+        vocab_size=d["vocab_size"],
+        hidden_size=d["hidden_size"],
+        num_layers=d["num_hidden_layers"],
+        num_heads=heads,
+        num_kv_heads=heads,
+        head_dim=d["hidden_size"] // heads,
+        intermediate_size=d["intermediate_size"],
+        max_position=d["max_position_embeddings"],
+        norm_eps=d.get("layer_norm_eps", 1e-12),
+        activation=d.get("hidden_act", "gelu"),
+        qkv_bias=True,
+        tie_embeddings=d.get("tie_word_embeddings", True),
+        type_vocab_size=d.get("type_vocab_size", 2),
+    )
+
+
+def checkpoint_names(cfg: TransformerConfig) -> NameMap:
+    m: NameMap = {
+        ("token_embed", "embedding"): ("embeddings.word_embeddings.weight", unchanged),
+        ("position_embed", "embedding"): ("embeddings.position_embeddings.weight", unchanged),
+        ("type_embed", "embedding"): ("embeddings.token_type_embeddings.weight", unchanged),
+        **norm_names(("embed_norm",), "embeddings.LayerNorm"),
+    }
+    for i in range(cfg.num_layers):
+        ours, hf = ("layers", i), f"encoder.layer.{i}"
+        for name in ("query", "key", "value"):
+            m |= linear_names(ours + ("attn", name), f"{hf}.attention.self.{name}")
+        m |= linear_names(ours + ("attn", "out"), f"{hf}.attention.output.dense")
+        m |= norm_names(ours + ("attn_norm",), f"{hf}.attention.output.LayerNorm")
+        m |= linear_names(ours + ("mlp_in",), f"{hf}.intermediate.dense")
+        m |= linear_names(ours + ("mlp_out",), f"{hf}.output.dense")
+        m |= norm_names(ours + ("mlp_norm",), f"{hf}.output.LayerNorm")
+    return m
 
 
 class BertLayer(nnx.Module):
@@ -28,6 +69,11 @@ class BertLayer(nnx.Module):
         return self.mlp_norm(x + self.mlp_out(self.act(self.mlp_in(x))))
 
 
+# Encoders read [CLS]. Tensor parallelism: the projections that widen (q/k/v, MLP in) split their
+# output features, the ones that narrow back (attention out, MLP out) their input features.
+@register_family("bert", model_types=("bert",), read_config=read_config, checkpoint_names=checkpoint_names,
+                 prefixes=("bert.",), pooling="first", column_parallel=("query", "key", "value", "mlp_in"),
+                 row_parallel=("out", "mlp_out"))
 class Bert(nnx.Module):
     """Token type is always 0: the classifiers feed single segments."""
 

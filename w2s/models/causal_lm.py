@@ -15,11 +15,10 @@ import jax.numpy as jnp
 import transformers
 from flax import nnx
 
-from w2s.models import BACKBONES, layers, resolve_model_dir
+from w2s.models import layers, resolve_model_dir
 from w2s.models.config import TransformerConfig
+from w2s.models.family import MODEL_TYPES, family_of, new_backbone
 from w2s.models.loading import load_pretrained, read_hf_config
-
-DECODERS = ("gpt2", "llama", "gpt_neox", "gemma3")
 
 
 class CausalLM(nnx.Module):
@@ -60,16 +59,21 @@ def build_causal_lm(
     LM head, and its tokenizer."""
     folder = resolve_model_dir(name)
     cfg = TransformerConfig.from_hf(read_hf_config(folder))
-    if cfg.arch not in DECODERS:
-        raise ValueError(
-            f"{name} is a {cfg.arch} encoder; generation needs a gpt2, llama, qwen2 or gpt_neox decoder")
+    if not family_of(cfg).decoder:
+        raise ValueError(f"{name} is a {cfg.arch} encoder; generation needs a decoder: one of "
+                         f"{', '.join(decoder_model_types())}")
 
     def make() -> CausalLM:
-        backbone = BACKBONES[cfg.arch](cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0))
+        backbone = new_backbone(cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0))
         return CausalLM(backbone, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(1))
 
     model = load_pretrained(nnx.eval_shape(make), folder, lm_head=True)
     return model, transformers.AutoTokenizer.from_pretrained(folder)
+
+
+def decoder_model_types() -> list[str]:
+    """The config.json model_types whose family generates."""
+    return [name for name, family in MODEL_TYPES.items() if family.decoder]
 
 
 def eos_ids(name: str, tokenizer: Any) -> list[int]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from w2s.models.family import MODEL_TYPES
+
 
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
     """Shapes and options of a backbone; `arch` picks the module that reads it."""
 
-    arch: str  # 'bert' | 'gpt2' | 'llama' (llama also covers qwen2) | 'gpt_neox' (Pythia)
+    arch: str  # its model family's name (w2s/models/family.py)
     vocab_size: int
     hidden_size: int
     num_layers: int
@@ -42,94 +44,13 @@ class TransformerConfig:
 
     @classmethod
     def from_hf(cls, d: dict[str, Any]) -> TransformerConfig:
-        """Maps an HF config.json dict, so checkpoints load without transformers."""
-        model_type = d.get("model_type")
-        if model_type == "bert":
-            heads = d["num_attention_heads"]
-            return cls(
-                arch="bert",
-                vocab_size=d["vocab_size"],
-                hidden_size=d["hidden_size"],
-                num_layers=d["num_hidden_layers"],
-                num_heads=heads,
-                num_kv_heads=heads,
-                head_dim=d["hidden_size"] // heads,
-                intermediate_size=d["intermediate_size"],
-                max_position=d["max_position_embeddings"],
-                norm_eps=d.get("layer_norm_eps", 1e-12),
-                activation=d.get("hidden_act", "gelu"),
-                qkv_bias=True,
-                tie_embeddings=d.get("tie_word_embeddings", True),
-                type_vocab_size=d.get("type_vocab_size", 2),
-            )
-        if model_type == "gpt2":
-            hidden, heads = d["n_embd"], d["n_head"]
-            return cls(
-                arch="gpt2",
-                vocab_size=d["vocab_size"],
-                hidden_size=hidden,
-                num_layers=d["n_layer"],
-                num_heads=heads,
-                num_kv_heads=heads,
-                head_dim=hidden // heads,
-                intermediate_size=d.get("n_inner") or 4 * hidden,
-                max_position=d["n_positions"],
-                norm_eps=d.get("layer_norm_epsilon", 1e-5),
-                activation=d.get("activation_function", "gelu_new"),
-                qkv_bias=True,
-                tie_embeddings=d.get("tie_word_embeddings", True),
-            )
-        if model_type in ("llama", "qwen2"):
-            if d.get("use_sliding_window"):
-                raise ValueError("sliding-window attention is not supported")
-            hidden, heads = d["hidden_size"], d["num_attention_heads"]
-            return cls(
-                arch="llama",
-                vocab_size=d["vocab_size"],
-                hidden_size=hidden,
-                num_layers=d["num_hidden_layers"],
-                num_heads=heads,
-                num_kv_heads=d.get("num_key_value_heads") or heads,
-                head_dim=d.get("head_dim") or hidden // heads,
-                intermediate_size=d["intermediate_size"],
-                max_position=d["max_position_embeddings"],
-                norm_eps=d.get("rms_norm_eps", 1e-6),
-                activation=d.get("hidden_act", "silu"),
-                rope_theta=_rope_theta(d),
-                qkv_bias=model_type == "qwen2" or bool(d.get("attention_bias")),
-                tie_embeddings=d.get("tie_word_embeddings", False),
-            )
-        if model_type == "gpt_neox":
-            # Defaults are GPTNeoXConfig's; Pythia's config.json uses the old rotary_* names.
-            hidden, heads = d["hidden_size"], d["num_attention_heads"]
-            params = d.get("rope_parameters") or {}
-            return cls(
-                arch="gpt_neox",
-                vocab_size=d["vocab_size"],
-                hidden_size=hidden,
-                num_layers=d["num_hidden_layers"],
-                num_heads=heads,
-                num_kv_heads=heads,
-                head_dim=hidden // heads,
-                intermediate_size=d["intermediate_size"],
-                max_position=d["max_position_embeddings"],
-                norm_eps=d.get("layer_norm_eps", 1e-5),
-                activation=d.get("hidden_act", "gelu"),
-                rope_theta=_rope_theta(d),
-                rotary_fraction=float(params.get("partial_rotary_factor", d.get("rotary_pct", 0.25))),
-                parallel_residual=d.get("use_parallel_residual", True),
-                qkv_bias=d.get("attention_bias", True),
-                tie_embeddings=d.get("tie_word_embeddings", False),
-            )
-        if model_type == "gemma3_text":  # until the model-family registry lands
-            from w2s.models.gemma3 import read_config
-            return read_config(d)
-        raise ValueError(
-            f"unsupported model_type {model_type!r}; supported: bert, gpt2, llama, qwen2, gpt_neox"
-        )
+        """Maps an HF config.json dict, so checkpoints load without transformers: the model family
+        serving its model_type reads it."""
+        hint = " A new model family is one file in w2s/models/ (see w2s/models/family.py)."
+        return MODEL_TYPES.get(str(d.get("model_type")), hint).read_config(d)
 
 
-def _rope_theta(d: dict[str, Any]) -> float:
+def rope_theta(d: dict[str, Any]) -> float:
     """Reads rope_theta from either the old (top-level; GPT-NeoX's rotary_emb_base) or the v5
     (rope_parameters) layout."""
     params = d.get("rope_parameters") or d.get("rope_scaling") or {}

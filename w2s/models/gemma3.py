@@ -19,7 +19,8 @@ from flax import nnx
 
 from w2s.models import layers
 from w2s.models.config import TransformerConfig
-from w2s.models.loading import NameMap, _linear, _norm, _same
+from w2s.models.family import register_family
+from w2s.models.loading import NameMap, linear_names, norm_names, unchanged
 
 SLIDING, FULL = "sliding_attention", "full_attention"  # HF's layer_types
 
@@ -59,24 +60,6 @@ class Gemma3Block(layers.RotaryBlock):
         x = x + self.attn_out_norm(attn)
         h = self.mlp_norm(x)
         return x + self.mlp_out_norm(self.mlp_down(self.act(self.mlp_gate(h)) * self.mlp_up(h)))
-
-
-class Gemma3(layers.RotaryDecoder):
-    norm = RMSNorm
-
-    def make_block(self, index: int, **kw: Any) -> Gemma3Block:
-        return Gemma3Block(self.cfg, sliding=self.cfg.sliding_layers[index], **kw)
-
-    def embed(self, input_ids: jax.Array) -> jax.Array:
-        # HF rounds sqrt(hidden) to float32, then to the compute dtype (bfloat16 gives 25.25 for 640).
-        x = self.token_embed(input_ids)
-        return x * jnp.asarray(np.float32(self.cfg.hidden_size**0.5), x.dtype)
-
-    def ropes(self, positions: jax.Array) -> list[tuple[jax.Array, jax.Array]]:
-        cfg = self.cfg
-        local = layers.rope_tables(positions, cfg.rotary_dim, cfg.rope_local_theta)
-        full = layers.rope_tables(positions, cfg.rotary_dim, cfg.rope_theta, cfg.rope_factor)
-        return [local if layer.window is not None else full for layer in self.layers]
 
 
 def read_config(d: dict[str, Any]) -> TransformerConfig:
@@ -141,19 +124,41 @@ def _rope(d: dict[str, Any], layer_type: str, old_key: str, default: float) -> t
 def checkpoint_names(cfg: TransformerConfig) -> NameMap:
     """Our parameter paths -> HF Gemma3TextModel tensor names."""
     m: NameMap = {
-        ("token_embed", "embedding"): ("embed_tokens.weight", _same),
-        **_norm(("final_norm",), "norm", bias=False),
+        ("token_embed", "embedding"): ("embed_tokens.weight", unchanged),
+        **norm_names(("final_norm",), "norm", bias=False),
     }
     for i in range(cfg.num_layers):
         ours, hf = ("layers", i), f"layers.{i}"
         for name, proj in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj"), ("out", "o_proj")):
-            m |= _linear(ours + ("attn", name), f"{hf}.self_attn.{proj}", bias=cfg.qkv_bias)
-        m |= _norm(ours + ("attn", "query_norm"), f"{hf}.self_attn.q_norm", bias=False)
-        m |= _norm(ours + ("attn", "key_norm"), f"{hf}.self_attn.k_norm", bias=False)
+            m |= linear_names(ours + ("attn", name), f"{hf}.self_attn.{proj}", bias=cfg.qkv_bias)
+        m |= norm_names(ours + ("attn", "query_norm"), f"{hf}.self_attn.q_norm", bias=False)
+        m |= norm_names(ours + ("attn", "key_norm"), f"{hf}.self_attn.k_norm", bias=False)
         for name, norm in (("attn_norm", "input_layernorm"), ("attn_out_norm", "post_attention_layernorm"),
                            ("mlp_norm", "pre_feedforward_layernorm"),
                            ("mlp_out_norm", "post_feedforward_layernorm")):
-            m |= _norm(ours + (name,), f"{hf}.{norm}", bias=False)
+            m |= norm_names(ours + (name,), f"{hf}.{norm}", bias=False)
         for name in ("gate", "up", "down"):
-            m |= _linear(ours + (f"mlp_{name}",), f"{hf}.mlp.{name}_proj", bias=False)
+            m |= linear_names(ours + (f"mlp_{name}",), f"{hf}.mlp.{name}_proj", bias=False)
     return m
+
+
+# Gemma3ForCausalLM nests it in "model."; its LM head is the token embedding.
+@register_family("gemma3", model_types=("gemma3_text",), read_config=read_config,
+                 checkpoint_names=checkpoint_names, prefixes=("model.",), pooling="last",
+                 column_parallel=("query", "key", "value", "mlp_gate", "mlp_up"), row_parallel=("out", "mlp_down"))
+class Gemma3(layers.RotaryDecoder):
+    norm = RMSNorm
+
+    def make_block(self, index: int, **kw: Any) -> Gemma3Block:
+        return Gemma3Block(self.cfg, sliding=self.cfg.sliding_layers[index], **kw)
+
+    def embed(self, input_ids: jax.Array) -> jax.Array:
+        # HF rounds sqrt(hidden) to float32, then to the compute dtype (bfloat16 gives 25.25 for 640).
+        x = self.token_embed(input_ids)
+        return x * jnp.asarray(np.float32(self.cfg.hidden_size**0.5), x.dtype)
+
+    def ropes(self, positions: jax.Array) -> list[tuple[jax.Array, jax.Array]]:
+        cfg = self.cfg
+        local = layers.rope_tables(positions, cfg.rotary_dim, cfg.rope_local_theta)
+        full = layers.rope_tables(positions, cfg.rotary_dim, cfg.rope_theta, cfg.rope_factor)
+        return [local if layer.window is not None else full for layer in self.layers]

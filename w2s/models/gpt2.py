@@ -10,6 +10,50 @@ from flax import nnx
 
 from w2s.models import layers
 from w2s.models.config import TransformerConfig
+from w2s.models.family import register_family
+from w2s.models.loading import NameMap, linear_names, norm_names, unchanged
+
+
+def read_config(d: dict[str, Any]) -> TransformerConfig:
+    hidden, heads = d["n_embd"], d["n_head"]
+    return TransformerConfig(
+        arch="gpt2",
+        vocab_size=d["vocab_size"],
+        hidden_size=hidden,
+        num_layers=d["n_layer"],
+        num_heads=heads,
+        num_kv_heads=heads,
+        head_dim=hidden // heads,
+        intermediate_size=d.get("n_inner") or 4 * hidden,
+        max_position=d["n_positions"],
+        norm_eps=d.get("layer_norm_epsilon", 1e-5),
+        activation=d.get("activation_function", "gelu_new"),
+        qkv_bias=True,
+        tie_embeddings=d.get("tie_word_embeddings", True),
+    )
+
+
+def checkpoint_names(cfg: TransformerConfig) -> NameMap:
+    m: NameMap = {
+        ("token_embed", "embedding"): ("wte.weight", unchanged),
+        ("position_embed", "embedding"): ("wpe.weight", unchanged),
+        **norm_names(("final_norm",), "ln_f"),
+    }
+    h = cfg.hidden_size
+    for i in range(cfg.num_layers):
+        ours, hf = ("layers", i), f"h.{i}"
+        # c_attn fuses query, key and value along its output axis.
+        for j, name in enumerate(("query", "key", "value")):
+            part = slice(j * h, (j + 1) * h)
+            m[ours + ("attn", name, "kernel")] = (f"{hf}.attn.c_attn.weight", lambda w, p=part: w[:, p])
+            m[ours + ("attn", name, "bias")] = (f"{hf}.attn.c_attn.bias", lambda b, p=part: b[p])
+        # Conv1D already stores [in, out].
+        m |= linear_names(ours + ("attn", "out"), f"{hf}.attn.c_proj", transpose=False)
+        m |= norm_names(ours + ("attn_norm",), f"{hf}.ln_1")
+        m |= norm_names(ours + ("mlp_norm",), f"{hf}.ln_2")
+        m |= linear_names(ours + ("mlp_in",), f"{hf}.mlp.c_fc", transpose=False)
+        m |= linear_names(ours + ("mlp_out",), f"{hf}.mlp.c_proj", transpose=False)
+    return m
 
 
 class GPT2Block(nnx.Module):
@@ -36,6 +80,10 @@ class GPT2Block(nnx.Module):
         return x + self.mlp_out(self.act(self.mlp_in(self.mlp_norm(x))))
 
 
+# GPT2LMHeadModel nests it in "transformer."; the LM head is tied to the token embedding.
+@register_family("gpt2", model_types=("gpt2",), read_config=read_config, checkpoint_names=checkpoint_names,
+                 prefixes=("transformer.",), pooling="last", column_parallel=("query", "key", "value", "mlp_in"),
+                 row_parallel=("out", "mlp_out"))
 class GPT2(nnx.Module):
     def __init__(
         self,

@@ -22,12 +22,10 @@ from flax import nnx
 from safetensors import safe_open
 
 from w2s.models.config import TransformerConfig
+from w2s.models.family import family_of
 
 _INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 _SINGLES = ("model.safetensors", "pytorch_model.bin")
-# Wrappers such as BertForMaskedLM, GPT2LMHeadModel, LlamaForCausalLM or GPTNeoXForCausalLM nest
-# the backbone.
-_PREFIXES = ("bert.", "transformer.", "model.", "gpt_neox.")
 # Heads of task models (GPT-NeoX calls its LM head embed_out) and non-parameter buffers of older
 # checkpoints: not part of a backbone.
 _IGNORED = re.compile(
@@ -145,118 +143,27 @@ def read_torch_bin(path: str | pathlib.Path) -> dict[str, np.ndarray]:
         return dict(_TorchUnpickler(archive, root).load())
 
 
-def _same(x: np.ndarray) -> np.ndarray:
+def unchanged(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _linear(ours: Path, hf: str, *, bias: bool = True, transpose: bool = True) -> NameMap:
+def linear_names(ours: Path, hf: str, *, bias: bool = True, transpose: bool = True) -> NameMap:
     """torch Linear stores [out, in]; GPT-2's Conv1D already stores [in, out]."""
-    m: NameMap = {ours + ("kernel",): (f"{hf}.weight", np.transpose if transpose else _same)}
+    m: NameMap = {ours + ("kernel",): (f"{hf}.weight", np.transpose if transpose else unchanged)}
     if bias:
-        m[ours + ("bias",)] = (f"{hf}.bias", _same)
+        m[ours + ("bias",)] = (f"{hf}.bias", unchanged)
     return m
 
 
-def _norm(ours: Path, hf: str, *, bias: bool = True) -> NameMap:
-    m: NameMap = {ours + ("scale",): (f"{hf}.weight", _same)}
+def norm_names(ours: Path, hf: str, *, bias: bool = True) -> NameMap:
+    m: NameMap = {ours + ("scale",): (f"{hf}.weight", unchanged)}
     if bias:
-        m[ours + ("bias",)] = (f"{hf}.bias", _same)
+        m[ours + ("bias",)] = (f"{hf}.bias", unchanged)
     return m
 
 
-def _bert_names(cfg: TransformerConfig) -> NameMap:
-    m: NameMap = {
-        ("token_embed", "embedding"): ("embeddings.word_embeddings.weight", _same),
-        ("position_embed", "embedding"): ("embeddings.position_embeddings.weight", _same),
-        ("type_embed", "embedding"): ("embeddings.token_type_embeddings.weight", _same),
-        **_norm(("embed_norm",), "embeddings.LayerNorm"),
-    }
-    for i in range(cfg.num_layers):
-        ours, hf = ("layers", i), f"encoder.layer.{i}"
-        for name in ("query", "key", "value"):
-            m |= _linear(ours + ("attn", name), f"{hf}.attention.self.{name}")
-        m |= _linear(ours + ("attn", "out"), f"{hf}.attention.output.dense")
-        m |= _norm(ours + ("attn_norm",), f"{hf}.attention.output.LayerNorm")
-        m |= _linear(ours + ("mlp_in",), f"{hf}.intermediate.dense")
-        m |= _linear(ours + ("mlp_out",), f"{hf}.output.dense")
-        m |= _norm(ours + ("mlp_norm",), f"{hf}.output.LayerNorm")
-    return m
-
-
-def _gpt2_names(cfg: TransformerConfig) -> NameMap:
-    m: NameMap = {
-        ("token_embed", "embedding"): ("wte.weight", _same),
-        ("position_embed", "embedding"): ("wpe.weight", _same),
-        **_norm(("final_norm",), "ln_f"),
-    }
-    h = cfg.hidden_size
-    for i in range(cfg.num_layers):
-        ours, hf = ("layers", i), f"h.{i}"
-        # c_attn fuses query, key and value along its output axis.
-        for j, name in enumerate(("query", "key", "value")):
-            part = slice(j * h, (j + 1) * h)
-            m[ours + ("attn", name, "kernel")] = (f"{hf}.attn.c_attn.weight", lambda w, p=part: w[:, p])
-            m[ours + ("attn", name, "bias")] = (f"{hf}.attn.c_attn.bias", lambda b, p=part: b[p])
-        m |= _linear(ours + ("attn", "out"), f"{hf}.attn.c_proj", transpose=False)
-        m |= _norm(ours + ("attn_norm",), f"{hf}.ln_1")
-        m |= _norm(ours + ("mlp_norm",), f"{hf}.ln_2")
-        m |= _linear(ours + ("mlp_in",), f"{hf}.mlp.c_fc", transpose=False)
-        m |= _linear(ours + ("mlp_out",), f"{hf}.mlp.c_proj", transpose=False)
-    return m
-
-
-def _llama_names(cfg: TransformerConfig) -> NameMap:
-    m: NameMap = {
-        ("token_embed", "embedding"): ("embed_tokens.weight", _same),
-        **_norm(("final_norm",), "norm", bias=False),
-    }
-    for i in range(cfg.num_layers):
-        ours, hf = ("layers", i), f"layers.{i}"
-        for name, proj in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")):
-            m |= _linear(ours + ("attn", name), f"{hf}.self_attn.{proj}", bias=cfg.qkv_bias)
-        m |= _linear(ours + ("attn", "out"), f"{hf}.self_attn.o_proj", bias=False)
-        m |= _norm(ours + ("attn_norm",), f"{hf}.input_layernorm", bias=False)
-        m |= _norm(ours + ("mlp_norm",), f"{hf}.post_attention_layernorm", bias=False)
-        for name in ("gate", "up", "down"):
-            m |= _linear(ours + (f"mlp_{name}",), f"{hf}.mlp.{name}_proj", bias=False)
-    return m
-
-
-def _gpt_neox_names(cfg: TransformerConfig) -> NameMap:
-    m: NameMap = {
-        ("token_embed", "embedding"): ("embed_in.weight", _same),
-        **_norm(("final_norm",), "final_layer_norm"),
-    }
-    for i in range(cfg.num_layers):
-        ours, hf = ("layers", i), f"layers.{i}"
-        # query_key_value's outputs are [heads, 3, head_dim]: part j of every head is one projection.
-        fused = f"{hf}.attention.query_key_value"
-        for j, name in enumerate(("query", "key", "value")):
-            m[ours + ("attn", name, "kernel")] = (
-                f"{fused}.weight", lambda w, j=j: _per_head_part(w, j, cfg.num_heads).T)
-            if cfg.qkv_bias:
-                m[ours + ("attn", name, "bias")] = (
-                    f"{fused}.bias", lambda b, j=j: _per_head_part(b, j, cfg.num_heads))
-        m |= _linear(ours + ("attn", "out"), f"{hf}.attention.dense", bias=cfg.qkv_bias)
-        m |= _norm(ours + ("attn_norm",), f"{hf}.input_layernorm")
-        m |= _norm(ours + ("mlp_norm",), f"{hf}.post_attention_layernorm")
-        m |= _linear(ours + ("mlp_in",), f"{hf}.mlp.dense_h_to_4h")
-        m |= _linear(ours + ("mlp_out",), f"{hf}.mlp.dense_4h_to_h")
-    return m
-
-
-def _per_head_part(x: np.ndarray, j: int, heads: int) -> np.ndarray:
-    """Rows [heads * head_dim, ...] of part j of a tensor whose rows are [heads, 3, head_dim]."""
-    return x.reshape(heads, 3, -1, *x.shape[1:])[:, j].reshape(-1, *x.shape[1:])
-
-
-_NAMES = {"bert": _bert_names, "gpt2": _gpt2_names, "llama": _llama_names, "gpt_neox": _gpt_neox_names}
-# The untied LM head's checkpoint name where it is not lm_head.
-_LM_HEADS = {"gpt_neox": "embed_out"}
-
-
-def _strip_prefix(name: str) -> str:
-    for prefix in _PREFIXES:
+def _strip_prefix(name: str, prefixes: tuple[str, ...]) -> str:
+    for prefix in prefixes:
         if name.startswith(prefix):
             return name[len(prefix):]
     return name
@@ -273,17 +180,14 @@ def load_pretrained(
     the token embedding.
     """
     cfg: TransformerConfig = abstract.cfg
+    family = family_of(cfg)
     checkpoint = read_checkpoint(folder)
-    hf_name = {_strip_prefix(k): k for k in checkpoint}  # without a task wrapper's prefix
-    if cfg.arch == "gemma3":  # until the model-family registry lands
-        from w2s.models.gemma3 import checkpoint_names
-        names = checkpoint_names(cfg)
-    else:
-        names = _NAMES[cfg.arch](cfg)
+    hf_name = {_strip_prefix(k, family.prefixes): k for k in checkpoint}  # without a task wrapper's prefix
+    names = family.checkpoint_names(cfg)
     if lm_head:
         names = {("backbone",) + path: name for path, name in names.items()}
         if not cfg.tie_embeddings:
-            names |= _linear(("lm_head",), _LM_HEADS.get(cfg.arch, "lm_head"), bias=False)
+            names |= linear_names(("lm_head",), family.lm_head, bias=False)
     graphdef, state = nnx.split(abstract)
     flat = list(nnx.to_flat_state(state))
 
