@@ -229,4 +229,3 @@ def test_real_model_greedy_generation_matches_transformers(real):
                     eos_ids=[tokenizer.eos_token_id])
     got = gen.generate_ids(prompts, GenerationConfig(max_new_tokens=12))
     assert [c.token_ids for c in got] == _hf_greedy(reference, prompts, 12, tokenizer.eos_token_id)
-    assert all(len(c.token_ids) == 12 for c in got)  # no row stopped early: every step was compared
