@@ -111,7 +111,7 @@ def _models(args: argparse.Namespace, rest: list[str]) -> None:
     if args.action == "fetch":
         names = sorted(sources.SOURCES) if args.all else args.names
         if not names:
-            raise ValueError("w2s models fetch: name the models to fetch (see `w2s models list`), or pass --all")
+            raise ConfigError("w2s models fetch: name the models to fetch (see `w2s models list`), or pass --all")
         for name in names:
             print(f"{name}: {sources.fetch(name, keep_packages=args.keep_packages)}")
         return

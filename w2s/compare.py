@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 
 from w2s import metrics
+from w2s.config import ConfigError
 from w2s.document import Table, markdown_table
 from w2s.plot import color, figure
 from w2s.results_table import FILENAME as SWEEP_TABLE, load_records
@@ -127,7 +128,7 @@ def load_folders(paths: list[str | pathlib.Path], allow_different_data: bool = F
     folders = [load_folder(p) for p in paths]
     problems = data_differences(folders)
     if problems and not allow_different_data:
-        raise ValueError("the folders were not measured on the same data (" + "; ".join(problems)
+        raise ConfigError("the folders were not measured on the same data (" + "; ".join(problems)
                          + "); pass --allow_different_data to compare them anyway.")
     label_folders(folders)
     return folders

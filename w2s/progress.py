@@ -16,6 +16,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from w2s import distributed
+from w2s.config import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +98,7 @@ class TensorBoardLog:
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
-            raise ValueError("--tensorboard needs tensorboardX: pip install 'w2s[tensorboard]' "
+            raise ConfigError("--tensorboard needs tensorboardX: pip install 'w2s[tensorboard]' "
                              "(or pip install tensorboardX).") from None
         return SummaryWriter
 

@@ -16,7 +16,7 @@ from flax import nnx
 
 # Each family module registers its backbone when imported (w2s/models/family.py).
 from w2s.config import ConfigError, MissingFileError
-from w2s.models import bert, gpt2, gpt_neox, llama, mpnet  # noqa: F401
+from w2s.models import bert, gemma3, gpt2, gpt_neox, llama, mpnet  # noqa: F401
 from w2s.models.classifier import Classifier
 from w2s.models.config import TransformerConfig
 from w2s.models.family import MODEL_TYPES, family_of, new_backbone

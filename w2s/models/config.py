@@ -29,6 +29,14 @@ class TransformerConfig:
     qkv_bias: bool = False
     tie_embeddings: bool = False
     type_vocab_size: int = 0
+    # Gemma-3: attention scores scaled by query_pre_attn_scalar ** -0.5 (else head_dim ** -0.5);
+    # the layers marked in sliding_layers see only the last sliding_window tokens and use RoPE base
+    # rope_local_theta, the others rope_theta with linear scaling by rope_factor.
+    query_pre_attn_scalar: float | None = None
+    sliding_window: int | None = None
+    sliding_layers: tuple[bool, ...] = ()
+    rope_local_theta: float = 10_000.0
+    rope_factor: float = 1.0
 
     @property
     def rotary_dim(self) -> int:

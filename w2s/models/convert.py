@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from w2s.config import ConfigError
+
 # GGUF tensor names (llama.cpp's) -> HF names. Blocks are blk.N.<part>.{weight,bias}.
 _GGUF_TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 _GGUF_BLOCK = {
@@ -55,13 +57,13 @@ def unzip_hf_folder(joined: pathlib.Path, unpacked: pathlib.Path, out: pathlib.P
             if info.is_dir() or not inner or pathlib.PurePosixPath(inner).name == "desktop.ini":
                 continue
             if ".." in pathlib.PurePosixPath(inner).parts:
-                raise ValueError(f"{joined}: unsafe path {info.filename!r} in the zip")
+                raise ConfigError(f"{joined}: unsafe path {info.filename!r} in the zip")
             target = out / inner
             target.parent.mkdir(parents=True, exist_ok=True)
             with archive.open(info) as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst)
     if not (out / "config.json").is_file():
-        raise ValueError(f"{joined}: the zip holds no HF folder (no config.json under its top folder)")
+        raise ConfigError(f"{joined}: the zip holds no HF folder (no config.json under its top folder)")
 
 
 def onnx_bert_to_hf(
@@ -93,7 +95,7 @@ def onnx_bert_to_hf(
         tensors[bias[len(prefix):-len("bias")] + "weight"] = np.ascontiguousarray(init[weight[0]].T)
     unnamed = len(init) - len(tensors)
     if unnamed:
-        raise ValueError(f"{joined}: {unnamed} initializers could not be mapped onto BERT tensor names")
+        raise ConfigError(f"{joined}: {unnamed} initializers could not be mapped onto BERT tensor names")
 
     eps = {helper.get_attribute_value(a) for n in graph.node if n.op_type == "LayerNormalization"
            for a in n.attribute if a.name == "epsilon"}
@@ -130,7 +132,7 @@ def gguf_to_hf(joined: pathlib.Path, unpacked: pathlib.Path, out: pathlib.Path) 
     meta = {key: field.contents() for key, field in reader.fields.items()}
     arch = meta["general.architecture"]
     if arch not in _GGUF_CONFIGS:
-        raise ValueError(f"{joined}: GGUF architecture {arch!r} is not supported; "
+        raise ConfigError(f"{joined}: GGUF architecture {arch!r} is not supported; "
                          f"supported: {', '.join(_GGUF_CONFIGS)}")
     names = {t.name for t in reader.tensors}
     config = _GGUF_CONFIGS[arch](meta, names)
@@ -154,7 +156,7 @@ def _hf_tensor_name(name: str, arch: str) -> str:
     head, _, sub = part.rpartition(".")
     if head.startswith("blk.") and sub in block:
         return f"model.layers.{head[len('blk.'):]}.{block[sub]}.{kind}"
-    raise ValueError(f"GGUF tensor {name!r} has no Hugging Face counterpart for a {arch} model")
+    raise ConfigError(f"GGUF tensor {name!r} has no Hugging Face counterpart for a {arch} model")
 
 
 def _to_hf_layout(name: str, array: np.ndarray, arch: str, config: dict[str, Any]) -> np.ndarray:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,11 +51,12 @@ def check_length(input_ids: jax.Array, cfg: TransformerConfig) -> int:
     return length
 
 
-def rope_tables(positions: Any, dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+def rope_tables(positions: Any, dim: int, theta: float, factor: float = 1.0) -> tuple[jax.Array, jax.Array]:
     """cos and sin [..., dim/2] at integer positions [...] ([T], or [B, T] when rows sit at
     their own offsets in a KV cache), as HF Llama computes them (float32). dim is the rotated
-    part of a head: all of it, or GPT-NeoX's leading cfg.rotary_dim."""
-    inv_freq = 1.0 / theta ** (np.arange(0, dim, 2, dtype=np.float32) / dim)
+    part of a head: all of it, or GPT-NeoX's leading cfg.rotary_dim. factor > 1 is HF's linear
+    RoPE scaling (frequencies divided by it)."""
+    inv_freq = 1.0 / theta ** (np.arange(0, dim, 2, dtype=np.float32) / dim) / np.float32(factor)
     angles = jnp.asarray(positions, jnp.float32)[..., None] * inv_freq
     return jnp.cos(angles), jnp.sin(angles)
 
@@ -77,18 +78,28 @@ def attention_impl(q: jax.Array) -> str | None:
 
 
 class Attention(nnx.Module):
-    """Multi-head attention with grouped-query heads, a key padding mask and an optional causal mask."""
+    """Multi-head attention with grouped-query heads, a key padding mask, an optional causal mask
+    and an optional sliding window.
+
+    head_norm, if given, builds a norm over head_dim that each query and key head passes through
+    before RoPE (Gemma-3's q/k norms). Scores are scaled by cfg.query_pre_attn_scalar ** -0.5
+    where the config sets it, else by head_dim ** -0.5.
+    """
 
     def __init__(
-        self, cfg: TransformerConfig, *, out_bias: bool, dtype: Any, param_dtype: Any, rngs: nnx.Rngs
+        self, cfg: TransformerConfig, *, out_bias: bool, dtype: Any, param_dtype: Any, rngs: nnx.Rngs,
+        head_norm: Callable[[int], nnx.Module] | None = None,
     ):
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.scale = None if cfg.query_pre_attn_scalar is None else cfg.query_pre_attn_scalar**-0.5
         d = functools.partial(dense, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         q_size, kv_size = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
         self.query = d(cfg.hidden_size, q_size, bias=cfg.qkv_bias)
         self.key = d(cfg.hidden_size, kv_size, bias=cfg.qkv_bias)
         self.value = d(cfg.hidden_size, kv_size, bias=cfg.qkv_bias)
         self.out = d(q_size, cfg.hidden_size, bias=out_bias)
+        self.query_norm = None if head_norm is None else head_norm(cfg.head_dim)
+        self.key_norm = None if head_norm is None else head_norm(cfg.head_dim)
 
     def __call__(
         self,
@@ -98,10 +109,12 @@ class Attention(nnx.Module):
         causal: bool,
         rope: tuple[jax.Array, jax.Array] | None = None,
         bias: jax.Array | None = None,
+        window: int | None = None,
     ) -> jax.Array:
         """x [B, T, H], attention_mask [B, T] (1 = real tokens, then padding) -> [B, T, H];
         bias [1, N, T, T], if given, is added to every row's scaled scores (MPNet's relative positions).
 
+        window: each query sees only the last `window` keys up to itself (causal only).
         Only keys are masked: outputs at padded query positions are computed but never meaningful.
         """
         q, k, v = self._project(x, rope)
@@ -109,8 +122,9 @@ class Attention(nnx.Module):
         # Right padding makes the key mask a per-row length, which cuDNN's fused kernel accepts.
         lengths = jnp.sum(attention_mask, axis=-1, dtype=jnp.int32)
         y = jax.nn.dot_product_attention(
-            q, k, v, None if bias is None else bias.astype(q.dtype), is_causal=causal,
-            key_value_seq_lengths=lengths, implementation=attention_impl(q),
+            q, k, v, None if bias is None else bias.astype(q.dtype), scale=self.scale, is_causal=causal,
+            key_value_seq_lengths=lengths, local_window_size=None if window is None else (window - 1, 0),
+            implementation=attention_impl(q),
         )
         return self.out(y.reshape(*x.shape[:2], -1))
 
@@ -120,12 +134,14 @@ class Attention(nnx.Module):
         kv: tuple[jax.Array, jax.Array],
         step: CacheStep,
         rope: tuple[jax.Array, jax.Array] | None = None,
+        window: int | None = None,
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         """Causal attention of new tokens x [B, T, H] to a layer's cached keys and values
-        ([B, S, Nkv, D] each) plus their own; returns the output and the updated cache."""
+        ([B, S, Nkv, D] each) plus their own (the last `window` of them, if given); returns the
+        output and the updated cache."""
         q, k, v = self._project(x, rope)
         keys, values = write_slots(kv[0], k, step.slots), write_slots(kv[1], v, step.slots)
-        y = jax.nn.dot_product_attention(q, keys, values, mask=step.read[:, None])
+        y = jax.nn.dot_product_attention(q, keys, values, scale=self.scale, mask=step.visible(window)[:, None])
         return self.out(y.reshape(*x.shape[:2], -1)), (keys, values)
 
     def _project(
@@ -135,6 +151,8 @@ class Attention(nnx.Module):
         q = self.query(x).reshape(b, t, self.num_heads, self.head_dim)
         k = self.key(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         v = self.value(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        if self.query_norm is not None:
+            q, k = self.query_norm(q), self.key_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         return q, k, v
@@ -184,6 +202,13 @@ class CacheStep(NamedTuple):
         read = jnp.arange(capacity, dtype=jnp.int32)[None, None, :] <= slots[:, :, None]
         return cls(slots, read)
 
+    def visible(self, window: int | None) -> jax.Array:
+        """read, less the slots more than `window` - 1 before each token (a sliding window)."""
+        if window is None:
+            return self.read
+        capacity = self.read.shape[-1]
+        return self.read & (jnp.arange(capacity, dtype=jnp.int32)[None, None, :] > self.slots[:, :, None] - window)
+
 
 def write_slots(cache: jax.Array, new: jax.Array, slots: jax.Array) -> jax.Array:
     """cache [B, S, ...] with new [B, T, ...] written at slots [B, T].
@@ -198,20 +223,26 @@ def write_slots(cache: jax.Array, new: jax.Array, slots: jax.Array) -> jax.Array
 
 class RotaryBlock(nnx.Module):
     """A rotary decoder block: attention over `attn_norm(x)`, whole or against a KV cache, then the
-    subclass's `combine(x, attention output)` (its residuals and MLP)."""
+    subclass's `combine(x, attention output)` (its residuals and MLP). A subclass that sets
+    `window` attends only to that many last tokens."""
+
+    window: int | None = None
 
     def __call__(self, x: jax.Array, attention_mask: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
-        return self.combine(x, self.attn(self.attn_norm(x), attention_mask, causal=True, rope=rope))
+        y = self.attn(self.attn_norm(x), attention_mask, causal=True, rope=rope, window=self.window)
+        return self.combine(x, y)
 
     def cached(self, x: jax.Array, kv: tuple[jax.Array, jax.Array], step: CacheStep,
                rope: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        y, kv = self.attn.cached(self.attn_norm(x), kv, step, rope)
+        y, kv = self.attn.cached(self.attn_norm(x), kv, step, rope, window=self.window)
         return self.combine(x, y), kv
 
 
 class RotaryDecoder(nnx.Module):
-    """What the rotary decoders (Llama/Qwen2, GPT-NeoX) share: token embeddings, blocks that take
-    RoPE tables (and a KV cache), a final norm. A subclass names its `block` and `norm` classes."""
+    """What the rotary decoders (Llama/Qwen2, GPT-NeoX, Gemma-3) share: token embeddings, blocks
+    that take RoPE tables (and a KV cache), a final norm. A subclass names its `block` and `norm`
+    classes, and may build blocks that differ by layer (`make_block`), embed tokens otherwise
+    (`embed`) or give layers different RoPE (`ropes`)."""
 
     block: type[nnx.Module]
     norm: type[nnx.Module]
@@ -221,25 +252,34 @@ class RotaryDecoder(nnx.Module):
         self.cfg = cfg
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.token_embed = embed(cfg.vocab_size, cfg.hidden_size, **kw)
-        self.layers = nnx.List([self.block(cfg, **kw) for _ in range(cfg.num_layers)])
+        self.layers = nnx.List([self.make_block(i, **kw) for i in range(cfg.num_layers)])
         self.final_norm = self.norm(cfg.hidden_size, epsilon=cfg.norm_eps, **kw)
+
+    def make_block(self, index: int, **kw: Any) -> nnx.Module:
+        """Block `index`; here every block is alike."""
+        return self.block(self.cfg, **kw)
 
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """[B, T] right-padded ids and mask -> hidden states after the final norm [B, T, H]."""
-        rope = rope_tables(jnp.arange(input_ids.shape[1]), self.cfg.rotary_dim, self.cfg.rope_theta)
-        x = self.token_embed(input_ids)
-        for layer in self.layers:
+        x = self.embed(input_ids)
+        for layer, rope in zip(self.layers, self.ropes(jnp.arange(input_ids.shape[1]))):
             x = layer(x, attention_mask, rope)
         return self.final_norm(x)
+
+    def embed(self, input_ids: jax.Array) -> jax.Array:
+        return self.token_embed(input_ids)
+
+    def ropes(self, positions: jax.Array) -> list[tuple[jax.Array, jax.Array]]:
+        """Each layer's RoPE tables at integer positions ([T] or [B, T]); here all share one."""
+        return [rope_tables(positions, self.cfg.rotary_dim, self.cfg.rope_theta)] * len(self.layers)
 
     def cached(self, input_ids: jax.Array, attention_mask: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:
         """[B, T] right-padded new ids and mask after each row's cached tokens -> their hidden
         states [B, T, H] and the cache holding them too."""
         step = CacheStep.after(cache, input_ids.shape[1])
-        rope = rope_tables(step.slots, self.cfg.rotary_dim, self.cfg.rope_theta)
-        x = self.token_embed(input_ids)
+        x = self.embed(input_ids)
         kvs = []
-        for layer, kv in zip(self.layers, zip(cache.keys, cache.values)):
+        for layer, kv, rope in zip(self.layers, zip(cache.keys, cache.values), self.ropes(step.slots)):
             x, kv = layer.cached(x, kv, step, rope)
             kvs.append(kv)
         return self.final_norm(x), KVCache.filled(kvs, cache, attention_mask)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from w2s.config import ConfigError
 from w2s.models import layers
 from w2s.models.bert import BertLayer
 from w2s.models.config import TransformerConfig
@@ -49,7 +50,7 @@ def relative_position_buckets(length: int) -> np.ndarray:
 def read_config(d: dict[str, Any]) -> TransformerConfig:
     """An HF MPNet config.json dict; max_position is the longest text, two short of the table."""
     if d.get("relative_attention_num_buckets", NUM_BUCKETS) != NUM_BUCKETS:
-        raise ValueError(
+        raise ConfigError(
             f"relative_attention_num_buckets={d['relative_attention_num_buckets']}: transformers' MPNet "
             f"always buckets relative positions into {NUM_BUCKETS}, so only {NUM_BUCKETS} is supported"
         )
