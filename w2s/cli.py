@@ -57,11 +57,20 @@ def _plot(args: argparse.Namespace, rest: list[str]) -> None:
         print(f"wrote {plot_active(args.results_dir)}")
 
 
+def _config(args: argparse.Namespace, rest: list[str]) -> None:
+    from w2s.config import apply_overrides, flat_items, load_config_file
+
+    cfg = apply_overrides(load_config_file(args.config), rest)
+    print("\n".join(f"{key} = {value!r}" for key, value in flat_items(cfg)))
+
+
 def _tasks(args: argparse.Namespace, rest: list[str]) -> None:
-    from w2s.tasks import list_tasks
+    from w2s.tasks import hub_dataset, list_tasks
 
     _no_extra(rest)
-    print("\n".join(list_tasks()))
+    for name in list_tasks():
+        hub = hub_dataset(name)
+        print(name + (f"  (needs the HF hub: {hub}; or --config.task_options.path=local files)" if hub else ""))
 
 
 def _models(args: argparse.Namespace, rest: list[str]) -> None:
@@ -69,7 +78,7 @@ def _models(args: argparse.Namespace, rest: list[str]) -> None:
 
     _no_extra(rest)
     print("\n".join(known_models()))
-    print("(or any Hugging Face folder or hub id of a bert, gpt2, llama or qwen2 model)")
+    print("(or any Hugging Face folder or hub id of a bert, gpt2, llama, qwen2 or gpt_neox model)")
 
 
 def _no_extra(rest: list[str]) -> None:
@@ -77,14 +86,22 @@ def _no_extra(rest: list[str]) -> None:
         raise ValueError(f"unrecognised arguments: {' '.join(rest)}")
 
 
+OVERRIDES_HELP = ("Any config key can be overridden after the config file: --config.KEY=VALUE, e.g. "
+                  "--config.strong.train.lr=1e-5 --config.seeds=0,1 --config.task_options.n_train=2000. "
+                  "w2s config FILE lists the keys and their values.")
+
+
 def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> int:
     """Errors from bad configs, data or paths print one clear line (W2S_DEBUG=1 shows the traceback)."""
-    parser = argparse.ArgumentParser(prog="w2s", description="Weak-to-strong generalization experiments.")
+    parser = argparse.ArgumentParser(prog="w2s", description="Weak-to-strong generalization experiments.",
+                                     epilog=OVERRIDES_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run an experiment config; overrides: --config.train.lr=1e-5")
+    run = sub.add_parser("run", help="run an experiment config (any key can be overridden, see below)",
+                         epilog=OVERRIDES_HELP)
     run.add_argument("config", help="a Python config file with get_config(), e.g. experiments/quickstart.py")
     run.set_defaults(fn=_run)
-    sweep = sub.add_parser("sweep", help="run a sweep config: every weak/strong pair, method and seed")
+    sweep = sub.add_parser("sweep", help="run a sweep config: every weak/strong pair, method and seed",
+                           epilog=OVERRIDES_HELP)
     sweep.add_argument("config", help="a Python config file with get_config(), e.g. experiments/sweep_offline.py")
     sweep.add_argument("--dry_run", action="store_true", help="list the runs and what is left; train nothing")
     sweep.set_defaults(fn=_sweep)
@@ -92,6 +109,10 @@ def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> in
     plot.add_argument("results_dir")
     plot.add_argument("--out", default=None, help="where to write the PNGs (default: RESULTS_DIR)")
     plot.set_defaults(fn=_plot)
+    config = sub.add_parser("config", help="print a config's keys and values, after any overrides",
+                            epilog=OVERRIDES_HELP)
+    config.add_argument("config", help="a Python config file with get_config()")
+    config.set_defaults(fn=_config)
     sub.add_parser("tasks", help="list registered tasks").set_defaults(fn=_tasks)
     sub.add_parser("models", help="list offline model names").set_defaults(fn=_models)
     args, rest = parser.parse_known_args(argv)

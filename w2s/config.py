@@ -69,6 +69,17 @@ def _keys(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
     return out
 
 
+def flat_items(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) of every leaf, in the config's order: what --config.KEY=VALUE can set."""
+    out = []
+    for k, v in cfg.items():
+        if isinstance(v, ml_collections.ConfigDict):
+            out.extend(flat_items(v, prefix + k + "."))
+        else:
+            out.append((prefix + k, v))
+    return out
+
+
 def apply_overrides(cfg: ml_collections.ConfigDict, argv: Sequence[str]) -> ml_collections.ConfigDict:
     """Applies `--config.a.b=value` (or `--config.a.b value`) arguments; a misspelt key is named."""
     cfg = ml_collections.ConfigDict(cfg.to_dict())
@@ -77,7 +88,7 @@ def apply_overrides(cfg: ml_collections.ConfigDict, argv: Sequence[str]) -> ml_c
     while i < len(args):
         arg = args[i]
         if not arg.startswith("--config."):
-            raise ConfigError(f"unrecognised argument {arg!r}; overrides look like --config.train.lr=1e-5.")
+            raise ConfigError(f"unrecognised argument {arg!r}; overrides look like --config.strong.train.lr=1e-5.")
         if "=" in arg:
             key, raw = arg[len("--config.") :].split("=", 1)
         elif i + 1 < len(args):

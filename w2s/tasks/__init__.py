@@ -46,6 +46,13 @@ def list_tasks() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def hub_dataset(name: str) -> str | None:
+    """The Hugging Face hub dataset a task reads by default (its `path` option's default), or None for
+    a task that needs no hub."""
+    path = inspect.signature(_resolve(name)).parameters.get("path")
+    return path.default if path is not None and isinstance(path.default, str) else None
+
+
 def load_task(name: str, seed: int = 0, **options: Any) -> TaskData:
     """Builds task `name` (registered, or "module:function") and checks every example."""
     fn = _resolve(name)
