@@ -15,7 +15,7 @@ def run_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = ()) ->
     from w2s import metrics, pipeline
     from w2s.config import apply_overrides
 
-    cfg = apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, overrides, pipeline.OPEN_SECTIONS)
     results = pipeline.run_experiment(cfg)
     print()
     print(metrics.format_table(metrics.summarize(results)))
@@ -58,9 +58,11 @@ def _plot(args: argparse.Namespace, rest: list[str]) -> None:
 
 
 def _config(args: argparse.Namespace, rest: list[str]) -> None:
+    from w2s import pipeline, sweep
     from w2s.config import apply_overrides, flat_items, load_config_file
 
-    cfg = apply_overrides(load_config_file(args.config), rest)
+    cfg = load_config_file(args.config)
+    cfg = apply_overrides(cfg, rest, (sweep if "tasks" in cfg else pipeline).OPEN_SECTIONS)
     print("\n".join(f"{key} = {value!r}" for key, value in flat_items(cfg)))
 
 

@@ -39,7 +39,7 @@ from w2s.data import TextRows, one_hot
 from w2s.losses import known_losses, make_loss
 from w2s.models import build_classifier
 from w2s.probe import Features, Probe
-from w2s.tasks import TaskData, load_task
+from w2s.tasks import TaskData, check_task_options, load_task
 from w2s.train import TrainConfig, predict_features, predict_logits, train
 
 TOP_KEYS = ("name", "task", "task_options", "seeds", "weak", "strong", "losses", "loss_options",
@@ -47,6 +47,9 @@ TOP_KEYS = ("name", "task", "task_options", "seeds", "weak", "strong", "losses",
 MODEL_KEYS = ("model", "num_layers", "pretrained", "pooling", "dtype", "train")
 # Keys that may change without invalidating finished stages.
 RUNTIME_KEYS = ("output_dir", "checkpoint_dir", "keep_checkpoints", "mesh", "distributed", "seeds", "losses")
+
+# --config.task_options.<option>=... takes any option of the config's task function.
+OPEN_SECTIONS = {"task_options": lambda cfg, options: check_task_options([cfg.task], options)}
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:

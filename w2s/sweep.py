@@ -45,6 +45,7 @@ from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
 from w2s.losses import known_losses, make_loss
 from w2s.pipeline import ModelSpec, Stages, use_compilation_cache
 from w2s.results_table import FILENAME, ResultsTable, load_records
+from w2s.tasks import check_task_options
 from w2s.train import TrainConfig
 
 TOP_KEYS = ("name", "tasks", "task_options", "seeds", "models", "self_pairs", "train", "methods", "loss_options",
@@ -53,6 +54,8 @@ TOP_KEYS = ("name", "tasks", "task_options", "seeds", "models", "self_pairs", "t
 # Keys that may change without invalidating finished stages.
 RUNTIME_KEYS = ("tasks", "seeds", "models", "self_pairs", "methods", "mesh", "distributed", "output_dir",
                 "checkpoint_dir", "keep_checkpoints")
+# --config.task_options.<option>=... takes any option that every task of the sweep accepts.
+OPEN_SECTIONS = {"task_options": lambda cfg, options: check_task_options(cfg.tasks, options)}
 METHOD_OPTIONS = {"bootstrap": (), "early_stop": ("holdout_frac", "evals"), "relabel": ("rounds",)}
 
 
@@ -256,7 +259,7 @@ def run_sweep(cfg: ml_collections.ConfigDict, dry_run: bool = False) -> list[Run
 
 def sweep_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = (), dry_run: bool = False) -> list[Run]:
     """Applies overrides, runs the sweep (or prints its plan), prints the PGR table; returns the plan."""
-    cfg = apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, overrides, OPEN_SECTIONS)
     runs = run_sweep(cfg, dry_run)
     if not dry_run and distributed.is_main():
         print()

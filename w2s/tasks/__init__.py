@@ -5,7 +5,7 @@ Every task yields (text, label) pairs with label in {0, 1}. A task is a function
 `@register_task("name")` or referred to as "package.module:function" (a plug-in), so a new
 task is one small module. Validation lives here, once, so each task stays data wrangling.
 """
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import difflib
 import importlib
@@ -51,6 +51,12 @@ def hub_dataset(name: str) -> str | None:
     a task that needs no hub."""
     path = inspect.signature(_resolve(name)).parameters.get("path")
     return path.default if path is not None and isinstance(path.default, str) else None
+
+
+def check_task_options(names: Sequence[str], options: Mapping[str, Any]) -> None:
+    """Refuses an option that one of the tasks `names` does not accept, naming the closest one."""
+    for name in names:
+        _check_options(name, _resolve(name), options)
 
 
 def load_task(name: str, seed: int = 0, **options: Any) -> TaskData:
