@@ -2,6 +2,7 @@
 results and PGR, cached stages, resume after a kill, and clear errors for bad input."""
 import json
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -138,6 +139,21 @@ def test_changed_config_is_refused_for_an_existing_run(tmp_path, tiny_bert):
     with pytest.raises(ConfigError, match=r"keys \['strong'\] differ"):
         pipeline.Experiment(cfg, 0)._check_config()
     pipeline.Experiment(apply_overrides(changed, ["--config.seeds=0,1,2"]), 0)._check_config()  # runtime key
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.strong.model={missing}", "config.strong.model: model folder {missing} does not exist"),
+    ("--config.strong.num_layers=7", "config.strong.num_layers is 7; {model} has layers 0 to 2"),
+    ("--config.strong.pooling=max", "config.strong.pooling must be None"),
+    ("--config.task=no_such_module:fn", "cannot import module 'no_such_module'"),
+])
+def test_every_model_and_the_task_are_checked_before_any_stage_trains(tmp_path, tiny_bert, monkeypatch, override,
+                                                                      message):
+    missing = tmp_path / "no_such_model"
+    monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("a stage trained before the inputs were checked"))
+    cfg = small_config(tmp_path, tiny_bert, override.format(missing=missing))
+    with pytest.raises(ConfigError, match=re.escape(message.format(missing=missing, model=tiny_bert))):
+        pipeline.run_experiment(cfg)
 
 
 def test_bad_input_gets_one_clear_line(tmp_path, tiny_bert, capsys):

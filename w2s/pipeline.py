@@ -37,7 +37,9 @@ from w2s.checkpoint import finish_saves, read_json, read_npz, read_record, write
 from w2s.config import ConfigError, check_keys, refuse_changes
 from w2s.data import TextRows, one_hot
 from w2s.losses import known_losses, make_loss
-from w2s.models import build_classifier
+from w2s.models import TransformerConfig, build_classifier, resolve_model_dir
+from w2s.models.classifier import POOLINGS
+from w2s.models.loading import read_hf_config
 from w2s.probe import Features, Probe
 from w2s.tasks import TaskData, check_task_options, load_task
 from w2s.train import TrainConfig, predict_features, predict_logits, train
@@ -67,6 +69,35 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     check_keys(cfg.loss_options, known_losses(), "config.loss_options")
     if not cfg.seeds:
         raise ConfigError("config.seeds is empty.")
+
+
+def check_model(side: ml_collections.ConfigDict, where: str) -> None:
+    """Finds the model of a spec (the config's `weak`/`strong` format) and reads its architecture, so
+    that a wrong folder, hub id or layer count is named before any stage trains."""
+    try:
+        arch = TransformerConfig.from_hf(read_hf_config(resolve_model_dir(side.model)))
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError(f"{where}.model: {e}") from None
+    if side.num_layers is not None and not 0 <= side.num_layers <= arch.num_layers:
+        raise ConfigError(f"{where}.num_layers is {side.num_layers}; {side.model} has layers 0 to {arch.num_layers}.")
+    if side.get("pooling") not in (None, *POOLINGS):
+        raise ConfigError(f"{where}.pooling must be None (the model's default) or one of {POOLINGS}, "
+                          f"not {side.pooling!r}.")
+
+
+def check_task(task: str, options: ml_collections.ConfigDict) -> None:
+    """Finds the task (registered or plug-in) and checks its options against its function."""
+    try:
+        check_task_options([task], dict(options))
+    except ValueError as e:
+        raise ConfigError(f"config.task_options of task {task!r}: {e}") from None
+
+
+def check_inputs(cfg: ml_collections.ConfigDict) -> None:
+    """Resolves and checks every model and the task before the first stage starts."""
+    check_task(cfg.task, cfg.task_options)
+    for side in ("weak", "strong"):
+        check_model(cfg[side], f"config.{side}")
 
 
 def model_label(side: ml_collections.ConfigDict) -> str:
@@ -393,6 +424,7 @@ def use_compilation_cache(cfg: ml_collections.ConfigDict) -> None:
 def run_experiment(cfg: ml_collections.ConfigDict) -> list[dict]:
     """Runs every configured seed and returns their results (on every process of a multi-process run)."""
     validate(cfg)
+    check_inputs(cfg)
     distributed.initialize(cfg.distributed)
     use_compilation_cache(cfg)
     return [Experiment(cfg, seed).run() for seed in cfg.seeds]

@@ -43,7 +43,7 @@ from w2s import distributed, ladders, metrics, sharding
 from w2s.checkpoint import read_json, write_json_atomic
 from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
 from w2s.losses import known_losses, make_loss
-from w2s.pipeline import ModelSpec, Stages, use_compilation_cache
+from w2s.pipeline import ModelSpec, Stages, check_model, check_task, use_compilation_cache
 from w2s.results_table import FILENAME, ResultsTable, load_records
 from w2s.tasks import check_task_options
 from w2s.train import TrainConfig
@@ -234,6 +234,10 @@ def run_sweep(cfg: ml_collections.ConfigDict, dry_run: bool = False) -> list[Run
     print(format_plan(cfg, runs, finished))
     if dry_run:
         return runs
+    for task in cfg.tasks:  # every input found before the first stage trains
+        check_task(task, cfg.task_options)
+    for label, spec in specs(cfg).items():
+        check_model(spec, f"rung {label}")
     distributed.initialize(cfg.get("distributed"))  # before anything touches a device
     pathlib.Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     _check_settings(cfg)
