@@ -128,17 +128,57 @@ def test_stage_killed_while_labelling_resumes_from_its_last_periodic_save(tmp_pa
         np.testing.assert_array_equal(got, want)
 
 
-def test_changed_config_is_refused_for_an_existing_run(tmp_path, tiny_bert):
+def test_a_finished_stage_of_other_settings_is_refused_naming_its_leaf_keys(tmp_path, tiny_bert):
     cfg = small_config(tmp_path, tiny_bert, "--config.losses=xent,")
     run_dir = pipeline.Experiment(cfg, 0).run_dir
     run_dir.mkdir(parents=True)
     pipeline.Experiment(cfg, 0)._check_config()
     changed = apply_overrides(cfg, ["--config.strong.train.lr=0.5"])
     pipeline.Experiment(changed, 0)._check_config()  # nothing finished yet: the new config is taken
-    (run_dir / "weak.json").write_text("{}")
-    with pytest.raises(ConfigError, match=r"keys \['strong'\] differ"):
+    for stage in ("weak", "ceiling", "student_xent"):
+        (run_dir / f"{stage}.json").write_text("{}")
+    with pytest.raises(ConfigError) as refused:
         pipeline.Experiment(cfg, 0)._check_config()
-    pipeline.Experiment(apply_overrides(changed, ["--config.seeds=0,1,2"]), 0)._check_config()  # runtime key
+    message = str(refused.value)
+    assert "ceiling (strong.train.lr: 0.5 -> 0.0001); student_xent (strong.train.lr: 0.5 -> 0.0001)" in message
+    assert "weak (" not in message and "strong'" not in message
+    with pytest.raises(ConfigError, match=r"settings: student_xent \(weak.num_layers: 1 -> 0\); weak \(weak.num_layers: 1 -> 0\)\."):
+        pipeline.Experiment(apply_overrides(changed, ["--config.weak.num_layers=0"]), 0)._check_config()
+    # Runtime keys, the name, and options of a loss no finished stage used may change.
+    pipeline.Experiment(apply_overrides(changed, ["--config.seeds=0,1,2", "--config.name=other",
+                                                  "--config.loss_options.aux_conf.alpha_max=0.5"]), 0)._check_config()
+
+
+def test_changing_the_strong_model_keeps_the_weak_stage_and_restarts_the_strong_ones(tmp_path, tiny_bert, monkeypatch,
+                                                                                       capsys):
+    class Killed(Exception):
+        pass
+
+    def killed_in_ceiling(*args, **kwargs):
+        if kwargs["desc"].startswith("ceiling"):
+            kwargs["evaluate"] = lambda model: (_ for _ in ()).throw(Killed())  # at step 3 of 4, saved
+        return _real_train(*args, **kwargs)
+
+    cfg = small_config(tmp_path, tiny_bert, "--config.losses=xent,", "--config.task_options.n_train=128",
+                       "--config.strong.train.eval_every=3")
+    monkeypatch.setattr(pipeline, "train", killed_in_ceiling)
+    with pytest.raises(Killed):
+        pipeline.run_experiment(cfg)
+    ceiling_ckpt = tmp_path / "ckpt" / "quickstart" / "seed_0" / "ceiling"
+    assert any(ceiling_ckpt.iterdir())
+
+    trained = []
+
+    def spy(*args, **kwargs):
+        trained.append(kwargs["desc"])
+        assert not ceiling_ckpt.exists() or not any(ceiling_ckpt.iterdir())  # none of the old strong model's steps
+        return _real_train(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train", spy)
+    (results,) = pipeline.run_experiment(apply_overrides(cfg, ["--config.strong.train.lr=3e-4"]))
+    assert trained == ["ceiling (seed 0)", "student_xent (seed 0)"]  # the weak stage is reused
+    assert "ceiling: an unfinished stage of other settings (strong.train.lr)" in capsys.readouterr().out
+    assert results["config"]["strong"]["train"]["lr"] == 3e-4
 
 
 @pytest.mark.parametrize("override, message", [

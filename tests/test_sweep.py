@@ -178,10 +178,10 @@ def test_changed_settings_are_refused_and_new_rungs_are_not(tiny_ladder, tmp_pat
                                                                    "weak_label_accuracy": 0.5})
     sweep.run_sweep(cfg)
     sweep.run_sweep(apply_overrides(cfg, [f"--config.models={','.join(TINY)}", "--config.methods=xent,product"]))
-    with pytest.raises(ConfigError, match=r"keys \['rungs', 'train'\] differ"):
+    with pytest.raises(ConfigError, match=r"keys \['rungs.tiny-l0-mean.train.lr', 'rungs.tiny-l1.train.lr', 'train.lr'\] differ"):
         sweep.run_sweep(apply_overrides(cfg, ["--config.train.lr=0.5"]))
     monkeypatch.setitem(ladders._RUNGS, "tiny-l1", dataclasses.replace(ladders.rung("tiny-l1"), num_layers=2))
-    with pytest.raises(ConfigError, match=r"keys \['rungs'\] differ"):
+    with pytest.raises(ConfigError, match=r"keys \['rungs.tiny-l1.num_layers'\] differ"):
         sweep.run_sweep(cfg)
 
 

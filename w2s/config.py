@@ -150,10 +150,18 @@ def check_keys(cfg: ml_collections.ConfigDict, accepted: Sequence[str], where: s
         raise ConfigError(f"{where}: unknown key(s) {named}; accepted: {sorted(accepted)}.")
 
 
+def changed_leaves(stored: Any, current: Any, prefix: str = "") -> list[str]:
+    """The dotted leaf keys whose values differ between two nested dicts (a missing key reads as None)."""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        return [leaf for k in sorted(set(stored) | set(current))
+                for leaf in changed_leaves(stored.get(k), current.get(k), f"{prefix}{k}.")]
+    return [] if stored == current else [prefix.rstrip(".")]
+
+
 def refuse_changes(stored: dict, current: dict, holder: str) -> None:
-    """Refuses to mix finished work made under other settings with this run, naming the keys."""
-    if stored != current:
-        changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+    """Refuses to mix finished work made under other settings with this run, naming the leaf keys."""
+    changed = changed_leaves(stored, current)
+    if changed:
         raise ConfigError(
             f"{holder} (keys {changed} differ); choose another --config.output_dir or delete that folder."
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import pathlib
 import platform
@@ -34,7 +35,7 @@ from flax import nnx
 
 from w2s import distributed, metrics, runtime, sharding
 from w2s.checkpoint import finish_saves, read_json, read_npz, read_record, write_json_atomic, write_npz_atomic
-from w2s.config import ConfigError, check_keys, refuse_changes
+from w2s.config import ConfigError, changed_leaves, check_keys
 from w2s.data import TextRows, one_hot
 from w2s.losses import known_losses, make_loss
 from w2s.models import TransformerConfig, build_classifier, resolve_model_dir
@@ -49,6 +50,37 @@ TOP_KEYS = ("name", "task", "task_options", "seeds", "weak", "strong", "losses",
 MODEL_KEYS = ("model", "num_layers", "pretrained", "pooling", "dtype", "train")
 # Keys that may change without invalidating finished stages.
 RUNTIME_KEYS = ("output_dir", "checkpoint_dir", "keep_checkpoints", "mesh", "distributed", "seeds", "losses")
+DATA_KEYS = ("task", "task_options")  # with the seed (the run folder's): every stage's examples
+
+
+def stage_settings(cfg: dict, stage: str) -> dict:
+    """The settings that determine a stage of `w2s run`, by dotted key: the weak stage does not depend
+    on the strong model or the losses, the ceiling not on the weak model, a student on both and on its
+    loss's options. Any other stage (e.g. active learning's) on every key but RUNTIME_KEYS."""
+    if stage == "weak":
+        keys = (*DATA_KEYS, "weak")
+    elif stage == "ceiling":
+        keys = (*DATA_KEYS, "strong")
+    elif stage.startswith("student_"):
+        keys = (*DATA_KEYS, "weak", "strong", f"loss_options.{stage.removeprefix('student_')}")
+    else:
+        keys = tuple(k for k in cfg if k not in RUNTIME_KEYS)
+    return {k: _leaf(cfg, k) for k in keys}
+
+
+def _stage_of(filename: str) -> str:
+    """The stage a file of a run folder belongs to: weak.json and weak_labels.npz to 'weak'."""
+    for suffix in ("_labels.npz", ".json"):
+        if filename.endswith(suffix):
+            return filename[: -len(suffix)]
+    return filename
+
+
+def _leaf(cfg: dict, dotted: str):
+    for part in dotted.split("."):
+        cfg = cfg.get(part) if isinstance(cfg, dict) else None
+    return cfg
+
 
 # --config.task_options.<option>=... takes any option of the config's task function.
 OPEN_SECTIONS = {"task_options": lambda cfg, options: check_task_options([cfg.task], options)}
@@ -346,17 +378,31 @@ class Experiment(Stages):
         self.strong = ModelSpec.from_config(cfg.strong)
 
     def _check_config(self) -> None:
-        """Refuses to mix finished stages of a different config into this run's results."""
+        """Keeps every finished stage whose own settings (stage_settings) are unchanged; refuses one
+        that would be mixed in under other settings, naming its changed keys; drops the checkpoints of
+        an unfinished stage whose settings changed (it starts over). Then records this config."""
         path = self.run_dir / "config.json"
-        current = {k: v for k, v in self.cfg.to_dict().items() if k not in RUNTIME_KEYS}
-        finished = [p for p in [*self.run_dir.glob("*"), *self.ckpt_dir.glob("*")]  # checkpoints count too
-                    if p.name not in ("config.json", "results.json") and not p.name.startswith(".")]
-        if path.exists() and finished:
-            stored = {k: v for k, v in read_json(path).items() if k not in RUNTIME_KEYS}
-            refuse_changes(stored, current, f"{self.run_dir} holds results of a different config")
-        else:
-            distributed.barrier(f"config checked: {path}")  # every process looked before it changes
-            write_json_atomic(path, self.cfg.to_dict())
+        current = json.loads(json.dumps(self.cfg.to_dict()))  # tuples as they read back: lists
+        changed: dict[str, list[str]] = {}
+        if path.exists():
+            stored = read_json(path)
+            finished = {_stage_of(p.name) for p in self.run_dir.glob("*")
+                        if p.name not in ("config.json", "results.json") and not p.name.startswith(".")}
+            started = {p.name for p in self.ckpt_dir.glob("*") if not p.name.startswith(".")} - finished
+            changed = {stage: keys for stage in sorted(finished | started)
+                       if (keys := changed_leaves(stage_settings(stored, stage), stage_settings(current, stage)))}
+            if finished & set(changed):
+                raise ConfigError(
+                    f"{self.run_dir} holds finished stages of other settings: " + "; ".join(
+                        f"{stage} ({', '.join(f'{k}: {_leaf(stored, k)!r} -> {_leaf(current, k)!r}' for k in keys)})"
+                        for stage, keys in changed.items() if stage in finished)
+                    + ". Choose another --config.output_dir, or delete those stages' files to train them again.")
+        distributed.barrier(f"config checked: {path}")  # every process looked before anything changes
+        for stage, keys in changed.items():
+            print(f"{self.ckpt_dir / stage}: an unfinished stage of other settings ({', '.join(keys)}); it starts over")
+            if distributed.is_main():
+                shutil.rmtree(self.ckpt_dir / stage, ignore_errors=True)
+        write_json_atomic(path, self.cfg.to_dict())
 
     def run_weak(self) -> dict:
         """Weak model on ground truth of A; its soft labels of B are saved with B's ground truth."""
