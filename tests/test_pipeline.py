@@ -28,7 +28,7 @@ def small_config(tmp_path, model_dir, *extra):
     ])
 
 
-def test_pipeline_writes_results_and_skips_finished_stages(tmp_path, tiny_bert, monkeypatch):
+def test_pipeline_writes_results_and_skips_finished_stages(tmp_path, tiny_bert, monkeypatch, capsys):
     cfg = small_config(tmp_path, tiny_bert)
     (results,) = pipeline.run_experiment(cfg)
     acc = results["accuracy"]
@@ -54,8 +54,11 @@ def test_pipeline_writes_results_and_skips_finished_stages(tmp_path, tiny_bert, 
         raise AssertionError("a finished stage was recomputed")
 
     monkeypatch.setattr(pipeline, "train", no_training)
+    capsys.readouterr()
     (again,) = pipeline.run_experiment(cfg)
     assert again["accuracy"] == results["accuracy"]
+    assert (f"seed 0: every stage (weak, ceiling, student_xent, student_aux_conf, student_product) reused from "
+            f"{run_dir}; nothing trained") in capsys.readouterr().out
 
     # Only the stage whose output is gone runs again.
     (run_dir / "student_product.json").unlink()
@@ -63,6 +66,18 @@ def test_pipeline_writes_results_and_skips_finished_stages(tmp_path, tiny_bert, 
     monkeypatch.setattr(pipeline, "train", lambda *a, **k: calls.append(k["desc"]) or _real_train(*a, **k))
     pipeline.run_experiment(cfg)
     assert calls == ["student_product (seed 0)"]
+    assert "nothing trained" not in capsys.readouterr().out
+
+
+def test_a_task_with_one_class_is_refused_before_training(tmp_path, tiny_bert, monkeypatch):
+    (tmp_path / "one_class.py").write_text(
+        "def task(seed):\n    return {'train': [(f'word {i}', 1) for i in range(8)], 'test': [('a', 1), ('b', 1)]}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("trained on a task with one class"))
+    cfg = apply_overrides(small_config(tmp_path, tiny_bert), ["--config.task=one_class:task"], pipeline.OPEN_SECTIONS)
+    cfg.task_options = {}
+    with pytest.raises(ValueError, match="every train example has label 1; weak-to-strong needs both classes"):
+        pipeline.run_experiment(cfg)
 
 
 from w2s.train import train as _real_train  # noqa: E402

@@ -219,6 +219,7 @@ class Stages:
         self.run_dir, self.ckpt_dir, self.mesh = run_dir, ckpt_dir, mesh
         self.loss_options, self.keep_checkpoints, self.probe = loss_options, keep_checkpoints, probe
         self.timings: dict[str, float] = {}
+        self.reused: set[str] = set()  # stages whose finished output was read, not trained
         self._task: TaskData | None = None
         self._features: dict[tuple, dict[str, np.ndarray]] = {}  # linear probes: per model, per split
 
@@ -232,6 +233,12 @@ class Stages:
                     f"task {self.task_name!r} has {len(self._task.train)} train and {len(self._task.test)} "
                     "test examples; the pipeline needs at least 4 train (two halves) and 2 test."
                 )
+            for split, examples in (("train", self._task.train), ("test", self._task.test)):
+                if len({label for _, label in examples}) < 2:
+                    raise ValueError(
+                        f"task {self.task_name!r}: every {split} example has label {examples[0][1]}; weak-to-strong "
+                        "needs both classes in train and test (accuracies, and so PGR, mean nothing otherwise)."
+                    )
         return self._task
 
     def splits(self) -> tuple[list, list]:
@@ -329,6 +336,7 @@ class Stages:
         stage whose soft labels of B are the targets. With label_b its own soft labels of B are saved."""
         record = read_record(self.run_dir / f"{name}.json", ("test_accuracy", "seconds"))  # damaged: rerun
         if record is not None and (not label_b or read_npz(self._labels_path(name), LABEL_KEYS) is not None):
+            self.reused.add(name)
             return record
         if source in GROUND_TRUTH:
             split = "ab"[GROUND_TRUTH[source]]
@@ -457,6 +465,9 @@ class Experiment(Stages):
             "versions": versions(),
         }
         write_json_atomic(self.run_dir / "results.json", results)
+        stages = ["weak", "ceiling", *(f"student_{name}" for name in students)]
+        if distributed.is_main() and set(stages) <= self.reused:
+            print(f"seed {self.seed}: every stage ({', '.join(stages)}) reused from {self.run_dir}; nothing trained")
         return results
 
 
