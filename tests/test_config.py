@@ -72,3 +72,36 @@ def test_validation_names_unknown_keys_in_files():
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config_file(tmp_path / "nope.py")
+
+
+def test_task_options_the_task_accepts_are_settable_from_the_command_line(tmp_path, monkeypatch):
+    from w2s.pipeline import OPEN_SECTIONS
+
+    cfg = apply_overrides(quickstart(), ["--config.task=sciq", "--config.task_options.path=/data/sciq",
+                                         "--config.task_options.n_test", "500"], OPEN_SECTIONS)
+    assert (cfg.task_options.path, cfg.task_options.n_test) == ("/data/sciq", 500)
+    # A plug-in task's own options, checked against its signature.
+    (tmp_path / "my_tasks.py").write_text(
+        "def colours(seed, n_colours=2, words=('red',)):\n    return {'train': [], 'test': []}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = apply_overrides(quickstart(), ["--config.task=my_tasks:colours", "--config.task_options.n_colours=5",
+                                         "--config.task_options.words=('red','blue')"], OPEN_SECTIONS)
+    assert cfg.task_options.n_colours == 5 and tuple(cfg.task_options.words) == ("red", "blue")
+    with pytest.raises(ConfigError, match=r"task_options.n_colour\b.*Did you mean 'n_colours'"):
+        apply_overrides(quickstart(), ["--config.task_options.n_colour=5", "--config.task=my_tasks:colours"],
+                        OPEN_SECTIONS)
+    with pytest.raises(ConfigError, match="no option 'n_trian'.*Did you mean 'n_train'"):
+        apply_overrides(quickstart(), ["--config.task_options.n_trian=5"], OPEN_SECTIONS)
+    with pytest.raises(ConfigError, match="no such key"):  # without open sections, as before
+        apply_overrides(quickstart(), ["--config.task_options.path=x"])
+
+
+def test_a_sweep_s_task_options_must_suit_every_task():
+    from w2s.sweep import OPEN_SECTIONS
+
+    sweep = load_config_file(ROOT / "experiments" / "sweep_offline.py")
+    cfg = apply_overrides(sweep, ["--config.tasks=sciq,boolq", "--config.task_options.path=/data/x"], OPEN_SECTIONS)
+    assert cfg.task_options.path == "/data/x"
+    with pytest.raises(ConfigError, match="task 'wordnet_living' has no option 'path'"):
+        apply_overrides(sweep, ["--config.tasks=sciq,wordnet_living", "--config.task_options.path=/data/x"],
+                        OPEN_SECTIONS)

@@ -83,6 +83,10 @@ def test_pgr_nan_on_zero_gap():
     assert not math.isinf(value)
 
 
+def test_no_pgr_when_the_ceiling_is_below_the_weak_model():
+    assert math.isnan(metrics.pgr(0.8, 0.9, 0.7))  # not the sign-flipped (0.9 - 0.8) / (0.7 - 0.8) = -1
+
+
 def test_load_results_recursive(tmp_path):
     write_results(tmp_path, [make_result(**s) for s in SEEDS])
     (tmp_path / "notes.json").write_text("not a result")
@@ -90,21 +94,36 @@ def test_load_results_recursive(tmp_path):
     assert sorted(r["seed"] for r in results) == [0, 1, 2]
 
 
-def test_load_results_corrupt_file_names_path(tmp_path):
-    write_results(tmp_path, [make_result(**SEEDS[0])])
-    bad = tmp_path / "crashed_run" / "results.json"
-    bad.parent.mkdir()
-    bad.write_text('{"task": "sciq", "accuracy": ')
-    with pytest.raises(ValueError, match=re.escape(str(bad))):
+def test_a_corrupt_or_incomplete_results_json_is_skipped_naming_it_and_its_rebuild(tmp_path):
+    write_results(tmp_path, [make_result(**s) for s in SEEDS])
+    crashed = tmp_path / "crashed" / "seed_4" / "results.json"
+    crashed.parent.mkdir(parents=True)
+    crashed.write_text('{"task": "sciq", "accuracy": ')
+    incomplete = tmp_path / "run" / "results.json"
+    incomplete.parent.mkdir()
+    incomplete.write_text(json.dumps({"task": "sciq", "seed": 0, "accuracy": {"weak": 0.6}}))
+    with pytest.warns(metrics.UnreadableResultWarning) as warned:
+        results = metrics.load_results(tmp_path)
+    assert sorted(r["seed"] for r in results) == [0, 1, 2]  # the readable ones
+    messages = sorted(str(w.message) for w in warned)
+    assert messages[0].startswith(f"{crashed} skipped: Expecting value")
+    assert f"w2s run CONFIG --config.output_dir={tmp_path / 'crashed'} --config.seeds=4," in messages[0]
+    assert messages[1].startswith(f"{incomplete} skipped") and "weak_model" in messages[1]
+    for path in (tmp_path / "sciq_minilm-l1_minilm").rglob("results.json"):
+        path.unlink()
+    with pytest.raises(ValueError, match="no readable results.json"), pytest.warns(metrics.UnreadableResultWarning):
         metrics.load_results(tmp_path)
 
 
-def test_load_results_incomplete_file_names_path(tmp_path):
-    bad = tmp_path / "run" / "results.json"
-    bad.parent.mkdir()
-    bad.write_text(json.dumps({"task": "sciq", "seed": 0, "accuracy": {"weak": 0.6}}))
-    with pytest.raises(ValueError, match=re.escape(str(bad)) + ".*weak_model"):
-        metrics.load_results(tmp_path)
+def test_losses_keep_the_config_s_order_through_results_json(tmp_path):
+    result = make_result(**SEEDS[0])
+    result["config"] = {"losses": ["xent", "product", "aux_conf"]}
+    result["accuracy"]["student"]["product"] = 0.7
+    (tmp_path / "results.json").write_text(json.dumps(result, sort_keys=True))  # as the pipeline writes it
+    rows = metrics.summarize(metrics.load_results(tmp_path))
+    assert metrics.loss_names(rows) == ["xent", "product", "aux_conf"]
+    header = metrics.format_table(rows).splitlines()[0]
+    assert header.index("xent acc") < header.index("product acc") < header.index("aux_conf acc")
 
 
 def test_load_results_empty_dir(tmp_path):
@@ -124,8 +143,8 @@ def test_summarize_three_seeds():
     xent = row["losses"]["xent"]
     assert xent["pgr"]["values"] == pytest.approx([0.25, 0.50, 0.75])
     assert xent["pgr"]["mean"] == pytest.approx(0.5)
-    # Population std: sqrt((0.25^2 + 0 + 0.25^2) / 3).
-    assert xent["pgr"]["std"] == pytest.approx(math.sqrt(0.125 / 3))
+    # Sample std (ddof=1): sqrt((0.25^2 + 0 + 0.25^2) / 2).
+    assert xent["pgr"]["std"] == pytest.approx(0.25)
     assert xent["pgr"]["min"] == pytest.approx(0.25)
     assert xent["pgr"]["max"] == pytest.approx(0.75)
     assert xent["student_acc"]["mean"] == pytest.approx((0.65 + 0.80 + 0.75) / 3)
@@ -134,7 +153,7 @@ def test_summarize_three_seeds():
 
     aux = row["losses"]["aux_conf"]["pgr"]
     assert aux["mean"] == pytest.approx(0.9)
-    assert aux["std"] == pytest.approx(math.sqrt(0.02 / 3))  # sqrt((0.1^2 + 0.1^2 + 0) / 3)
+    assert aux["std"] == pytest.approx(0.1)  # sqrt((0.1^2 + 0.1^2 + 0) / 2)
     assert (aux["min"], aux["max"]) == pytest.approx((0.8, 1.0))
 
 
@@ -147,7 +166,7 @@ def test_summarize_groups_and_skips_nan():
     tiny = rows[1]["losses"]["xent"]["pgr"]
     assert math.isnan(tiny["values"][1])
     assert tiny["mean"] == pytest.approx(0.8)  # Only the seed with a gap counts.
-    assert tiny["std"] == 0.0
+    assert math.isnan(tiny["std"])  # one value: no spread is known
 
 
 def test_format_table_contains_numbers():
@@ -156,18 +175,19 @@ def test_format_table_contains_numbers():
     table = metrics.format_table(rows)
     print(table)
     lines = table.splitlines()
-    assert len(lines) == 4  # Header, rule, two rows.
+    assert len(lines) == 5  # Header, rule, two rows, what the numbers are.
     assert len({len(line) for line in lines[:2]}) == 1
     for heading in ["task", "weak", "strong", "seeds", "weak acc", "ceiling acc",
-                    "xent acc", "xent PGR", "aux_conf acc", "aux_conf PGR"]:
+                    "xent acc", "xent PGR", "aux_conf acc", "aux_conf PGR", "of means"]:
         assert heading in lines[0]
     sciq = next(line for line in lines if line.startswith("sciq"))
-    for cell in ["minilm-l1", "minilm", " 3 ", "0.633", "0.833", "0.733", "0.50 ± 0.20",
-                 "0.813", "0.90 ± 0.08"]:
+    for cell in ["minilm-l1", "minilm", " 3 ", "0.633 ± 0.058", "0.833 ± 0.058", "0.733 ± 0.076",
+                 "0.50 ± 0.25  ", "0.813 ± 0.042", "0.90 ± 0.10  "]:
         assert cell in sciq
     boolq = next(line for line in lines if line.startswith("boolq"))
-    for cell in ["0.700", "0.900", "0.850", "0.75 ± 0.00", " - "]:
+    for cell in ["0.700", "0.900", "0.850", " 0.75  ", " - "]:  # one seed: no spread shown
         assert cell in boolq
+    assert "± nan" not in table and lines[4] == "(mean ± sample standard deviation over seeds; PGR per seed, and of the seed-mean accuracies)"
 
 
 def test_bootstrap_ci_of_one_cell_brackets_its_mean_within_the_seeds():
@@ -199,7 +219,7 @@ def test_median_pgr_leaves_out_self_pairs_and_formats_with_intervals():
     assert 0.25 <= low < 0.5 < high <= 0.75
     table = metrics.format_pgr_table(rows)
     assert f"0.50 [{low:.2f}, {high:.2f}]" in table
-    assert re.search(r"xent\s+0\.75 \[\d\.\d\d, \d\.\d\d\]\s+2", table)
+    assert re.search(r"xent\s+0\.75 \[\d\.\d\d, \d\.\d\d\]\s+0\.75\s+2", table)
 
 
 def test_agreement_by_argmax_and_hardened_by_hand():
@@ -210,3 +230,26 @@ def test_agreement_by_argmax_and_hardened_by_hand():
     # argmax: 1, 0, 0, 0. Hardened: the 0.55 quantile of p1 (0.4325) -> 1, 1, 0, 0.
     assert metrics.agreement(logits, weak, truth) == pytest.approx(
         {"agree_weak": 0.75, "agree_truth": 0.5, "hard_agree_weak": 0.5, "hard_agree_truth": 0.75})
+
+
+def test_a_pair_whose_ceiling_is_not_above_its_weak_model_has_no_pgr_anywhere():
+    results = [make_result(0, 0.6, 0.7, {"xent": 0.65}), make_result(1, 0.6, 0.9, {"xent": 0.9})]  # PGR 0.5, 1.0
+    # The ceiling below the weak model: per seed PGR would be -1 and -0.5, entering the median.
+    results += [make_result(s, 0.8, 0.7, {"xent": 0.9 - 0.05 * s}, weak_model="big", strong_model="small")
+                for s in range(2)]
+    rows = metrics.summarize(results)
+    good, flipped = sorted(rows, key=lambda r: r["weak_model"] == "big")
+    assert good["has_pgr"] and not flipped["has_pgr"]
+    assert good["losses"]["xent"]["pgr"]["mean"] == pytest.approx(0.75)  # per seed
+    assert good["losses"]["xent"]["pgr_of_means"] == pytest.approx((0.775 - 0.6) / (0.8 - 0.6))  # Burns et al.
+    assert all(math.isnan(v) for v in flipped["losses"]["xent"]["pgr"]["values"])
+    assert math.isnan(flipped["losses"]["xent"]["pgr_of_means"])
+    medians = metrics.median_pgr(rows)["xent"]
+    assert medians["cells"] == 1 and medians["median"] == pytest.approx(0.75)
+    assert medians["of_means"] == pytest.approx(0.875)
+    listed = "no PGR (the strong ceiling is not above the weak model): sciq big -> small, ceiling 0.700 <= weak 0.800"
+    pgr_table = metrics.format_pgr_table(rows)
+    assert listed in pgr_table.splitlines() and not any(line.startswith("sciq  big") for line in pgr_table.splitlines())
+    table = metrics.format_table(rows).splitlines()
+    assert listed in table
+    assert re.search(r"no PGR\s+no PGR$", next(line for line in table if line.startswith("sciq  big")))

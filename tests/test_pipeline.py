@@ -1,7 +1,9 @@
 """The pipeline end to end on a tiny random BERT (MiniLM's tokenizer) and real WordNet data:
 results and PGR, cached stages, resume after a kill, and clear errors for bad input."""
 import json
+import math
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -32,14 +34,14 @@ def small_overrides(tmp_path, model_dir, *extra):
     ]
 
 
-def test_pipeline_writes_results_and_skips_finished_stages(tmp_path, tiny_bert, monkeypatch):
+def test_pipeline_writes_results_and_skips_finished_stages(tmp_path, tiny_bert, monkeypatch, capsys):
     cfg = small_config(tmp_path, tiny_bert)
     (results,) = pipeline.run_experiment(cfg)
     acc = results["accuracy"]
     for name in ("xent", "aux_conf", "product"):
-        expected = (acc["student"][name] - acc["weak"]) / (acc["ceiling"] - acc["weak"]) if acc["ceiling"] != acc["weak"] else None
-        if expected is not None:
-            assert results["pgr"][name] == pytest.approx(expected)
+        gap = acc["ceiling"] - acc["weak"]
+        expected = (acc["student"][name] - acc["weak"]) / gap if gap > 0 else math.nan  # no gap: no PGR
+        assert results["pgr"][name] == pytest.approx(expected, nan_ok=True)
     run_dir = tmp_path / "results" / "seed_0"
     on_disk = json.loads((run_dir / "results.json").read_text())
     assert on_disk["seed"] == 0 and on_disk["config"]["task"] == "wordnet_living"
@@ -58,8 +60,11 @@ def test_pipeline_writes_results_and_skips_finished_stages(tmp_path, tiny_bert, 
         raise AssertionError("a finished stage was recomputed")
 
     monkeypatch.setattr(pipeline, "train", no_training)
+    capsys.readouterr()
     (again,) = pipeline.run_experiment(cfg)
     assert again["accuracy"] == results["accuracy"]
+    assert (f"seed 0: every stage (weak, ceiling, student_xent, student_aux_conf, student_product) reused from "
+            f"{run_dir}; nothing trained") in capsys.readouterr().out
 
     # Only the stage whose output is gone runs again.
     (run_dir / "student_product.json").unlink()
@@ -67,6 +72,18 @@ def test_pipeline_writes_results_and_skips_finished_stages(tmp_path, tiny_bert, 
     monkeypatch.setattr(pipeline, "train", lambda *a, **k: calls.append(k["desc"]) or _real_train(*a, **k))
     pipeline.run_experiment(cfg)
     assert calls == ["student_product (seed 0)"]
+    assert "nothing trained" not in capsys.readouterr().out
+
+
+def test_a_task_with_one_class_is_refused_before_training(tmp_path, tiny_bert, monkeypatch):
+    (tmp_path / "one_class.py").write_text(
+        "def task(seed):\n    return {'train': [(f'word {i}', 1) for i in range(8)], 'test': [('a', 1), ('b', 1)]}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("trained on a task with one class"))
+    cfg = apply_overrides(small_config(tmp_path, tiny_bert), ["--config.task=one_class:task"], pipeline.OPEN_SECTIONS)
+    cfg.task_options = {}
+    with pytest.raises(ValueError, match="every train example has label 1; weak-to-strong needs both classes"):
+        pipeline.run_experiment(cfg)
 
 
 from w2s.train import train as _real_train  # noqa: E402
@@ -132,17 +149,72 @@ def test_stage_killed_while_labelling_resumes_from_its_last_periodic_save(tmp_pa
         np.testing.assert_array_equal(got, want)
 
 
-def test_changed_config_is_refused_for_an_existing_run(tmp_path, tiny_bert):
+def test_a_finished_stage_of_other_settings_is_refused_naming_its_leaf_keys(tmp_path, tiny_bert):
     cfg = small_config(tmp_path, tiny_bert, "--config.losses=xent,")
     run_dir = pipeline.Experiment(cfg, 0).run_dir
     run_dir.mkdir(parents=True)
     pipeline.Experiment(cfg, 0)._check_config()
     changed = apply_overrides(cfg, ["--config.strong.train.lr=0.5"])
     pipeline.Experiment(changed, 0)._check_config()  # nothing finished yet: the new config is taken
-    (run_dir / "weak.json").write_text("{}")
-    with pytest.raises(ConfigError, match=r"keys \['strong'\] differ"):
+    for stage in ("weak", "ceiling", "student_xent"):
+        (run_dir / f"{stage}.json").write_text("{}")
+    with pytest.raises(ConfigError) as refused:
         pipeline.Experiment(cfg, 0)._check_config()
-    pipeline.Experiment(apply_overrides(changed, ["--config.seeds=0,1,2"]), 0)._check_config()  # runtime key
+    message = str(refused.value)
+    assert "ceiling (strong.train.lr: 0.5 -> 0.0001); student_xent (strong.train.lr: 0.5 -> 0.0001)" in message
+    assert "weak (" not in message and "strong'" not in message
+    with pytest.raises(ConfigError, match=r"settings: student_xent \(weak.num_layers: 1 -> 0\); weak \(weak.num_layers: 1 -> 0\)\."):
+        pipeline.Experiment(apply_overrides(changed, ["--config.weak.num_layers=0"]), 0)._check_config()
+    # Runtime keys, the name, and options of a loss no finished stage used may change.
+    pipeline.Experiment(apply_overrides(changed, ["--config.seeds=0,1,2", "--config.name=other",
+                                                  "--config.loss_options.aux_conf.alpha_max=0.5"]), 0)._check_config()
+
+
+def test_changing_the_strong_model_keeps_the_weak_stage_and_restarts_the_strong_ones(tmp_path, tiny_bert, monkeypatch,
+                                                                                       capsys):
+    class Killed(Exception):
+        pass
+
+    def killed_in_ceiling(*args, **kwargs):
+        if kwargs["desc"].startswith("ceiling"):
+            kwargs["evaluate"] = lambda model: (_ for _ in ()).throw(Killed())  # at step 3 of 4, saved
+        return _real_train(*args, **kwargs)
+
+    cfg = small_config(tmp_path, tiny_bert, "--config.losses=xent,", "--config.task_options.n_train=128",
+                       "--config.strong.train.eval_every=3")
+    monkeypatch.setattr(pipeline, "train", killed_in_ceiling)
+    with pytest.raises(Killed):
+        pipeline.run_experiment(cfg)
+    ceiling_ckpt = tmp_path / "ckpt" / "quickstart" / "seed_0" / "ceiling"
+    assert any(ceiling_ckpt.iterdir())
+
+    trained = []
+
+    def spy(*args, **kwargs):
+        trained.append(kwargs["desc"])
+        assert not ceiling_ckpt.exists() or not any(ceiling_ckpt.iterdir())  # none of the old strong model's steps
+        return _real_train(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train", spy)
+    (results,) = pipeline.run_experiment(apply_overrides(cfg, ["--config.strong.train.lr=3e-4"]))
+    assert trained == ["ceiling (seed 0)", "student_xent (seed 0)"]  # the weak stage is reused
+    assert "ceiling: an unfinished stage of other settings (strong.train.lr)" in capsys.readouterr().out
+    assert results["config"]["strong"]["train"]["lr"] == 3e-4
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.strong.model={missing}", "config.strong.model: model folder {missing} does not exist"),
+    ("--config.strong.num_layers=7", "config.strong.num_layers is 7; {model} has layers 0 to 2"),
+    ("--config.strong.pooling=max", "config.strong.pooling must be None"),
+    ("--config.task=no_such_module:fn", "cannot import module 'no_such_module'"),
+])
+def test_every_model_and_the_task_are_checked_before_any_stage_trains(tmp_path, tiny_bert, monkeypatch, override,
+                                                                      message):
+    missing = tmp_path / "no_such_model"
+    monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("a stage trained before the inputs were checked"))
+    cfg = small_config(tmp_path, tiny_bert, override.format(missing=missing))
+    with pytest.raises(ConfigError, match=re.escape(message.format(missing=missing, model=tiny_bert))):
+        pipeline.run_experiment(cfg)
 
 
 def test_bad_input_gets_one_clear_line(tmp_path, tiny_bert, capsys):

@@ -1,5 +1,6 @@
 """Tests for w2s.plot: both PNGs are written from fake results, and an empty dir is an error."""
 import itertools
+import json
 
 import pytest
 
@@ -34,6 +35,31 @@ def test_plot_results_writes_pngs(tmp_path):
         data = p.read_bytes()
         assert data.startswith(PNG_MAGIC)
         assert len(data) > 10_000
+
+
+def test_one_pair_gets_bars_of_weak_students_and_ceiling_and_pairs_get_lines(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plot, "_plot_pair_accuracy", lambda rows, path: drawn.append("bars"))
+    monkeypatch.setattr(plot, "_plot_accuracy", lambda rows, path: drawn.append("lines"))
+    write_results(tmp_path / "one", [make_result(s, 0.7, 0.9, {"xent": 0.8}) for s in range(3)])
+    write_results(tmp_path / "many", fake_results())
+    plot.plot_results(tmp_path / "one")
+    plot.plot_results(tmp_path / "many")
+    assert drawn == ["bars", "lines"]
+
+
+def test_a_corrupt_seed_does_not_stop_the_plot(tmp_path, capsys):
+    from w2s.cli import main
+    from w2s.metrics import UnreadableResultWarning
+
+    for seed in range(3):
+        (tmp_path / f"seed_{seed}").mkdir()
+        (tmp_path / f"seed_{seed}" / "results.json").write_text(json.dumps(make_result(seed, 0.7, 0.9, {"xent": 0.8})))
+    (tmp_path / "seed_1" / "results.json").write_text("{")
+    with pytest.warns(UnreadableResultWarning, match=rf"seed_1/results.json skipped.*--config.seeds=1,"):
+        assert main(["plot", str(tmp_path)]) == 0
+    assert "  2  " in capsys.readouterr().out  # two seeds in the table
+    assert (tmp_path / "accuracy.png").read_bytes().startswith(PNG_MAGIC)
 
 
 def test_plot_results_defaults_to_results_dir(tmp_path):

@@ -324,3 +324,17 @@ if __name__ == "__main__":
     from w2s import active
 
     active.run_active_experiment(chain_config(pathlib.Path(sys.argv[1]), sys.argv[2]))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_result_files_get_the_mode_the_umask_allows(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        write_json_atomic(tmp_path / "a.json", {"x": 1})
+        write_npz_atomic(tmp_path / "b.npz", x=np.zeros(2))
+        (tmp_path / "plain").touch()  # what open() gives any other file
+    finally:
+        os.umask(old)
+    expected = (tmp_path / "plain").stat().st_mode & 0o777
+    assert expected == 0o666 & ~umask
+    assert [(tmp_path / name).stat().st_mode & 0o777 for name in ("a.json", "b.npz")] == [expected, expected]

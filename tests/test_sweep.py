@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from w2s import ladders, pipeline, sweep
+from w2s import ladders, metrics, pipeline, sweep
 from w2s.cli import main
 from w2s.config import ConfigError, apply_overrides, load_config_file
 from w2s.models import build_backbone
-from w2s.results_table import ResultsTable
+from w2s.results_table import ResultsTable, load_records
 from w2s.train import train as real_train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -145,7 +145,10 @@ def test_sweep_shares_ground_truth_resumes_and_plots(tiny_ladder, tmp_path, monk
     capsys.readouterr()
     assert main(["plot", str(tmp_path / "sweep")]) == 0
     out = capsys.readouterr().out
-    assert "median PGR [95% CI]" in out and "bootstrap" in out
+    assert "median PGR per seed [95% CI]" in out
+    for row in metrics.summarize(load_records(tmp_path / "sweep")):  # each pair: PGR rows, or listed as having none
+        pair = f"{row['weak_model']} -> {row['strong_model']}"
+        assert (f"no PGR (the strong ceiling is not above the weak model): {row['task']} {pair}" in out) != row["has_pgr"]
     for name in ("accuracy.png", "pgr.png", "median_pgr.png", "pgr_vs_size.png"):
         assert (tmp_path / "sweep" / name).read_bytes().startswith(b"\x89PNG")
 
@@ -192,10 +195,10 @@ def test_changed_settings_are_refused_and_new_rungs_are_not(tiny_ladder, tmp_pat
                                                                    "weak_label_accuracy": 0.5})
     sweep.run_sweep(cfg)
     sweep.run_sweep(apply_overrides(cfg, [f"--config.models={','.join(TINY)}", "--config.methods=xent,product"]))
-    with pytest.raises(ConfigError, match=r"keys \['rungs', 'train'\] differ"):
+    with pytest.raises(ConfigError, match=r"keys \['rungs.tiny-l0-mean.train.lr', 'rungs.tiny-l1.train.lr', 'train.lr'\] differ"):
         sweep.run_sweep(apply_overrides(cfg, ["--config.train.lr=0.5"]))
     monkeypatch.setitem(ladders.RUNGS._entries, "tiny-l1", dataclasses.replace(ladders.rung("tiny-l1"), num_layers=2))
-    with pytest.raises(ConfigError, match=r"keys \['rungs'\] differ"):
+    with pytest.raises(ConfigError, match=r"keys \['rungs.tiny-l1.num_layers'\] differ"):
         sweep.run_sweep(cfg)
 
 

@@ -1,6 +1,7 @@
 """Tasks: the WordNet parser and tasks on the real database, the registry, and the hub tasks on
 small local files read through `datasets`."""
 import json
+import re
 import random
 import sys
 import time
@@ -56,18 +57,26 @@ def test_parser_on_a_synthetic_database(tmp_path, monkeypatch):
     assert wordnet.descendants([nouns[10]]) == {10, 20}
 
 
+@pytest.mark.parametrize("var, where", [("WNHOME", "{d}/dict or {d}"), ("WORDNET_DIR", "{d}")])
+def test_a_variable_naming_a_folder_without_wordnet_is_an_error(tmp_path, monkeypatch, var, where):
+    for other in ("WNHOME", "WORDNET_DIR"):
+        monkeypatch.delenv(other, raising=False)
+    monkeypatch.setenv(var, str(tmp_path))  # while the system's WordNet is there to fall back on
+    with pytest.raises(FileNotFoundError, match=re.escape(f"${var}={tmp_path} holds no WordNet database "
+                                                          f"(no data.noun in {where.format(d=tmp_path)})")):
+        load_task("wordnet_living")
+
+
 def test_not_found_lists_every_place_searched(tmp_path, monkeypatch):
-    for var in ("WNHOME", "WORDNET_DIR", "NLTK_DATA"):
-        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    for var in ("WNHOME", "WORDNET_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NLTK_DATA", str(tmp_path / "nltk_data"))
     monkeypatch.setattr(wordnet, "SYSTEM_DIRS", [str(tmp_path / "system")])
     monkeypatch.setattr(wordnet, "NLTK_DIRS", [str(tmp_path / "nltk")])
     with pytest.raises(FileNotFoundError) as e:
         load_task("wordnet_living")
     message = str(e.value)
     for place in [
-        tmp_path / "wnhome" / "dict",
-        tmp_path / "wnhome",
-        tmp_path / "wordnet_dir",
         tmp_path / "system",
         tmp_path / "nltk_data" / "corpora" / "wordnet",
         tmp_path / "nltk" / "corpora" / "wordnet",

@@ -137,6 +137,7 @@ def _write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600; colleagues on a shared disk read results
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -151,6 +152,13 @@ def _write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) ->
         os.fsync(folder)
     finally:
         os.close(folder)
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:

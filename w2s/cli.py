@@ -22,7 +22,7 @@ def run_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = (), *,
     from w2s.config import apply_overrides
     from w2s.report import record_command
 
-    cfg = apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, overrides, pipeline.OPEN_SECTIONS)
     pipeline.validate(cfg)
     distributed.initialize(cfg.distributed)  # before is_main() asks JAX which process this is
     if distributed.is_main():  # first, so a run stopped early still has it
@@ -97,11 +97,22 @@ def _completion(args: argparse.Namespace, rest: list[str]) -> None:
     print(SCRIPT)
 
 
+def _config(args: argparse.Namespace, rest: list[str]) -> None:
+    from w2s import pipeline, sweep
+    from w2s.config import apply_overrides, flat_items, load_config_file
+
+    cfg = load_config_file(args.config)
+    cfg = apply_overrides(cfg, rest, (sweep if "tasks" in cfg else pipeline).OPEN_SECTIONS)
+    print("\n".join(f"{key} = {value!r}" for key, value in flat_items(cfg)))
+
+
 def _tasks(args: argparse.Namespace, rest: list[str]) -> None:
-    from w2s.tasks import list_tasks
+    from w2s.tasks import hub_dataset, list_tasks
 
     _no_extra(rest)
-    print("\n".join(list_tasks()))
+    for name in list_tasks():
+        hub = hub_dataset(name)
+        print(name + (f"  (needs the HF hub: {hub}; or --config.task_options.path=local files)" if hub else ""))
 
 
 def _models(args: argparse.Namespace, rest: list[str]) -> None:
@@ -124,18 +135,26 @@ def _no_extra(rest: list[str]) -> None:
         raise ConfigError(f"unrecognised arguments: {' '.join(rest)}")
 
 
+OVERRIDES_HELP = ("Any config key can be overridden after the config file: --config.KEY=VALUE, e.g. "
+                  "--config.strong.train.lr=1e-5 --config.seeds=0,1 --config.task_options.n_train=2000. "
+                  "w2s config FILE lists the keys and their values.")
+
+
 def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> int:
     """Errors in configs or inputs (ConfigError) print one clear line (W2S_DEBUG=1 shows the traceback);
     every other exception, a bug in a new loss say, shows its traceback."""
-    parser = argparse.ArgumentParser(prog="w2s", description="Weak-to-strong generalization experiments.")
+    parser = argparse.ArgumentParser(prog="w2s", description="Weak-to-strong generalization experiments.",
+                                     epilog=OVERRIDES_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run an experiment config; overrides: --config.train.lr=1e-5")
+    run = sub.add_parser("run", help="run an experiment config (any key can be overridden, see below)",
+                         epilog=OVERRIDES_HELP)
     run.add_argument("config", help="a Python config file with get_config(), e.g. experiments/quickstart.py")
     run.add_argument("--quiet", action="store_true", help="no progress bars: one line per finished stage, for logs")
     run.add_argument("--tensorboard", action="store_true",
                      help="log every stage's history live under OUTPUT_DIR/seed_*/tensorboard (needs tensorboardX)")
     run.set_defaults(fn=_run)
-    sweep = sub.add_parser("sweep", help="run a sweep config: every weak/strong pair, method and seed")
+    sweep = sub.add_parser("sweep", help="run a sweep config: every weak/strong pair, method and seed",
+                           epilog=OVERRIDES_HELP)
     sweep.add_argument("config", help="a Python config file with get_config(), e.g. experiments/sweep_offline.py")
     sweep.add_argument("--dry_run", action="store_true", help="list the runs and what is left; train nothing")
     sweep.set_defaults(fn=_sweep)
@@ -156,6 +175,10 @@ def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> in
     report.set_defaults(fn=_report)
     sub.add_parser("completion", help='print a bash/zsh completion script: eval "$(w2s completion)"').set_defaults(
         fn=_completion)
+    config = sub.add_parser("config", help="print a config's keys and values, after any overrides",
+                            epilog=OVERRIDES_HELP)
+    config.add_argument("config", help="a Python config file with get_config()")
+    config.set_defaults(fn=_config)
     sub.add_parser("tasks", help="list registered tasks").set_defaults(fn=_tasks)
     models = sub.add_parser("models", help="list the offline models (`list`), or download and convert them (`fetch`)")
     models.add_argument("action", nargs="?", choices=["list", "fetch"], default="list")

@@ -5,7 +5,7 @@ import ast
 import difflib
 import importlib.util
 import pathlib
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
 
@@ -74,15 +74,38 @@ def _keys(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
     return out
 
 
-def apply_overrides(cfg: ml_collections.ConfigDict, argv: Sequence[str]) -> ml_collections.ConfigDict:
-    """Applies `--config.a.b=value` (or `--config.a.b value`) arguments; a misspelt key is named."""
+def flat_items(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) of every leaf, in the config's order: what --config.KEY=VALUE can set."""
+    out = []
+    for k, v in cfg.items():
+        if isinstance(v, ml_collections.ConfigDict):
+            out.extend(flat_items(v, prefix + k + "."))
+        else:
+            out.append((prefix + k, v))
+    return out
+
+
+# A section that takes keys its config file does not hold, and the check of the new ones: e.g.
+# task_options takes whatever the chosen task's function accepts.
+OpenSections = Mapping[str, Callable[[ml_collections.ConfigDict, dict[str, Any]], None]]
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict, argv: Sequence[str],
+                    open_sections: OpenSections | None = None) -> ml_collections.ConfigDict:
+    """Applies `--config.a.b=value` (or `--config.a.b value`) arguments; a misspelt key is named.
+
+    A key new to a section of `open_sections` is added (its value read as a Python literal, else as a
+    string) and, once every override is applied, checked by that section's function.
+    """
     cfg = ml_collections.ConfigDict(cfg.to_dict())
+    open_sections = open_sections or {}
+    added: dict[str, dict[str, Any]] = {}
     args = list(argv)
     i = 0
     while i < len(args):
         arg = args[i]
         if not arg.startswith("--config."):
-            raise ConfigError(f"unrecognised argument {arg!r}; overrides look like --config.train.lr=1e-5.")
+            raise ConfigError(f"unrecognised argument {arg!r}; overrides look like --config.strong.train.lr=1e-5.")
         if "=" in arg:
             key, raw = arg[len("--config.") :].split("=", 1)
         elif i + 1 < len(args):
@@ -92,21 +115,34 @@ def apply_overrides(cfg: ml_collections.ConfigDict, argv: Sequence[str]) -> ml_c
             raise ConfigError(f"{arg} has no value.")
         node = cfg
         parts = key.split(".")
+        section = ".".join(parts[:-1])
         for depth, part in enumerate(parts):
+            if depth == len(parts) - 1 and section in open_sections and part not in node:
+                added.setdefault(section, {})[part] = None
+                break
             if not isinstance(node, ml_collections.ConfigDict) or part not in node:
                 close = difflib.get_close_matches(key, _keys(cfg), n=3)
                 hint = f" Did you mean: {', '.join(close)}?" if close else ""
                 raise ConfigError(f"--config.{key}: no such key ({'.'.join(parts[: depth + 1])!r}).{hint}")
             if depth < len(parts) - 1:
                 node = node[part]
-        if isinstance(node[parts[-1]], ml_collections.ConfigDict):
-            example = next(iter(node[parts[-1]].keys()), "key")
+        current = node.get(parts[-1])
+        if isinstance(current, ml_collections.ConfigDict):
+            example = next(iter(current.keys()), "key")
             raise ConfigError(f"--config.{key} is a section: set one of its keys, e.g. --config.{key}.{example}.")
         try:
-            node[parts[-1]] = _parse_value(raw, node[parts[-1]], key)
+            node[parts[-1]] = _parse_value(raw, current, key)
         except (TypeError, ValueError) as e:  # ml_collections refusing the value's type
             raise ConfigError(f"--config.{key}: cannot take {raw!r:.100} ({e}).") from None
         i += 1
+    for section, keys in added.items():
+        node = cfg
+        for part in section.split("."):
+            node = node[part]
+        try:
+            open_sections[section](cfg, {k: node[k] for k in keys})
+        except ValueError as e:
+            raise ConfigError(f"--config.{section}.{', '.join(keys)}: {e}") from None
     return cfg
 
 
@@ -119,10 +155,18 @@ def check_keys(cfg: ml_collections.ConfigDict, accepted: Sequence[str], where: s
         raise ConfigError(f"{where}: unknown key(s) {named}; accepted: {sorted(accepted)}.")
 
 
+def changed_leaves(stored: Any, current: Any, prefix: str = "") -> list[str]:
+    """The dotted leaf keys whose values differ between two nested dicts (a missing key reads as None)."""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        return [leaf for k in sorted(set(stored) | set(current))
+                for leaf in changed_leaves(stored.get(k), current.get(k), f"{prefix}{k}.")]
+    return [] if stored == current else [prefix.rstrip(".")]
+
+
 def refuse_changes(stored: dict, current: dict, holder: str) -> None:
-    """Refuses to mix finished work made under other settings with this run, naming the keys."""
-    if stored != current:
-        changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+    """Refuses to mix finished work made under other settings with this run, naming the leaf keys."""
+    changed = changed_leaves(stored, current)
+    if changed:
         raise ConfigError(
             f"{holder} (keys {changed} differ); choose another --config.output_dir or delete that folder."
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+import warnings
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -62,12 +63,12 @@ def pgr(weak_acc: float, student_acc: float, ceiling_acc: float) -> float:
     """Performance gap recovered: (student - weak) / (ceiling - weak).
 
     1 means the student matched the ground-truth ceiling, 0 that it only matched its weak
-    supervisor. When the gap (ceiling - weak) is small, the ratio is dominated by evaluation
-    noise and can take arbitrarily large values, so PGR is meaningless there: read it next to
-    the gap. With no gap at all this returns nan, never inf.
+    supervisor. With no gap (the ceiling not above the weak model) there is no gap to recover and
+    the ratio would flip sign: this returns nan, never inf. When the gap is small, the ratio is
+    dominated by evaluation noise: read it next to the gap.
     """
     gap = ceiling_acc - weak_acc
-    if gap == 0:
+    if gap <= 0:
         return math.nan
     return (student_acc - weak_acc) / gap
 
@@ -85,11 +86,17 @@ def _check(record: Any, path: pathlib.Path) -> None:
         raise ConfigError(f"{path}: missing keys {missing}")
 
 
-def load_results(results_dir: str | pathlib.Path) -> list[dict]:
-    """Reads every results.json anywhere below results_dir, in path order.
+class UnreadableResultWarning(UserWarning):
+    """A results.json that does not read back; the others are summarised without it."""
 
-    Raises ValueError naming the file for a corrupt or incomplete one (so a crashed run is easy
-    to find), and when there are none at all, since that almost always means a wrong path.
+
+def load_results(results_dir: str | pathlib.Path) -> list[dict]:
+    """Reads every results.json anywhere below results_dir, in path order, each record's students in
+    its config's loss order.
+
+    A corrupt or incomplete one is skipped with a warning naming it and the command that rebuilds it
+    (so one crashed seed does not hide the others); no readable one at all is an error, since that
+    almost always means a wrong path.
     """
     root = pathlib.Path(results_dir)
     paths = sorted(root.rglob("results.json"))
@@ -99,11 +106,26 @@ def load_results(results_dir: str | pathlib.Path) -> list[dict]:
     for path in paths:
         try:
             record = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: cannot parse results.json: {e}") from e
-        _check(record, path)
+            _check(record, path)
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            warnings.warn(f"{path} skipped: {e}. {_rebuild_hint(path)}", UnreadableResultWarning, stacklevel=2)
+            continue
+        order = record.get("config", {}).get("losses") or []
+        student = record["accuracy"]["student"]
+        record["accuracy"]["student"] = {k: student[k] for k in sorted(
+            student, key=lambda k: order.index(k) if k in order else len(order))}
         results.append(record)
+    if not results:
+        raise ConfigError(f"no readable results.json under {root}")
     return results
+
+
+def _rebuild_hint(path: pathlib.Path) -> str:
+    """How a seed's results.json is written again: its run, whose finished stages are reused."""
+    seed = path.parent.name.removeprefix("seed_")
+    seeds = f" --config.seeds={seed}," if seed.isdigit() else ""
+    return (f"Rebuild it (finished stages are reused) with: "
+            f"w2s run CONFIG --config.output_dir={path.parent.parent}{seeds}")
 
 
 def bootstrap_ci(cells: Sequence[Sequence[float]], level: float = 0.95, n_boot: int = 10_000,
@@ -130,8 +152,9 @@ def _stats(values: list[float]) -> dict:
     """mean/std/min/max of the non-nan values, a 95% bootstrap interval of the mean (ci), plus the
     values themselves.
 
-    std is the population std (ddof=0), so a single seed gives 0 rather than nan. nan values
-    (PGR with no weak-ceiling gap) stay in `values` but are left out of the statistics.
+    std is the sample standard deviation (ddof=1): with few seeds the population one understates
+    the spread; with one seed it is nan (no spread is known). nan values (PGR of a seed with no
+    weak-ceiling gap) stay in `values` but are left out of the statistics.
     """
     finite = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
     if finite.size == 0:
@@ -139,7 +162,7 @@ def _stats(values: list[float]) -> dict:
                     values=list(values))
     return dict(
         mean=float(finite.mean()),
-        std=float(finite.std()),
+        std=float(finite.std(ddof=1)) if finite.size > 1 else math.nan,
         min=float(finite.min()),
         max=float(finite.max()),
         ci=bootstrap_ci([finite])[1:],
@@ -150,12 +173,14 @@ def _stats(values: list[float]) -> dict:
 def summarize(results: Iterable[dict]) -> list[dict]:
     """Groups runs by (task, weak_model, strong_model) and aggregates over seeds.
 
-    PGR is recomputed per seed from the stored accuracies, so it always agrees with them.
-    Each row is
-        {task, weak_model, strong_model, seeds, weak_acc, ceiling_acc,
-         losses: {loss: {student_acc: stats, pgr: stats}}}
-    with stats = {mean, std, min, max, values} and weak_acc / ceiling_acc the means over
-    seeds. Rows are sorted by key; losses keep their first-seen order.
+    PGR is recomputed per seed from the stored accuracies, so it always agrees with them, and also
+    from the seed-mean accuracies, as Burns et al. aggregate. Each row is
+        {task, weak_model, strong_model, seeds, weak_acc, ceiling_acc, weak, ceiling, has_pgr,
+         losses: {loss: {student_acc: stats, pgr: stats, pgr_of_means: float}}}
+    with stats = {mean, std, min, max, ci, values}, weak / ceiling the stats of their accuracies and
+    weak_acc / ceiling_acc their means. has_pgr is False when the mean ceiling is not above the mean
+    weak accuracy: such a pair has no PGR (pgr_of_means is nan) and PGR tables and medians leave it
+    out. Rows are sorted by key; losses keep their first-seen order.
     """
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in results:
@@ -171,15 +196,22 @@ def summarize(results: Iterable[dict]) -> list[dict]:
             for loss, student_acc in acc["student"].items():
                 student_accs.setdefault(loss, []).append(student_acc)
                 pgrs.setdefault(loss, []).append(pgr(acc["weak"], student_acc, acc["ceiling"]))
+        weak_stats = _stats([r["accuracy"]["weak"] for r in runs])
+        ceiling_stats = _stats([r["accuracy"]["ceiling"] for r in runs])
         rows.append(dict(
             task=task,
             weak_model=weak,
             strong_model=strong,
             seeds=[r["seed"] for r in runs],
-            weak_acc=float(np.mean([r["accuracy"]["weak"] for r in runs])),
-            ceiling_acc=float(np.mean([r["accuracy"]["ceiling"] for r in runs])),
+            weak_acc=weak_stats["mean"],
+            ceiling_acc=ceiling_stats["mean"],
+            weak=weak_stats,
+            ceiling=ceiling_stats,
+            has_pgr=ceiling_stats["mean"] > weak_stats["mean"],
             losses={
-                loss: dict(student_acc=_stats(student_accs[loss]), pgr=_stats(pgrs[loss]))
+                loss: dict(student_acc=_stats(student_accs[loss]), pgr=_stats(pgrs[loss]),
+                           pgr_of_means=pgr(weak_stats["mean"], float(np.mean(student_accs[loss])),
+                                            ceiling_stats["mean"]))
                 for loss in student_accs
             },
         ))
@@ -191,56 +223,85 @@ def loss_names(rows: Iterable[dict]) -> list[str]:
     return list(dict.fromkeys(loss for row in rows for loss in row["losses"]))
 
 
+def pgr_rows(rows: Iterable[dict]) -> list[dict]:
+    """The rows that have a PGR: a weak and a strong model that differ, the ceiling above the weak."""
+    return [r for r in rows if r["has_pgr"] and r["weak_model"] != r["strong_model"]]
+
+
 def median_pgr(rows: Iterable[dict]) -> dict[str, dict]:
     """Per loss or method: the median over (task, weak, strong) cells of the mean PGR over seeds, as
-    Burns et al. summarise across tasks, with its bootstrap interval (bootstrap_ci). Cells whose weak
-    and strong model are the same are left out: their gap is only noise."""
-    rows = [r for r in rows if r["weak_model"] != r["strong_model"]]
+    Burns et al. summarise across tasks, with its bootstrap interval (bootstrap_ci), and the median of
+    the cells' PGR of seed-mean accuracies. Cells with no PGR, or whose weak and strong model are the
+    same (their gap is only noise), are left out (pgr_rows)."""
+    rows = pgr_rows(rows)
     out = {}
     for loss in loss_names(rows):
-        cells = [r["losses"][loss]["pgr"]["values"] for r in rows if loss in r["losses"]]
-        median, low, high = bootstrap_ci(cells)
-        out[loss] = dict(median=median, ci=(low, high), cells=len(cells))
+        cells = [r["losses"][loss] for r in rows if loss in r["losses"]]
+        median, low, high = bootstrap_ci([c["pgr"]["values"] for c in cells])
+        out[loss] = dict(median=median, ci=(low, high), of_means=float(np.median([c["pgr_of_means"] for c in cells])),
+                         cells=len(cells))
     return out
 
 
+def _mean_sd(stats: dict, digits: int) -> str:
+    """'mean ± sample sd', or the mean alone when one seed gives no spread."""
+    if math.isnan(stats["std"]):
+        return f"{stats['mean']:.{digits}f}"
+    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+
+
+def no_pgr_lines(rows: Iterable[dict]) -> list[str]:
+    """One line per pair whose strong ceiling is not above its weak model: it has no PGR."""
+    return [f"no PGR (the strong ceiling is not above the weak model): {r['task']} {r['weak_model']} -> "
+            f"{r['strong_model']}, ceiling {r['ceiling_acc']:.3f} <= weak {r['weak_acc']:.3f}"
+            for r in rows if not r["has_pgr"]]
+
+
 def format_table(rows: list[dict]) -> str:
-    """Fixed-width text table of summarize() rows, for printing to a terminal."""
+    """Fixed-width text table of summarize() rows, for printing to a terminal: means over seeds ±
+    their sample standard deviation; PGR per seed (mean ± sd) and of the seed-mean accuracies."""
     losses = loss_names(rows)
     header = ["task", "weak", "strong", "seeds", "weak acc", "ceiling acc"]
     for loss in losses:
-        header += [f"{loss} acc", f"{loss} PGR"]
+        header += [f"{loss} acc", f"{loss} PGR", "of means"]
     body = []
     for row in rows:
         cells = [
             row["task"], row["weak_model"], row["strong_model"], str(len(row["seeds"])),
-            f"{row['weak_acc']:.3f}", f"{row['ceiling_acc']:.3f}",
+            _mean_sd(row["weak"], 3), _mean_sd(row["ceiling"], 3),
         ]
         for loss in losses:
             if loss not in row["losses"]:
-                cells += ["-", "-"]
+                cells += ["-", "-", "-"]
                 continue
             stats = row["losses"][loss]
-            cells.append(f"{stats['student_acc']['mean']:.3f}")
-            cells.append(f"{stats['pgr']['mean']:.2f} ± {stats['pgr']['std']:.2f}")
+            cells.append(_mean_sd(stats["student_acc"], 3))
+            cells += ([_mean_sd(stats["pgr"], 2), f"{stats['pgr_of_means']:.2f}"] if row["has_pgr"]
+                      else ["no PGR", "no PGR"])
         body.append(cells)
-    return _columns(header, body, names=3)
+    notes = ["(mean ± sample standard deviation over seeds; PGR per seed, and of the seed-mean accuracies)"]
+    return "\n".join([_columns(header, body, names=3), *notes, *no_pgr_lines(rows)])
 
 
 def format_pgr_table(rows: list[dict]) -> str:
-    """One line per (task, weak, strong, loss or method) of summarize() rows: mean accuracies and the
-    mean PGR over seeds with its 95% bootstrap interval; then the median PGR of each (median_pgr)."""
-    header = ["task", "weak", "strong", "method", "seeds", "weak acc", "ceiling acc", "student acc", "PGR [95% CI]"]
+    """One line per (task, weak, strong, loss or method) of summarize() rows with a PGR: mean
+    accuracies, the mean PGR over seeds with its 95% bootstrap interval and the PGR of the seed-mean
+    accuracies; then the median PGR of each (median_pgr); then the pairs with no PGR."""
+    header = ["task", "weak", "strong", "method", "seeds", "weak acc", "ceiling acc", "student acc",
+              "PGR per seed [95% CI]", "PGR of means"]
     body = [
         [row["task"], row["weak_model"], row["strong_model"], loss, str(len(row["seeds"])),
          f"{row['weak_acc']:.3f}", f"{row['ceiling_acc']:.3f}", f"{stats['student_acc']['mean']:.3f}",
-         f"{stats['pgr']['mean']:.2f} [{stats['pgr']['ci'][0]:.2f}, {stats['pgr']['ci'][1]:.2f}]"]
-        for row in rows for loss, stats in row["losses"].items()
+         f"{stats['pgr']['mean']:.2f} [{stats['pgr']['ci'][0]:.2f}, {stats['pgr']['ci'][1]:.2f}]",
+         f"{stats['pgr_of_means']:.2f}"]
+        for row in rows if row["has_pgr"] for loss, stats in row["losses"].items()
     ]
-    medians = [[loss, f"{m['median']:.2f} [{m['ci'][0]:.2f}, {m['ci'][1]:.2f}]", str(m["cells"])]
+    medians = [[loss, f"{m['median']:.2f} [{m['ci'][0]:.2f}, {m['ci'][1]:.2f}]", f"{m['of_means']:.2f}", str(m["cells"])]
                for loss, m in median_pgr(rows).items()]
-    return (_columns(header, body, names=4) + "\n\n"
-            + _columns(["method", "median PGR [95% CI]", "pairs x tasks"], medians, names=1))
+    return "\n".join([
+        _columns(header, body, names=4), "",
+        _columns(["method", "median PGR per seed [95% CI]", "of means", "pairs x tasks"], medians, names=1),
+        *no_pgr_lines(rows)])
 
 
 def _columns(header: list[str], body: list[list[str]], names: int) -> str:

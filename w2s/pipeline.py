@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import os
 import pathlib
 import platform
@@ -36,13 +37,15 @@ from flax import nnx
 
 from w2s import distributed, folder_lock, metrics, runtime, sharding
 from w2s.checkpoint import finish_saves, read_json, read_npz, read_record, write_json_atomic, write_npz_atomic
-from w2s.config import ConfigError, check_keys, refuse_changes
+from w2s.config import ConfigError, changed_leaves, check_keys
 from w2s.data import TextRows, one_hot
 from w2s.losses import known_losses, student_loss
-from w2s.models import build_classifier
+from w2s.models import TransformerConfig, build_classifier, resolve_model_dir
+from w2s.models.classifier import POOLINGS
+from w2s.models.loading import read_hf_config
 from w2s.probe import Features, Probe
 from w2s.progress import PlannedStage, RunProgress, TensorBoardLog
-from w2s.tasks import TaskData, fingerprint, load_task
+from w2s.tasks import TaskData, check_task_options, fingerprint, load_task
 from w2s.train import TrainConfig, predict_features, predict_logits, train
 
 TOP_KEYS = ("name", "task", "task_options", "seeds", "weak", "strong", "losses", "loss_options",
@@ -50,6 +53,40 @@ TOP_KEYS = ("name", "task", "task_options", "seeds", "weak", "strong", "losses",
 MODEL_KEYS = ("model", "num_layers", "pretrained", "pooling", "dtype", "train")
 # Keys that may change without invalidating finished stages.
 RUNTIME_KEYS = ("output_dir", "checkpoint_dir", "keep_checkpoints", "mesh", "distributed", "seeds", "losses")
+DATA_KEYS = ("task", "task_options")  # with the seed (the run folder's): every stage's examples
+
+
+def stage_settings(cfg: dict, stage: str) -> dict:
+    """The settings that determine a stage of `w2s run`, by dotted key: the weak stage does not depend
+    on the strong model or the losses, the ceiling not on the weak model, a student on both and on its
+    loss's options. Any other stage (e.g. active learning's) on every key but RUNTIME_KEYS."""
+    if stage == "weak":
+        keys = (*DATA_KEYS, "weak")
+    elif stage == "ceiling":
+        keys = (*DATA_KEYS, "strong")
+    elif stage.startswith("student_"):
+        keys = (*DATA_KEYS, "weak", "strong", f"loss_options.{stage.removeprefix('student_')}")
+    else:
+        keys = tuple(k for k in cfg if k not in RUNTIME_KEYS)
+    return {k: _leaf(cfg, k) for k in keys}
+
+
+def _stage_of(filename: str) -> str:
+    """The stage a file of a run folder belongs to: weak.json and weak_labels.npz to 'weak'."""
+    for suffix in ("_labels.npz", ".json"):
+        if filename.endswith(suffix):
+            return filename[: -len(suffix)]
+    return filename
+
+
+def _leaf(cfg: dict, dotted: str):
+    for part in dotted.split("."):
+        cfg = cfg.get(part) if isinstance(cfg, dict) else None
+    return cfg
+
+
+# --config.task_options.<option>=... takes any option of the config's task function.
+OPEN_SECTIONS = {"task_options": lambda cfg, options: check_task_options([cfg.task], options)}
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -75,6 +112,35 @@ def check_students(students: Sequence[str], loss_options: ml_collections.ConfigD
         except ValueError as e:
             raise ConfigError(f"config.losses: {e}") from None
     check_keys(loss_options, [*known_losses(), *students], "config.loss_options")
+
+
+def check_model(side: ml_collections.ConfigDict, where: str) -> None:
+    """Finds the model of a spec (the config's `weak`/`strong` format) and reads its architecture, so
+    that a wrong folder, hub id or layer count is named before any stage trains."""
+    try:
+        arch = TransformerConfig.from_hf(read_hf_config(resolve_model_dir(side.model)))
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError(f"{where}.model: {e}") from None
+    if side.num_layers is not None and not 0 <= side.num_layers <= arch.num_layers:
+        raise ConfigError(f"{where}.num_layers is {side.num_layers}; {side.model} has layers 0 to {arch.num_layers}.")
+    if side.get("pooling") not in (None, *POOLINGS):
+        raise ConfigError(f"{where}.pooling must be None (the model's default) or one of {POOLINGS}, "
+                          f"not {side.pooling!r}.")
+
+
+def check_task(task: str, options: ml_collections.ConfigDict) -> None:
+    """Finds the task (registered or plug-in) and checks its options against its function."""
+    try:
+        check_task_options([task], dict(options))
+    except ValueError as e:
+        raise ConfigError(f"config.task_options of task {task!r}: {e}") from None
+
+
+def check_inputs(cfg: ml_collections.ConfigDict) -> None:
+    """Resolves and checks every model and the task before the first stage starts."""
+    check_task(cfg.task, cfg.task_options)
+    for side in ("weak", "strong"):
+        check_model(cfg[side], f"config.{side}")
 
 
 def model_label(side: ml_collections.ConfigDict) -> str:
@@ -167,6 +233,7 @@ class Stages:
         self.loss_options, self.keep_checkpoints, self.probe = loss_options, keep_checkpoints, probe
         self.show_progress, self.tensorboard = show_progress, tensorboard
         self.timings: dict[str, float] = {}
+        self.reused: set[str] = set()  # stages whose finished output was read, not trained
         self._task: TaskData | None = None
         self._features: dict[tuple, dict[str, np.ndarray]] = {}  # linear probes: per model, per split
 
@@ -190,6 +257,12 @@ class Stages:
                     f"task {self.task_name!r} has {len(self._task.train)} train and {len(self._task.test)} "
                     "test examples; the pipeline needs at least 4 train (two halves) and 2 test."
                 )
+            for split, examples in (("train", self._task.train), ("test", self._task.test)):
+                if len({label for _, label in examples}) < 2:
+                    raise ValueError(
+                        f"task {self.task_name!r}: every {split} example has label {examples[0][1]}; weak-to-strong "
+                        "needs both classes in train and test (accuracies, and so PGR, mean nothing otherwise)."
+                    )
         return self._task
 
     def splits(self) -> tuple[list, list]:
@@ -302,6 +375,7 @@ class Stages:
         stage whose soft labels of B are the targets. With label_b its own soft labels of B are saved."""
         record = read_record(self.run_dir / f"{name}.json", ("test_accuracy", "seconds"))  # damaged: rerun
         if record is not None and (not label_b or read_npz(self._labels_path(name), LABEL_KEYS) is not None):
+            self.reused.add(name)
             return record
         if source in GROUND_TRUTH:
             split = "ab"[GROUND_TRUTH[source]]
@@ -353,17 +427,31 @@ class Experiment(Stages):
         self.strong = ModelSpec.from_config(cfg.strong)
 
     def _check_config(self) -> None:
-        """Refuses to mix finished stages of a different config into this run's results."""
+        """Keeps every finished stage whose own settings (stage_settings) are unchanged; refuses one
+        that would be mixed in under other settings, naming its changed keys; drops the checkpoints of
+        an unfinished stage whose settings changed (it starts over). Then records this config."""
         path = self.run_dir / "config.json"
-        current = {k: v for k, v in self.cfg.to_dict().items() if k not in RUNTIME_KEYS}
-        finished = [p for p in [*self.run_dir.glob("*"), *self.ckpt_dir.glob("*")]  # checkpoints count too
-                    if p.name not in ("config.json", "results.json") and not p.name.startswith(".")]
-        if path.exists() and finished:
-            stored = {k: v for k, v in read_json(path).items() if k not in RUNTIME_KEYS}
-            refuse_changes(stored, current, f"{self.run_dir} holds results of a different config")
-        else:
-            distributed.barrier(f"config checked: {path}")  # every process looked before it changes
-            write_json_atomic(path, self.cfg.to_dict())
+        current = json.loads(json.dumps(self.cfg.to_dict()))  # tuples as they read back: lists
+        changed: dict[str, list[str]] = {}
+        if path.exists():
+            stored = read_json(path)
+            finished = {_stage_of(p.name) for p in self.run_dir.glob("*")
+                        if p.name not in ("config.json", "results.json") and not p.name.startswith(".")}
+            started = {p.name for p in self.ckpt_dir.glob("*") if not p.name.startswith(".")} - finished
+            changed = {stage: keys for stage in sorted(finished | started)
+                       if (keys := changed_leaves(stage_settings(stored, stage), stage_settings(current, stage)))}
+            if finished & set(changed):
+                raise ConfigError(
+                    f"{self.run_dir} holds finished stages of other settings: " + "; ".join(
+                        f"{stage} ({', '.join(f'{k}: {_leaf(stored, k)!r} -> {_leaf(current, k)!r}' for k in keys)})"
+                        for stage, keys in changed.items() if stage in finished)
+                    + ". Choose another --config.output_dir, or delete those stages' files to train them again.")
+        distributed.barrier(f"config checked: {path}")  # every process looked before anything changes
+        for stage, keys in changed.items():
+            print(f"{self.ckpt_dir / stage}: an unfinished stage of other settings ({', '.join(keys)}); it starts over")
+            if distributed.is_main():
+                shutil.rmtree(self.ckpt_dir / stage, ignore_errors=True)
+        write_json_atomic(path, self.cfg.to_dict())
 
     def run_weak(self) -> dict:
         """Weak model on ground truth of A; its soft labels of B are saved with B's ground truth."""
@@ -435,6 +523,9 @@ class Experiment(Stages):
             "versions": versions(),
         }
         write_json_atomic(self.run_dir / "results.json", results)
+        stages = ["weak", "ceiling", *(f"student_{name}" for name in students)]
+        if distributed.is_main() and set(stages) <= self.reused:
+            print(f"seed {self.seed}: every stage ({', '.join(stages)}) reused from {self.run_dir}; nothing trained")
         return results
 
 
@@ -450,6 +541,7 @@ def run_experiment(cfg: ml_collections.ConfigDict, quiet: bool = False, tensorbo
     An overall bar counts seeds × stages above each stage's bar; quiet prints a line per stage instead.
     tensorboard logs every stage's history live under <output_dir>/seed_<s>/tensorboard/."""
     validate(cfg)
+    check_inputs(cfg)
     if tensorboard:
         TensorBoardLog.writer_class()
     distributed.initialize(cfg.distributed)

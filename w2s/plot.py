@@ -33,7 +33,15 @@ def figure(width: float, height: float) -> Figure:
 
 
 def _plot_pgr(rows: list[dict], path: pathlib.Path) -> None:
-    """Bars of mean PGR per loss, one group per (task, weak -> strong), seeds as dots."""
+    """Bars of mean PGR per loss, one group per (task, weak -> strong) with a PGR, seeds as dots; the
+    pairs with none are named below."""
+    no_pgr = metrics.no_pgr_lines(rows)
+    rows = [r for r in rows if r["has_pgr"]]
+    if not rows:
+        fig = figure(max(7.0, 0.075 * max(map(len, no_pgr))), 1.0 + 0.3 * len(no_pgr))  # ~0.075 in per character
+        fig.text(0.5, 0.5, "\n".join(no_pgr), ha="center", va="center", fontsize=9)
+        fig.savefig(path, dpi=150)
+        return
     losses = metrics.loss_names(rows)
     n_groups, n_losses = len(rows), len(losses)
     fig = figure(max(7.0, 2.5 + n_groups * (0.6 + 0.35 * n_losses)), 4.5)
@@ -68,8 +76,10 @@ def _plot_pgr(rows: list[dict], path: pathlib.Path) -> None:
                   fontsize=8)
     ax.set_xlim(-0.6, n_groups - 0.4)
     ax.set_ylabel("PGR")
-    fig.suptitle("Performance gap recovered per loss (mean ± std over seeds)")
+    fig.suptitle("Performance gap recovered per loss (bars: mean over seeds; error bars: sample std, ddof=1)")
     fig.legend(handles=handles, fontsize=8, loc="outside center right")
+    if no_pgr:
+        fig.supxlabel("\n".join(no_pgr), fontsize=8)  # constrained layout keeps it clear of the ticks
     fig.savefig(path, dpi=150)
 
 
@@ -139,7 +149,37 @@ def _plot_accuracy(rows: list[dict], path: pathlib.Path) -> None:
                label="strong ceiling (y = x)"),
     ]
     fig.legend(handles=handles, fontsize=8, loc="outside center right")
-    fig.suptitle("Student vs. strong ceiling accuracy (mean ± std over seeds)")
+    fig.suptitle("Student vs. strong ceiling accuracy (mean over seeds; error bars: sample std, ddof=1)")
+    fig.savefig(path, dpi=150)
+
+
+def _plot_pair_accuracy(rows: list[dict], path: pathlib.Path) -> None:
+    """One (weak, strong) pair per task: the weak model, each student and the ceiling side by side,
+    a bar for the mean over seeds with its sample std, each seed a dot."""
+    losses = metrics.loss_names(rows)
+    fig = figure(max(6.0, 1.2 * (len(losses) + 2) * len(rows) + 2.0), 4.5)
+    axes = fig.subplots(1, len(rows), squeeze=False).ravel()
+    for ax, row in zip(axes, rows):
+        bars = [("weak\n" + row["weak_model"], row["weak"], "gray")]
+        bars += [(f"student\n{loss}", row["losses"][loss]["student_acc"], color(j))
+                 for j, loss in enumerate(losses) if loss in row["losses"]]
+        bars += [("ceiling\n" + row["strong_model"], row["ceiling"], "black")]
+        for i, (_, stats, c) in enumerate(bars):
+            ax.bar(i, stats["mean"], 0.7, color=c, alpha=0.6, yerr=stats["std"], capsize=4)
+            ax.scatter(i + np.linspace(-0.15, 0.15, len(stats["values"])), stats["values"], s=12,
+                       color="black", zorder=3)
+        values = [v for _, stats, _ in bars for v in stats["values"]]
+        lo, hi = min(values), max(values)
+        pad = max(0.15 * (hi - lo), 0.01)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_xticks(range(len(bars)), [label for label, _, _ in bars], fontsize=8)
+        ax.set_title(row["task"])
+        ax.set_ylabel("test accuracy")
+        ax.grid(axis="y", alpha=0.3)
+    seeds = max(len(r["seeds"]) for r in rows)
+    fig.suptitle("Test accuracy of one seed" if seeds == 1 else
+                 f"Test accuracy: bars the mean over {seeds} seeds, error bars the sample std (ddof=1), dots the seeds",
+                 fontsize=10)
     fig.savefig(path, dpi=150)
 
 
@@ -155,14 +195,16 @@ def plot_results(results_dir: str | pathlib.Path,
         The paths written.
 
     Raises:
-        ValueError: no results.json under results_dir, or one cannot be read.
+        ValueError: no results.json under results_dir, or none can be read (one that cannot is skipped
+            with an UnreadableResultWarning).
     """
     rows = metrics.summarize(metrics.load_results(results_dir))
     out = pathlib.Path(results_dir if out_dir is None else out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "pgr.png", out / "accuracy.png"]
     _plot_pgr(rows, paths[0])
-    _plot_accuracy(rows, paths[1])
+    one_pair_per_task = len(rows) == len({r["task"] for r in rows})
+    (_plot_pair_accuracy if one_pair_per_task else _plot_accuracy)(rows, paths[1])
     return paths
 
 
@@ -180,8 +222,7 @@ def _plot_median_pgr(rows: list[dict], path: pathlib.Path) -> None:
     for i, (method, m) in enumerate(medians.items()):
         ax.bar(i, m["median"], 0.7, color=color(i), alpha=0.85,
                yerr=[[m["median"] - m["ci"][0]], [m["ci"][1] - m["median"]]], capsize=4)
-        cells = [r["losses"][method]["pgr"]["mean"] for r in rows
-                 if method in r["losses"] and r["weak_model"] != r["strong_model"]]
+        cells = [r["losses"][method]["pgr"]["mean"] for r in metrics.pgr_rows(rows) if method in r["losses"]]
         ax.scatter(i + np.linspace(-0.2, 0.2, len(cells)), cells, s=12, color="black", zorder=3)
     ax.axhline(0, color="black", lw=0.8)
     ax.axhline(1, color="gray", lw=0.8, ls="--")
@@ -196,7 +237,7 @@ def _plot_median_pgr(rows: list[dict], path: pathlib.Path) -> None:
 
 def _plot_pgr_vs_size(rows: list[dict], params: dict[str, float], path: pathlib.Path) -> None:
     """PGR (mean over seeds, 95% interval) against strong/weak parameter ratio, one colour per method."""
-    rows = [r for r in rows if r["weak_model"] != r["strong_model"]]
+    rows = metrics.pgr_rows(rows)
     fig = figure(8.0, 4.8)
     ax = fig.add_subplot()
     methods = metrics.loss_names(rows)

@@ -46,8 +46,9 @@ from w2s import distributed, ladders, metrics, sharding
 from w2s.checkpoint import read_json, write_json_atomic
 from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
 from w2s.losses import known_losses, student_loss
-from w2s.pipeline import ModelSpec, Stages, use_compilation_cache
+from w2s.pipeline import ModelSpec, Stages, check_model, check_task, use_compilation_cache
 from w2s.results_table import FILENAME, ResultsTable, load_records
+from w2s.tasks import check_task_options
 from w2s.train import TrainConfig
 
 TOP_KEYS = ("name", "tasks", "task_options", "seeds", "models", "self_pairs", "train", "methods", "loss_options",
@@ -56,6 +57,8 @@ TOP_KEYS = ("name", "tasks", "task_options", "seeds", "models", "self_pairs", "t
 # Keys that may change without invalidating finished stages.
 RUNTIME_KEYS = ("tasks", "seeds", "models", "self_pairs", "methods", "mesh", "distributed", "output_dir",
                 "checkpoint_dir", "keep_checkpoints")
+# --config.task_options.<option>=... takes any option that every task of the sweep accepts.
+OPEN_SECTIONS = {"task_options": lambda cfg, options: check_task_options(cfg.tasks, options)}
 METHOD_OPTIONS = {"bootstrap": (), "early_stop": ("holdout_frac", "evals"), "relabel": ("rounds",)}
 
 
@@ -243,6 +246,10 @@ def run_sweep(cfg: ml_collections.ConfigDict, dry_run: bool = False) -> list[Run
     print(format_plan(cfg, runs, finished))
     if dry_run:
         return runs
+    for task in cfg.tasks:  # every input found before the first stage trains
+        check_task(task, cfg.task_options)
+    for label, spec in specs(cfg).items():
+        check_model(spec, f"rung {label}")
     distributed.initialize(cfg.get("distributed"))  # before anything touches a device
     pathlib.Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     _check_settings(cfg)
@@ -270,7 +277,7 @@ def run_sweep(cfg: ml_collections.ConfigDict, dry_run: bool = False) -> list[Run
 
 def sweep_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = (), dry_run: bool = False) -> list[Run]:
     """Applies overrides, runs the sweep (or prints its plan), prints the PGR table; returns the plan."""
-    cfg = apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, overrides, OPEN_SECTIONS)
     runs = run_sweep(cfg, dry_run)
     if not dry_run and distributed.is_main():
         print()

@@ -17,6 +17,9 @@ def zero_linear(in_features: int, out_features: int) -> nnx.Linear:
     return nnx.merge(graphdef, jax.tree.map(lambda v: jax.device_put(np.zeros(v.shape, v.dtype)), state))
 
 
+POOLINGS = ("first", "last", "mean")
+
+
 class Classifier(nnx.Module):
     """pooling='first' reads [CLS] (encoders); 'last' reads the last real token (decoders);
     'mean' averages the real tokens (how sentence-transformers trained MiniLM).
@@ -26,8 +29,8 @@ class Classifier(nnx.Module):
     """
 
     def __init__(self, backbone: nnx.Module, pooling: str):
-        if pooling not in ("first", "last", "mean"):
-            raise ConfigError(f"pooling must be 'first', 'last' or 'mean', got {pooling!r}")
+        if pooling not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.backbone = backbone
         self.pooling = pooling
         self.head = zero_linear(backbone.cfg.hidden_size, 2)

@@ -5,10 +5,11 @@ Every task yields (text, label) pairs with label in {0, 1}. A task is a function
 `@register_task("name")` or referred to as "package.module:function" (a plug-in), so a new
 task is one small module. Validation lives here, once, so each task stays data wrangling.
 """
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import hashlib
 import importlib
+import inspect
 import numbers
 from typing import Any
 
@@ -36,6 +37,19 @@ def register_task(name: str) -> Callable[[TaskFn], TaskFn]:
 
 def list_tasks() -> list[str]:
     return TASKS.names()
+
+
+def hub_dataset(name: str) -> str | None:
+    """The Hugging Face hub dataset a task reads by default (its `path` option's default), or None for
+    a task that needs no hub."""
+    path = inspect.signature(_resolve(name)).parameters.get("path")
+    return path.default if path is not None and isinstance(path.default, str) else None
+
+
+def check_task_options(names: Sequence[str], options: Mapping[str, Any]) -> None:
+    """Refuses an option that one of the tasks `names` does not accept, naming the closest one."""
+    for name in names:
+        check_options(f"task {name!r}", _resolve(name), options, fixed=1)  # the first parameter is the seed
 
 
 def load_task(name: str, seed: int = 0, **options: Any) -> TaskData:

@@ -43,13 +43,19 @@ class Synset:
         return self.gloss.split('; "')[0].strip()
 
 
+def _chosen_dirs() -> dict[str, list[pathlib.Path]]:
+    """The folders that $WNHOME and $WORDNET_DIR, where set, say hold WordNet."""
+    dirs = {}
+    if home := os.environ.get("WNHOME"):
+        dirs["WNHOME"] = [pathlib.Path(home, "dict"), pathlib.Path(home)]
+    if wordnet_dir := os.environ.get("WORDNET_DIR"):
+        dirs["WORDNET_DIR"] = [pathlib.Path(wordnet_dir)]
+    return dirs
+
+
 def search_dirs() -> list[pathlib.Path]:
     """Where WordNet's database files may be, in the order they are tried."""
-    dirs = []
-    if home := os.environ.get("WNHOME"):
-        dirs += [pathlib.Path(home, "dict"), pathlib.Path(home)]
-    if wordnet_dir := os.environ.get("WORDNET_DIR"):
-        dirs.append(pathlib.Path(wordnet_dir))
+    dirs = [d for chosen in _chosen_dirs().values() for d in chosen]
     dirs += [pathlib.Path(d) for d in SYSTEM_DIRS]
     nltk_dirs = os.environ.get("NLTK_DATA", "").split(os.pathsep) + NLTK_DIRS
     dirs += [pathlib.Path(d).expanduser() / "corpora" / "wordnet" for d in nltk_dirs if d]
@@ -57,7 +63,13 @@ def search_dirs() -> list[pathlib.Path]:
 
 
 def find_dir() -> pathlib.Path:
-    """The first search directory holding data.noun, or an error that says how to get one."""
+    """The first search directory holding data.noun, or an error that says how to get one. A variable
+    set to a folder without WordNet is an error, not a silent fall-back to another copy."""
+    for var, chosen in _chosen_dirs().items():
+        if not any((d / "data.noun").is_file() for d in chosen):
+            raise FileNotFoundError(
+                f"${var}={os.environ[var]} holds no WordNet database (no data.noun in "
+                f"{' or '.join(map(str, chosen))}); point it at one or unset it.")
     dirs = search_dirs()
     for d in dirs:
         if (d / "data.noun").is_file():
