@@ -55,7 +55,7 @@ def test_hub_id_resolves_from_the_cache(hub_cache):
 
 
 def test_uncached_hub_id_says_where_it_looked(hub_cache):
-    with pytest.raises(ValueError, match="acme/other.*known: minilm.*hub"):
+    with pytest.raises(ValueError, match="acme/other.*known: .*minilm.*hub"):
         resolve_model_dir("acme/other")
 
 
