@@ -252,5 +252,5 @@ def test_unknown_name_lists_known_models():
 
 
 def test_unsupported_model_type():
-    with pytest.raises(ValueError, match=r"unknown model_type 't5'.*Known model_types: bert, gpt2, gpt_neox, llama, mpnet, qwen2"):
+    with pytest.raises(ValueError, match=r"unknown model_type 't5'.*Known model_types: bert, gemma3_text, gpt2, gpt_neox, llama, mpnet, qwen2"):
         TransformerConfig.from_hf(json.loads('{"model_type": "t5"}'))
