@@ -221,7 +221,7 @@ def test_bad_input_gets_one_clear_line(tmp_path, tiny_bert, capsys):
     config = ROOT / "experiments" / "quickstart.py"
     cases = [
         (["--config.task=wordnet_lving"], "wordnet_living"),
-        (["--config.weak.model=no-such-model"], "known: minilm"),
+        (["--config.weak.model=no-such-model"], "minilm-l3, mpnet-base"),
         ([f"--config.weak.model={tmp_path / 'missing'}"], str(tmp_path / "missing")),
         (["--config.task_options.n_train=200000"], "WordNet has"),
         (["--config.strong.train.lrr=1"], "strong.train.lr"),
