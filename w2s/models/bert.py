@@ -70,11 +70,16 @@ class BertLayer(nnx.Module):
         return self.mlp_norm(x + self.mlp_out(self.act(self.mlp_in(x))))
 
 
-# Encoders read [CLS]. Tensor parallelism: the projections that widen (q/k/v, MLP in) split their
-# output features, the ones that narrow back (attention out, MLP out) their input features.
+# Tensor parallelism of a BertLayer: the projections that widen (q/k/v, MLP in) split their output
+# features, the ones that narrow back (attention out, MLP out) their input features.
+LAYER_COLUMN_PARALLEL = ("query", "key", "value", "mlp_in")
+LAYER_ROW_PARALLEL = ("out", "mlp_out")
+
+
+# Encoders read [CLS].
 @register_family("bert", model_types=("bert",), read_config=read_config, checkpoint_names=checkpoint_names,
-                 prefixes=("bert.",), pooling="first", column_parallel=("query", "key", "value", "mlp_in"),
-                 row_parallel=("out", "mlp_out"))
+                 prefixes=("bert.",), pooling="first", column_parallel=LAYER_COLUMN_PARALLEL,
+                 row_parallel=LAYER_ROW_PARALLEL)
 class Bert(nnx.Module):
     """Token type is always 0: the classifiers feed single segments."""
 

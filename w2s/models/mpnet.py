@@ -17,7 +17,7 @@ from flax import nnx
 
 from w2s.config import ConfigError
 from w2s.models import layers
-from w2s.models.bert import BertLayer
+from w2s.models.bert import LAYER_COLUMN_PARALLEL, LAYER_ROW_PARALLEL, BertLayer
 from w2s.models.config import TransformerConfig
 from w2s.models.family import register_family
 from w2s.models.loading import NameMap, linear_names, norm_names, unchanged
@@ -93,8 +93,8 @@ def checkpoint_names(cfg: TransformerConfig) -> NameMap:
 # sentence-transformers trained all-mpnet-base-v2 on the mean of its real tokens. The projections
 # split over `model` as BERT's: the layers are BertLayers.
 @register_family("mpnet", model_types=("mpnet",), read_config=read_config, checkpoint_names=checkpoint_names,
-                 prefixes=("mpnet.",), pooling="mean", column_parallel=("query", "key", "value", "mlp_in"),
-                 row_parallel=("out", "mlp_out"))
+                 prefixes=("mpnet.",), pooling="mean", column_parallel=LAYER_COLUMN_PARALLEL,
+                 row_parallel=LAYER_ROW_PARALLEL)
 class MPNet(nnx.Module):
     def __init__(
         self,
