@@ -23,6 +23,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import shutil
 import subprocess
 import time
@@ -162,16 +163,22 @@ def split_halves(examples: list, seed: int) -> tuple[list, list]:
     return [examples[i] for i in order[:half]], [examples[i] for i in order[half:]]
 
 
-# Every requirement of setup.py and the hub extra: what a result may depend on.
-PACKAGES = ("w2s", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections", "transformers",
-            "tokenizers", "safetensors", "huggingface-hub", "numpy", "matplotlib", "tqdm", "datasets")
+def _recorded_packages() -> tuple[str, ...]:
+    """w2s, jaxlib and every requirement of setup.py and its hub extra (read from the installed
+    metadata, so a new requirement is recorded without a list kept by hand)."""
+    names = ["w2s", "jaxlib"]
+    for requirement in metadata.requires("w2s") or ():
+        spec, _, marker = requirement.partition(";")
+        if not marker or "hub" in marker:
+            names.append(re.match(r"[A-Za-z0-9._-]+", spec).group())
+    return tuple(dict.fromkeys(names))
 
 
 def versions() -> dict[str, str]:
     """What a result depends on besides config and seed: every library (and JAX's accelerator plug-ins),
     the w2s commit, the devices, their driver, the XLA flags and how host memory is allocated."""
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for package in (*PACKAGES, *runtime.accelerator_plugins()):
+    for package in (*_recorded_packages(), *runtime.accelerator_plugins()):
         try:
             out[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

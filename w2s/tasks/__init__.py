@@ -52,7 +52,7 @@ def check_task_options(names: Sequence[str], options: Mapping[str, Any]) -> None
         check_options(f"task {name!r}", _resolve(name), options, fixed=1)  # the first parameter is the seed
 
 
-def load_task(name: str, seed: int = 0, **options: Any) -> TaskData:
+def load_task(name: str, /, seed: int = 0, **options: Any) -> TaskData:
     """Builds task `name` (registered, or "module:function") and checks every example."""
     fn = _resolve(name)
     check_options(f"task {name!r}", fn, options, fixed=1)  # the first parameter is the seed
