@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from w2s.active import label_efficiency, load_active_results
+from w2s.active_learning.active import label_efficiency, load_active_results
 from w2s.checkpoint import write_json_atomic
 
 GOAL_POOL_FRAC = 0.25

@@ -1,4 +1,4 @@
-"""Decode throughput of our JAX generation (w2s.generate: KV cache, jitted step) against
+"""Decode throughput of our JAX generation (w2s.generation.generate: KV cache, jitted step) against
 `transformers`' PyTorch `generate` on the same model, same weights and same prompts. Both decode
 greedily, exactly --new-tokens tokens per row (no eos), with their KV caches; rounds alternate
 between them in one process, so both see the same machine and the same load.
@@ -23,7 +23,7 @@ from flax import nnx  # noqa: E402
 
 from harness import DTYPES, SHAPES, hf_config  # noqa: E402
 from w2s.checkpoint import write_json_atomic  # noqa: E402
-from w2s.generate import GenerationConfig, Generator  # noqa: E402
+from w2s.generation.generate import GenerationConfig, Generator  # noqa: E402
 from w2s.models import TransformerConfig  # noqa: E402
 from w2s.models.causal_lm import CausalLM  # noqa: E402
 from w2s.models.family import family_of, new_backbone  # noqa: E402

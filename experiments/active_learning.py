@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
 if __name__ == "__main__":
     import sys
 
-    from w2s.active import run_active_config
+    from w2s.active_learning.active import run_active_config
     from w2s.cli import main
 
     sys.exit(main(["run", "-"] + sys.argv[1:], entry=lambda args, rest: run_active_config(get_config(), rest)))

@@ -15,7 +15,7 @@ import pathlib
 import statistics
 import sys
 
-from w2s import metrics
+from w2s.results import metrics
 from w2s.checkpoint import read_json
 
 

@@ -47,6 +47,6 @@ if __name__ == "__main__":
     import sys
 
     from w2s.cli import main
-    from w2s.nudging_eval import run_nudging_config
+    from w2s.generation.nudging_eval import run_nudging_config
 
     sys.exit(main(["run", "-"] + sys.argv[1:], entry=lambda args, rest: run_nudging_config(get_config(), rest)))

@@ -2,7 +2,7 @@
 
 Rungs: MiniLM-L6's embeddings alone (mean-pooled), its first 2 layers (mean-pooled), all 6 layers;
 every pair weak < strong; data and training as in the quickstart, so its pair (embeddings -> all 6
-layers) repeats the quickstart's students. Methods: all of w2s.sweep but `product` (add it with
+layers) repeats the quickstart's students. Methods: all of w2s.sweeps.sweep but `product` (add it with
 --config.methods=...,product for about 5 more minutes). With 2,000 words instead of 4,000 the
 students did not beat their supervisors (seed 0: PGR -0.25 and 0.02 for xent), so the data stays.
 
@@ -24,9 +24,9 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.tasks = ("wordnet_living",)
     cfg.task_options = quickstart.task_options
     cfg.seeds = (0, 1, 2)
-    cfg.models = ("minilm-l0-mean", "minilm-l2-mean", "minilm-l6")  # rungs of w2s.ladders, weakest first
+    cfg.models = ("minilm-l0-mean", "minilm-l2-mean", "minilm-l6")  # rungs of w2s.sweeps.ladders, weakest first
     cfg.self_pairs = False  # also weak == strong (its gap is only noise)
-    cfg.train = quickstart.strong.train  # each rung's overrides (w2s.ladders) go on top
+    cfg.train = quickstart.strong.train  # each rung's overrides (w2s.sweeps.ladders) go on top
     cfg.train.eval_every = 0
     cfg.methods = ("xent", "aux_conf", "bootstrap", "early_stop", "relabel")
     cfg.loss_options = quickstart.loss_options

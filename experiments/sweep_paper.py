@@ -11,7 +11,7 @@ validates and prints its plan:
 """
 import ml_collections
 
-from w2s import ladders
+from w2s.sweeps import ladders
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -6,8 +6,8 @@ import pathlib
 
 import numpy as np
 
-from w2s import metrics
-from w2s.report import record_command
+from w2s.results import metrics
+from w2s.results.report import record_command
 
 QUICKSTART = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "quickstart.py"
 STAGES = ("weak", "ceiling", "student_xent", "student_aux_conf")
@@ -62,7 +62,7 @@ def png_pixels(path: pathlib.Path) -> np.ndarray:
 
 def write_sweep(root: pathlib.Path, seeds=(0, 1, 2)) -> pathlib.Path:
     """A sweep's folder: sweep_config.json and a results table of two pairs and two methods."""
-    from w2s.results_table import ResultsTable
+    from w2s.sweeps.results_table import ResultsTable
 
     root.mkdir(parents=True)
     (root / "sweep_config.json").write_text(json.dumps({"name": "sweep", "task_options": {"n_train": 4000, "n_test": 2000},

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from tests.test_pipeline import small_config
-from w2s import active, pipeline, strategies
-from w2s.active import ActiveConfig
+from w2s import pipeline
+from w2s.active_learning import active, strategies
+from w2s.active_learning.active import ActiveConfig
 from w2s.config import ConfigError, apply_overrides, load_config_file
-from w2s.strategies import Context, register_strategy, select
-from w2s.supervisor import Ledger, SupervisorError, ask, labels_file
+from w2s.active_learning.strategies import Context, register_strategy, select
+from w2s.active_learning.supervisor import Ledger, SupervisorError, ask, labels_file
 from w2s.train import train as _real_train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

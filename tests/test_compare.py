@@ -3,7 +3,7 @@ that differs, and the CLI."""
 import pytest
 
 from tests.run_folders import png_pixels, write_run
-from w2s import compare, metrics
+from w2s.results import compare, metrics
 from w2s.cli import main
 
 

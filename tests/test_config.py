@@ -97,7 +97,7 @@ def test_task_options_the_task_accepts_are_settable_from_the_command_line(tmp_pa
 
 
 def test_a_sweep_s_task_options_must_suit_every_task():
-    from w2s.sweep import OPEN_SECTIONS
+    from w2s.sweeps.sweep import OPEN_SECTIONS
 
     sweep = load_config_file(ROOT / "experiments" / "sweep_offline.py")
     cfg = apply_overrides(sweep, ["--config.tasks=sciq,boolq", "--config.task_options.path=/data/x"], OPEN_SECTIONS)

@@ -7,7 +7,8 @@ import pytest
 
 from tests.run_folders import png_pixels, write_run
 from tests.test_train import CFG, run
-from w2s import curves, sharding
+from w2s import sharding
+from w2s.results import curves
 from w2s.cli import main
 
 

@@ -192,7 +192,7 @@ def test_two_processes_match_one_and_resume_exactly(tmp_path, tiny_bert):
 
 
 def register_pair_ladder(model_dir: str) -> None:
-    from w2s import ladders
+    from w2s.sweeps import ladders
 
     ladders.register("pair", [ladders.Rung("pair-l0-mean", model_dir, 1e6, num_layers=0, pooling="mean"),
                               ladders.Rung("pair-l2", model_dir, 3e6, num_layers=2)])
@@ -216,8 +216,8 @@ def sweep_losses(out: pathlib.Path) -> dict[str, list[float]]:
 
 
 def test_two_process_sweep_writes_once_and_equals_one_process(tmp_path, tiny_bert):
-    from w2s import sweep
-    from w2s.results_table import ResultsTable
+    from w2s.sweeps import sweep
+    from w2s.sweeps.results_table import ResultsTable
 
     register_pair_ladder(str(tiny_bert))
     launch_two(tmp_path / "logs", [str(tiny_bert), *sweep_config(tmp_path, "two", *MESH)], mode="sweep")
@@ -234,7 +234,8 @@ def test_two_process_sweep_writes_once_and_equals_one_process(tmp_path, tiny_ber
 
 
 if __name__ == "__main__":
-    from w2s import distributed, pipeline, sweep
+    from w2s import distributed, pipeline
+    from w2s.sweeps import sweep
 
     mode, out = sys.argv[1], pathlib.Path(sys.argv[2])
     if mode == "sweep":

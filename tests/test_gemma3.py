@@ -18,7 +18,7 @@ from jax.sharding import PartitionSpec as P
 from tests.test_generate import PROMPTS, WORDS, _hf_greedy
 from tests.test_hub import write_word_tokenizer
 from w2s import sharding
-from w2s.generate import GenerationConfig, Generator
+from w2s.generation.generate import GenerationConfig, Generator
 from w2s.models import TransformerConfig, build_backbone, build_classifier
 from w2s.models.causal_lm import build_causal_lm
 from w2s.models.gemma3 import Gemma3

@@ -13,7 +13,7 @@ import torch
 import transformers
 from flax import nnx
 
-from w2s.generate import GenerationConfig, Generator, top_p_filter
+from w2s.generation.generate import GenerationConfig, Generator, top_p_filter
 from w2s.models.causal_lm import build_causal_lm
 from w2s.models.layers import KVCache
 

@@ -18,8 +18,9 @@ from safetensors.numpy import load_file, save_file
 
 from tests.test_generate import PROMPTS, WORDS, _hf_greedy
 from tests.test_hub import write_word_tokenizer
-from w2s import ladders, pipeline, sharding
-from w2s.generate import GenerationConfig, Generator
+from w2s import pipeline, sharding
+from w2s.sweeps import ladders
+from w2s.generation.generate import GenerationConfig, Generator
 from w2s.models import TransformerConfig, build_backbone, build_classifier
 from w2s.models.causal_lm import build_causal_lm
 from w2s.models.gpt_neox import GPTNeoX

@@ -1,4 +1,4 @@
-"""Tests for w2s.metrics: PGR by hand, loading results.json, the seed summary and the table."""
+"""Tests for w2s.results.metrics: PGR by hand, loading results.json, the seed summary and the table."""
 import json
 import math
 import re
@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from w2s import metrics
+from w2s.results import metrics
 
 # Three seeds of one (task, weak, strong) pair. PGR per seed, by hand:
 #   xent:     (0.65-0.60)/0.20 = 0.25, (0.80-0.70)/0.20 = 0.50, (0.75-0.60)/0.20 = 0.75

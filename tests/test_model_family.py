@@ -18,7 +18,7 @@ from safetensors.numpy import load_file, save_file
 from tests.test_hub import write_word_tokenizer
 from tests.test_train import CFG, losses_of, run, toy_data
 from w2s import sharding
-from w2s.generate import GenerationConfig, Generator
+from w2s.generation.generate import GenerationConfig, Generator
 from w2s.models import build_classifier, layers
 from w2s.models.causal_lm import build_causal_lm
 from w2s.models.config import TransformerConfig

@@ -13,12 +13,12 @@ import tokenizers
 import torch
 import transformers
 
-from w2s import qa
+from w2s.generation import qa
 from w2s.config import apply_overrides
-from w2s.generate import GenerationConfig, Generator
+from w2s.generation.generate import GenerationConfig, Generator
 from w2s.models.causal_lm import build_causal_lm
-from w2s.nudging import CoWriteConfig, co_write
-from w2s.nudging_eval import METHODS, build_prompt, run_nudging
+from w2s.generation.nudging import CoWriteConfig, co_write
+from w2s.generation.nudging_eval import METHODS, build_prompt, run_nudging
 
 from tests.test_hub import write_word_tokenizer
 

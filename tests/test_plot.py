@@ -1,11 +1,11 @@
-"""Tests for w2s.plot: both PNGs are written from fake results, and an empty dir is an error."""
+"""Tests for w2s.results.plot: both PNGs are written from fake results, and an empty dir is an error."""
 import itertools
 import json
 
 import pytest
 
 from tests.test_metrics import make_result, write_results
-from w2s import plot
+from w2s.results import plot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -50,7 +50,7 @@ def test_one_pair_gets_bars_of_weak_students_and_ceiling_and_pairs_get_lines(tmp
 
 def test_a_corrupt_seed_does_not_stop_the_plot(tmp_path, capsys):
     from w2s.cli import main
-    from w2s.metrics import UnreadableResultWarning
+    from w2s.results.metrics import UnreadableResultWarning
 
     for seed in range(3):
         (tmp_path / f"seed_{seed}").mkdir()
@@ -76,7 +76,7 @@ def test_plot_results_empty_dir(tmp_path):
 
 
 def test_plot_sweep_writes_its_four_figures_from_the_table(tmp_path):
-    from w2s.results_table import ResultsTable
+    from w2s.sweeps.results_table import ResultsTable
 
     table = ResultsTable(tmp_path / "results.sqlite")
     params = {"s": 1e6, "m": 4e6, "l": 16e6}

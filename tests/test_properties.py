@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from w2s import tasks
 from w2s.config import ConfigError, _keys, apply_overrides, load_config_file
-from w2s.supervisor import SupervisorError, labels_file
+from w2s.active_learning.supervisor import SupervisorError, labels_file
 from w2s.tasks import TaskData, load_task
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

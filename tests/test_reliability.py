@@ -321,7 +321,7 @@ def test_versions_cover_every_requirement():
 
 
 if __name__ == "__main__":
-    from w2s import active
+    from w2s.active_learning import active
 
     active.run_active_experiment(chain_config(pathlib.Path(sys.argv[1]), sys.argv[2]))
 

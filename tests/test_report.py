@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from tests.run_folders import png_pixels, write_run
-from w2s import report
+from w2s.results import report
 from w2s.cli import main
 
 

@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from w2s.results_table import ResultsTable
+from w2s.sweeps.results_table import ResultsTable
 
 WRITERS, ROWS_EACH = 6, 40
 

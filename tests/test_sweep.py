@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from w2s import ladders, metrics, pipeline, sweep
+from w2s import pipeline
+from w2s.sweeps import ladders, sweep
+from w2s.results import metrics
 from w2s.cli import main
 from w2s.config import ConfigError, apply_overrides, load_config_file
 from w2s.models import build_backbone
-from w2s.results_table import ResultsTable, load_records
+from w2s.sweeps.results_table import ResultsTable, load_records
 from w2s.train import train as real_train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

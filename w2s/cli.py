@@ -18,9 +18,10 @@ def run_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = (), *,
                command: Sequence[str] | None = None) -> list[dict]:
     """Applies overrides, runs every seed, prints the results table; returns the results. The command
     line (default: sys.argv), config_file and overrides are recorded beside the results, for `w2s report`."""
-    from w2s import distributed, metrics, pipeline
+    from w2s import distributed, pipeline
+    from w2s.results import metrics
     from w2s.config import apply_overrides
-    from w2s.report import record_command
+    from w2s.results.report import record_command
 
     cfg = apply_overrides(cfg, overrides, pipeline.OPEN_SECTIONS)
     pipeline.validate(cfg)
@@ -45,16 +46,16 @@ def _run(args: argparse.Namespace, rest: list[str]) -> None:
 
 def _sweep(args: argparse.Namespace, rest: list[str]) -> None:
     from w2s.config import load_config_file
-    from w2s.sweep import sweep_config
+    from w2s.sweeps.sweep import sweep_config
 
     sweep_config(load_config_file(args.config), rest, args.dry_run)
 
 
 def _plot(args: argparse.Namespace, rest: list[str]) -> None:
-    from w2s import metrics
-    from w2s.curves import plot_curves
-    from w2s.plot import plot_results, plot_sweep
-    from w2s.results_table import FILENAME, load_records
+    from w2s.results import metrics
+    from w2s.results.curves import plot_curves
+    from w2s.results.plot import plot_results, plot_sweep
+    from w2s.sweeps.results_table import FILENAME, load_records
 
     _no_extra(rest)
     if (pathlib.Path(args.results_dir) / FILENAME).exists():
@@ -66,14 +67,14 @@ def _plot(args: argparse.Namespace, rest: list[str]) -> None:
     for path in plot_results(args.results_dir, args.out) + plot_curves(args.results_dir, args.out):
         print(f"wrote {path}")
     if any(pathlib.Path(args.results_dir).rglob("active_results.json")):
-        from w2s.active import format_curves, load_active_results, plot_active
+        from w2s.active_learning.active import format_curves, load_active_results, plot_active
 
         print(format_curves(load_active_results(args.results_dir)))
         print(f"wrote {plot_active(args.results_dir)}")
 
 
 def _compare(args: argparse.Namespace, rest: list[str]) -> None:
-    from w2s.compare import compare
+    from w2s.results.compare import compare
 
     _no_extra(rest)
     tables, paths = compare(args.results_dirs, args.out, args.allow_different_data)
@@ -83,7 +84,7 @@ def _compare(args: argparse.Namespace, rest: list[str]) -> None:
 
 
 def _report(args: argparse.Namespace, rest: list[str]) -> None:
-    from w2s.report import write_report
+    from w2s.results.report import write_report
 
     _no_extra(rest)
     for path in write_report(args.results_dir, args.defaults):
@@ -98,7 +99,8 @@ def _completion(args: argparse.Namespace, rest: list[str]) -> None:
 
 
 def _config(args: argparse.Namespace, rest: list[str]) -> None:
-    from w2s import pipeline, sweep
+    from w2s import pipeline
+    from w2s.sweeps import sweep
     from w2s.config import apply_overrides, flat_items, load_config_file
 
     cfg = load_config_file(args.config)
@@ -198,7 +200,7 @@ def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> in
         from w2s.runtime import freeze_startup_objects, recycle_host_memory
 
         recycle_host_memory()
-        import w2s.pipeline, w2s.sweep  # noqa: E401, F401  what a run imports, so that it is frozen too
+        import w2s.pipeline, w2s.sweeps.sweep  # noqa: E401, F401  what a run imports, so that it is frozen too
 
         freeze_startup_objects()
     try:
@@ -216,7 +218,7 @@ def run_file_main(get_config: Callable[[], ml_collections.ConfigDict], command: 
     takes --dry_run), with the same error handling."""
     def entry(args: argparse.Namespace, rest: list[str]) -> None:
         if command == "sweep":
-            from w2s.sweep import sweep_config
+            from w2s.sweeps.sweep import sweep_config
 
             sweep_config(get_config(), rest, args.dry_run)
         else:

@@ -2,7 +2,7 @@
 
 Every stage writes its output atomically and is skipped when that output exists; a stage killed
 while training resumes from its last orbax checkpoint. Stages are keyed by the model they train
-and the name of their output (Stages), so sweeps (w2s.sweep) chain and share them; `w2s run`
+and the name of their output (Stages), so sweeps (w2s.sweeps.sweep) chain and share them; `w2s run`
 (Experiment) names them by role. Layout of one seed's run:
 
     <output_dir>/seed_<s>/config.json      the config the outputs belong to
@@ -36,7 +36,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from w2s import distributed, folder_lock, metrics, runtime, sharding
+from w2s import distributed, folder_lock, runtime, sharding
+from w2s.results import metrics
 from w2s.checkpoint import finish_saves, read_json, read_npz, read_record, write_json_atomic, write_npz_atomic
 from w2s.config import ConfigError, changed_leaves, check_keys
 from w2s.data import TextRows, one_hot
@@ -226,7 +227,7 @@ class Stages:
 
     Stage `s` writes <run_dir>/<s>.json, and <run_dir>/<s>_labels.npz when it labels split B for
     a later stage; it is skipped when those exist. `w2s run` names its stages by role (weak,
-    ceiling, student_<loss>), a sweep by model (w2s.sweep). With `probe` (a train config), only a
+    ceiling, student_<loss>), a sweep by model (w2s.sweeps.sweep). With `probe` (a train config), only a
     linear head trains, on the frozen backbone's features computed once per model and split.
     With `tensorboard`, each stage's history is logged live under <run_dir>/tensorboard/<stage>;
     show_progress=False draws no step bars.

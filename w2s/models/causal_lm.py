@@ -1,4 +1,4 @@
-"""A decoder backbone with its language-model head, for generation (w2s/generate.py).
+"""A decoder backbone with its language-model head, for generation (w2s/generation/generate.py).
 
 The classifiers use the bare backbones; generation also needs the head HF's *ForCausalLM models
 carry: GPT-2 ties it to the token embedding, Llama/Qwen2 have their own lm_head unless

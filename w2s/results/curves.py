@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import pathlib
 
-from w2s.plot import color, figure
+from w2s.results.plot import color, figure
 
 # Stages of a seed in pipeline order; the rest (students, a sweep's stages) follow by name.
 _ORDER = ("weak", "ceiling")

@@ -22,7 +22,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from w2s.config import ConfigError
-from w2s.generate import Completion, GenerationConfig, Generator, find_stop
+from w2s.generation.generate import Completion, GenerationConfig, Generator, find_stop
 
 RULES = ("top1", "entropy", "never")
 UNITS = ("word", "tokens")

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 from matplotlib.lines import Line2D
 
-from w2s import metrics
+from w2s.results import metrics
 from w2s.config import ConfigError
-from w2s.document import Table, markdown_table
-from w2s.plot import color, figure
-from w2s.results_table import FILENAME as SWEEP_TABLE, load_records
+from w2s.results.document import Table, markdown_table
+from w2s.results.plot import color, figure
+from w2s.sweeps.results_table import FILENAME as SWEEP_TABLE, load_records
 
 # Where and how a run ran, not what it measured: never a difference worth naming.
 WHERE = ("output_dir", "checkpoint_dir", "keep_checkpoints", "mesh", "distributed")

@@ -11,11 +11,11 @@ import json
 import pathlib
 from typing import Any
 
-from w2s import compare, curves, plot
+from w2s.results import compare, curves, plot
 from w2s.checkpoint import write_json_atomic
 from w2s.config import load_config_file
-from w2s.document import Block, Code, Heading, Image, Table, Text, to_html, to_markdown
-from w2s.results_table import FILENAME as SWEEP_TABLE
+from w2s.results.document import Block, Code, Heading, Image, Table, Text, to_html, to_markdown
+from w2s.sweeps.results_table import FILENAME as SWEEP_TABLE
 
 COMMAND_FILE = "command.json"  # in a run's output folder: {"config_file", "overrides", "argv"}
 

@@ -14,8 +14,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from w2s import metrics
-from w2s.results_table import load_records
+from w2s.results import metrics
+from w2s.sweeps.results_table import load_records
 
 _LOSS_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 # No "--": dashed lines are the weak models' own accuracy.

@@ -19,7 +19,7 @@ With config.linear_probe every stage trains only a head on the frozen backbone's
 
 Layout:
     <output_dir>/sweep_config.json                      the settings its finished stages belong to
-    <output_dir>/results.sqlite                         one row per finished run (w2s.results_table)
+    <output_dir>/results.sqlite                         one row per finished run (w2s.sweeps.results_table)
     <output_dir>/<task>/seed_<s>/<model>/weak.json      the model on ground truth of A, with
     <output_dir>/<task>/seed_<s>/<model>/weak_labels.npz  its labels of B
     <output_dir>/<task>/seed_<s>/<model>/ceiling.json   the model on ground truth of B
@@ -42,12 +42,14 @@ from typing import Sequence
 import ml_collections
 from tqdm.auto import tqdm
 
-from w2s import distributed, ladders, metrics, sharding
+from w2s import distributed, sharding
+from w2s.sweeps import ladders
+from w2s.results import metrics
 from w2s.checkpoint import read_json, write_json_atomic
 from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
 from w2s.losses import known_losses, student_loss
 from w2s.pipeline import ModelSpec, Stages, check_model, check_task, use_compilation_cache
-from w2s.results_table import FILENAME, ResultsTable, load_records
+from w2s.sweeps.results_table import FILENAME, ResultsTable, load_records
 from w2s.tasks import check_task_options
 from w2s.train import TrainConfig
 

@@ -1,7 +1,7 @@
 """Nudging and its reverse, evaluated on question-answer tasks: answer accuracy, how much of each
 text each model wrote, and which words the nudges were; as results.json, a table and a plot.
 
-One model pair, four methods (each a co-writing config, see w2s/nudging.py):
+One model pair, four methods (each a co-writing config, see w2s/generation/nudging.py):
   base     the base model alone (strong, not aligned)
   nudger   the nudging model alone (small, aligned: an instruct model)
   nudging  the base model writes; where its top-1 probability < γ the nudger writes a word
@@ -20,13 +20,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from w2s import plot, qa
+from w2s.results import plot
+from w2s.generation import qa
 from w2s.checkpoint import write_json_atomic
 from w2s.config import ConfigError, apply_overrides
-from w2s.generate import Generator
+from w2s.generation.generate import Generator
 from w2s.models import resolve_model_dir
 from w2s.models.causal_lm import build_causal_lm, decoder_model_types, eos_ids
-from w2s.nudging import CoWriteConfig, CoWritten, co_write
+from w2s.generation.nudging import CoWriteConfig, CoWritten, co_write
 
 ROLES = ("base", "nudger")
 # method -> (driver, helper, which co-writing settings; None: the driver alone)

@@ -1,8 +1,8 @@
 """Active learning: the strong student chooses which examples of split B its supervisor labels.
 
 Round 0 labels a random seed set. Each later round the student trained on every label bought so
-far scores the rest of split B, a strategy (w2s.strategies) picks the next batch within the query
-budget, the supervisor (w2s.supervisor) labels it, and the student trains again on all labels
+far scores the rest of split B, a strategy (w2s.active_learning.strategies) picks the next batch within the query
+budget, the supervisor (w2s.active_learning.supervisor) labels it, and the student trains again on all labels
 bought: on from where it was (warm_start) or from the pretrained weights. The label-efficiency
 curve is the student's test accuracy and PGR against the number of supervisor queries.
 
@@ -28,13 +28,14 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from w2s import distributed, metrics, pipeline, plot
+from w2s import distributed, pipeline
+from w2s.results import metrics, plot
 from w2s.checkpoint import finish_saves, read_json, read_record, write_json_atomic
 from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
 from w2s.data import TextRows
 from w2s.losses import make_loss
-from w2s.strategies import Context, fit_committee, get_strategy, select
-from w2s.supervisor import Ledger, Supervisor, ask, describe, make_supervisor
+from w2s.active_learning.strategies import Context, fit_committee, get_strategy, select
+from w2s.active_learning.supervisor import Ledger, Supervisor, ask, describe, make_supervisor
 from w2s.train import predict_features, train
 
 

@@ -1,0 +1,1 @@
+"""Active learning: the student picks which cases its supervisor labels (the loop, its strategies, its supervisors)."""

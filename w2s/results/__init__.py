@@ -1,0 +1,1 @@
+"""What a finished run or sweep shows: metrics and summary tables, plots, curves, reports and comparisons."""

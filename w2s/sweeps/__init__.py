@@ -1,0 +1,1 @@
+"""Sweeps over model ladders: the ladders, the sweep runner and its shared results table."""
