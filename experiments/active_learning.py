@@ -17,6 +17,7 @@ from w2s.config import load_config_file
 
 def get_config() -> ml_collections.ConfigDict:
     cfg = load_config_file(pathlib.Path(__file__).with_name("quickstart.py"))
+    cfg.runner = "active_learning"
     cfg.losses = ("xent",)  # the reference line: the student on all weak labels of split B
     cfg.active = ml_collections.ConfigDict(dict(
         # margin ranks two classes exactly as entropy does, so it is left out here.
@@ -29,9 +30,6 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 if __name__ == "__main__":
-    import sys
+    from w2s.cli import run_file_main
 
-    from w2s.active_learning.active import run_active_config
-    from w2s.cli import main
-
-    sys.exit(main(["run", "-"] + sys.argv[1:], entry=lambda args, rest: run_active_config(get_config(), rest)))
+    run_file_main(get_config)

@@ -30,4 +30,4 @@ def get_config() -> ml_collections.ConfigDict:
 if __name__ == "__main__":
     from w2s.cli import run_file_main
 
-    run_file_main(get_config, "sweep")
+    run_file_main(get_config)

@@ -17,6 +17,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
     cfg = ml_collections.ConfigDict()
+    cfg.runner = "nudging"
     cfg.name = "nudging"
     cfg.base = ml_collections.ConfigDict(dict(
         model="Qwen/Qwen2.5-1.5B", chat=False, template="Question: {question}\nAnswer:"))
@@ -44,9 +45,6 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 if __name__ == "__main__":
-    import sys
+    from w2s.cli import run_file_main
 
-    from w2s.cli import main
-    from w2s.generation.nudging_eval import run_nudging_config
-
-    sys.exit(main(["run", "-"] + sys.argv[1:], entry=lambda args, rest: run_nudging_config(get_config(), rest)))
+    run_file_main(get_config)

@@ -2,7 +2,8 @@
 
 Rungs: MiniLM-L6's embeddings alone (mean-pooled), its first 2 layers (mean-pooled), all 6 layers;
 every pair weak < strong; data and training as in the quickstart, so its pair (embeddings -> all 6
-layers) repeats the quickstart's students. Methods: all of w2s.sweeps.sweep but `product` (add it with
+layers) repeats the quickstart's students. w2s's sweep defaults (w2s.sweeps.sweep.default_config) are
+this sweep, so the file sets only its name. Methods: all of w2s.sweeps.sweep but `product` (add it with
 --config.methods=...,product for about 5 more minutes). With 2,000 words instead of 4,000 the
 students did not beat their supervisors (seed 0: PGR -0.25 and 0.02 for xent), so the data stays.
 
@@ -10,40 +11,19 @@ students did not beat their supervisors (seed 0: PGR -0.25 and 0.02 for xent), s
     python experiments/sweep_offline.py                  # or: w2s sweep experiments/sweep_offline.py
     w2s plot results/sweep_offline
 """
-import pathlib
-
 import ml_collections
 
-from w2s.config import load_config_file
+from w2s.sweeps.sweep import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    quickstart = load_config_file(pathlib.Path(__file__).with_name("quickstart.py"))
-    cfg = ml_collections.ConfigDict()
+    cfg = default_config()
     cfg.name = "sweep_offline"
-    cfg.tasks = ("wordnet_living",)
-    cfg.task_options = quickstart.task_options
-    cfg.seeds = (0, 1, 2)
-    cfg.models = ("minilm-l0-mean", "minilm-l2-mean", "minilm-l6")  # rungs of w2s.sweeps.ladders, weakest first
-    cfg.self_pairs = False  # also weak == strong (its gap is only noise)
-    cfg.train = quickstart.strong.train  # each rung's overrides (w2s.sweeps.ladders) go on top
-    cfg.train.eval_every = 0
-    cfg.methods = ("xent", "aux_conf", "bootstrap", "early_stop", "relabel")
-    cfg.loss_options = quickstart.loss_options
-    cfg.method_options = ml_collections.ConfigDict(dict(
-        early_stop=dict(holdout_frac=0.2, evals=4), relabel=dict(rounds=1)))
-    cfg.linear_probe = False  # True: every stage trains only a head on frozen features (seconds)
-    cfg.probe_train = ml_collections.ConfigDict(dict(quickstart.strong.train.to_dict(), lr=1e-3, epochs=20.0,
-                                                     checkpoint_every=0))
-    cfg.mesh = quickstart.mesh
-    cfg.distributed = quickstart.distributed
     cfg.output_dir = "results/sweep_offline"
-    cfg.checkpoint_dir = "checkpoints"
-    cfg.keep_checkpoints = False
     return cfg
 
 
 if __name__ == "__main__":
     from w2s.cli import run_file_main
 
-    run_file_main(get_config, "sweep")
+    run_file_main(get_config)

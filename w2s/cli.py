@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import os
 import pathlib
@@ -13,42 +14,12 @@ import ml_collections
 from w2s.config import ConfigError
 
 
-def run_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = (), *, quiet: bool = False,
-               tensorboard: bool = False, config_file: str | None = None,
-               command: Sequence[str] | None = None) -> list[dict]:
-    """Applies overrides, runs every seed, prints the results table; returns the results. The command
-    line (default: sys.argv), config_file and overrides are recorded beside the results, for `w2s report`."""
-    from w2s import distributed, pipeline
-    from w2s.results import metrics
-    from w2s.config import apply_overrides
-    from w2s.results.report import record_command
-
-    cfg = apply_overrides(cfg, overrides, pipeline.OPEN_SECTIONS)
-    pipeline.validate(cfg)
-    distributed.initialize(cfg.distributed)  # before is_main() asks JAX which process this is
-    if distributed.is_main():  # first, so a run stopped early still has it
-        record_command(cfg.output_dir, config_file, list(overrides), list(command or sys.argv))
-    results = pipeline.run_experiment(cfg, quiet=quiet, tensorboard=tensorboard)
-    print()
-    print(metrics.format_table(metrics.summarize(results)))
-    if "aux_conf" in cfg.losses:
-        print("aux_conf: why it hurts on the quickstart, measured: docs/aux_conf.md")
-    print(f"\nresults: {cfg.output_dir}   (plot them with: w2s plot {cfg.output_dir})")
-    return results
-
-
 def _run(args: argparse.Namespace, rest: list[str]) -> None:
+    from w2s import runners
     from w2s.config import load_config_file
 
-    run_config(load_config_file(args.config), rest, quiet=args.quiet, tensorboard=args.tensorboard,
-               config_file=args.config, command=args.command_line)
-
-
-def _sweep(args: argparse.Namespace, rest: list[str]) -> None:
-    from w2s.config import load_config_file
-    from w2s.sweeps.sweep import sweep_config
-
-    sweep_config(load_config_file(args.config), rest, args.dry_run)
+    runners.run(load_config_file(args.config), rest, config_file=args.config, command=args.command_line,
+                quiet=args.quiet, tensorboard=args.tensorboard, dry_run=args.dry_run)
 
 
 def _plot(args: argparse.Namespace, rest: list[str]) -> None:
@@ -148,18 +119,17 @@ def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> in
     parser = argparse.ArgumentParser(prog="w2s", description="Weak-to-strong generalization experiments.",
                                      epilog=OVERRIDES_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run an experiment config (any key can be overridden, see below)",
-                         epilog=OVERRIDES_HELP)
-    run.add_argument("config", help="a Python config file with get_config(), e.g. experiments/quickstart.py")
-    run.add_argument("--quiet", action="store_true", help="no progress bars: one line per finished stage, for logs")
-    run.add_argument("--tensorboard", action="store_true",
-                     help="log every stage's history live under OUTPUT_DIR/seed_*/tensorboard (needs tensorboardX)")
-    run.set_defaults(fn=_run)
-    sweep = sub.add_parser("sweep", help="run a sweep config: every weak/strong pair, method and seed",
-                           epilog=OVERRIDES_HELP)
-    sweep.add_argument("config", help="a Python config file with get_config(), e.g. experiments/sweep_offline.py")
-    sweep.add_argument("--dry_run", action="store_true", help="list the runs and what is left; train nothing")
-    sweep.set_defaults(fn=_sweep)
+    for name, help_text in (("run", "run a config with the runner it names (experiment, sweep, active_learning, "
+                                    "nudging, ...); any key can be overridden, see below"),
+                            ("sweep", "the same as run (kept for sweep configs)")):
+        run = sub.add_parser(name, help=help_text, epilog=OVERRIDES_HELP)
+        run.add_argument("config", help="a Python config file with get_config(), e.g. experiments/quickstart.py")
+        run.add_argument("--quiet", action="store_true",
+                         help="no progress bars: one line per finished stage, for logs")
+        run.add_argument("--tensorboard", action="store_true",
+                         help="log every stage's history live under OUTPUT_DIR/seed_*/tensorboard (needs tensorboardX)")
+        run.add_argument("--dry_run", action="store_true", help="a sweep: list the runs and what is left; train nothing")
+        run.set_defaults(fn=_run)
     plot = sub.add_parser("plot", help="plot PGR and accuracies of the results under a directory (or of a sweep)")
     plot.add_argument("results_dir")
     plot.add_argument("--out", default=None, help="where to write the PNGs (default: RESULTS_DIR)")
@@ -200,7 +170,10 @@ def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> in
         from w2s.runtime import freeze_startup_objects, recycle_host_memory
 
         recycle_host_memory()
-        import w2s.pipeline, w2s.sweeps.sweep  # noqa: E401, F401  what a run imports, so that it is frozen too
+        import w2s.runners  # noqa: F401  what a run imports, so that it is frozen too
+
+        for module in w2s.runners.BUILT_IN:
+            importlib.import_module(module)
 
         freeze_startup_objects()
     try:
@@ -213,20 +186,13 @@ def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> in
     return 0
 
 
-def run_file_main(get_config: Callable[[], ml_collections.ConfigDict], command: str = "run") -> None:
-    """`python experiments/x.py --config.a=b` runs that config (command="sweep": a sweep, which also
-    takes --dry_run), with the same error handling."""
+def run_file_main(get_config: Callable[[], ml_collections.ConfigDict]) -> None:
+    """`python experiments/x.py [--quiet|--dry_run|...] --config.a=b` runs that config with the runner
+    it names, as `w2s run experiments/x.py` does, with the same error handling."""
     def entry(args: argparse.Namespace, rest: list[str]) -> None:
-        if command == "sweep":
-            from w2s.sweeps.sweep import sweep_config
+        from w2s import runners
 
-            sweep_config(get_config(), rest, args.dry_run)
-        else:
-            run_config(get_config(), rest, quiet=args.quiet, tensorboard=args.tensorboard,
-                       config_file=inspect.getsourcefile(get_config))
+        runners.run(get_config(), rest, config_file=inspect.getsourcefile(get_config), command=args.command_line,
+                    quiet=args.quiet, tensorboard=args.tensorboard, dry_run=args.dry_run)
 
-    sys.exit(main([command, "-"] + sys.argv[1:], entry=entry))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["run", "-"] + sys.argv[1:], entry=entry))

@@ -26,6 +26,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 import time
 from importlib import metadata
 from typing import Callable, Iterator, Sequence
@@ -47,14 +48,45 @@ from w2s.models.classifier import POOLINGS
 from w2s.models.loading import read_hf_config
 from w2s.probe import Features, Probe
 from w2s.progress import PlannedStage, RunProgress, TensorBoardLog
+from w2s.runners import register_runner
 from w2s.tasks import TaskData, check_task_options, fingerprint, load_task
 from w2s.train import TrainConfig, predict_features, predict_logits, train
 
-TOP_KEYS = ("name", "task", "task_options", "seeds", "weak", "strong", "losses", "loss_options",
-            "mesh", "distributed", "output_dir", "checkpoint_dir", "keep_checkpoints")
-MODEL_KEYS = ("model", "num_layers", "pretrained", "pooling", "dtype", "train")
+def train_config(**overrides) -> ml_collections.ConfigDict:
+    """A model's train config: TrainConfig's defaults with `overrides`."""
+    return ml_collections.ConfigDict(dataclasses.asdict(TrainConfig(**overrides)))
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every key of an experiment config, with its default: the offline quickstart (MiniLM-L6's
+    embeddings supervise all of MiniLM-L6 on WordNet living things). Experiment files start from it
+    and set only what differs; a key not here is refused."""
+    words = dict(max_length=16, eval_every=50, eval_batch_size=256)  # WordNet lemmas are short
+    return ml_collections.ConfigDict(dict(
+        runner="experiment",  # w2s/runners.py: what `w2s run` does with this config
+        name="quickstart",
+        task="wordnet_living",
+        task_options=dict(n_train=4000, n_test=2000),
+        seeds=(0, 1, 2),
+        weak=dict(model="minilm", num_layers=0, pretrained=True, pooling="mean", dtype="float32",
+                  train=train_config(lr=1e-3, epochs=3.0, **words)),
+        strong=dict(model="minilm", num_layers=None, pretrained=True, pooling=None, dtype="float32",
+                    train=train_config(lr=1e-4, **words)),
+        losses=("xent", "aux_conf"),
+        loss_options=dict(aux_conf=dict(alpha_max=0.75, warmup_frac=0.2)),
+        mesh=dict(data=-1, fsdp=1, model=1),
+        # None: a single process, or whatever the launcher (srun, a TPU pod) tells JAX; see README "Multi-host".
+        distributed=dict(coordinator_address=None, num_processes=None, process_id=None),
+        output_dir="results/quickstart",
+        checkpoint_dir="checkpoints",
+        keep_checkpoints=False,  # a finished stage's orbax checkpoints are deleted (~270 MB each)
+    ))
+
+
+TOP_KEYS = tuple(default_config())
+MODEL_KEYS = tuple(default_config().strong)
 # Keys that may change without invalidating finished stages.
-RUNTIME_KEYS = ("output_dir", "checkpoint_dir", "keep_checkpoints", "mesh", "distributed", "seeds", "losses")
+RUNTIME_KEYS = ("runner", "output_dir", "checkpoint_dir", "keep_checkpoints", "mesh", "distributed", "seeds", "losses")
 DATA_KEYS = ("task", "task_options")  # with the seed (the run folder's): every stage's examples
 
 
@@ -556,3 +588,26 @@ def run_experiment(cfg: ml_collections.ConfigDict, quiet: bool = False, tensorbo
     use_compilation_cache(cfg)
     with RunProgress(Experiment.plan(cfg), quiet) as progress:
         return [Experiment(cfg, seed, progress, tensorboard).run() for seed in cfg.seeds]
+
+
+@register_runner("experiment")
+def run_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = (), *, quiet: bool = False,
+               tensorboard: bool = False, config_file: str | None = None,
+               command: Sequence[str] | None = None) -> list[dict]:
+    """Applies overrides, runs every seed, prints the results table; returns the results. The command
+    line (default: sys.argv), config_file and overrides are recorded beside the results, for `w2s report`."""
+    from w2s.config import apply_overrides
+    from w2s.results.report import record_command
+
+    cfg = apply_overrides(cfg, overrides, OPEN_SECTIONS)
+    validate(cfg)
+    distributed.initialize(cfg.distributed)  # before is_main() asks JAX which process this is
+    if distributed.is_main():  # first, so a run stopped early still has it
+        record_command(cfg.output_dir, config_file, list(overrides), list(command or sys.argv))
+    results = run_experiment(cfg, quiet=quiet, tensorboard=tensorboard)
+    print()
+    print(metrics.format_table(metrics.summarize(results)))
+    if "aux_conf" in cfg.losses:
+        print("aux_conf: why it hurts on the quickstart, measured: docs/aux_conf.md")
+    print(f"\nresults: {cfg.output_dir}   (plot them with: w2s plot {cfg.output_dir})")
+    return results

@@ -37,6 +37,7 @@ from w2s.losses import make_loss
 from w2s.active_learning.strategies import Context, fit_committee, get_strategy, select
 from w2s.active_learning.supervisor import Ledger, Supervisor, ask, describe, make_supervisor
 from w2s.train import predict_features, train
+from w2s.runners import register_runner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,6 +348,7 @@ def plot_active(results_dir: str | pathlib.Path) -> pathlib.Path:
     return path
 
 
+@register_runner("active_learning")
 def run_active_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = ()) -> list[dict]:
     """Applies overrides, runs the comparison, prints the curves and plots them; returns the results."""
     cfg = apply_overrides(cfg, overrides)

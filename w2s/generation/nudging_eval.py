@@ -28,6 +28,7 @@ from w2s.generation.generate import Generator
 from w2s.models import resolve_model_dir
 from w2s.models.causal_lm import build_causal_lm, decoder_model_types, eos_ids
 from w2s.generation.nudging import CoWriteConfig, CoWritten, co_write
+from w2s.runners import register_runner
 
 ROLES = ("base", "nudger")
 # method -> (driver, helper, which co-writing settings; None: the driver alone)
@@ -210,5 +211,6 @@ def run_nudging(cfg: ml_collections.ConfigDict) -> list[dict]:
     return rows
 
 
+@register_runner("nudging")
 def run_nudging_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = ()) -> list[dict]:
     return run_nudging(apply_overrides(cfg, overrides))

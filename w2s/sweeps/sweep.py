@@ -49,15 +49,42 @@ from w2s.checkpoint import read_json, write_json_atomic
 from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
 from w2s.losses import known_losses, student_loss
 from w2s.pipeline import ModelSpec, Stages, check_model, check_task, use_compilation_cache
+from w2s.pipeline import default_config as experiment_defaults
 from w2s.sweeps.results_table import FILENAME, ResultsTable, load_records
 from w2s.tasks import check_task_options
 from w2s.train import TrainConfig
+from w2s.runners import register_runner
 
-TOP_KEYS = ("name", "tasks", "task_options", "seeds", "models", "self_pairs", "train", "methods", "loss_options",
-            "method_options", "linear_probe", "probe_train", "mesh", "distributed", "output_dir",
-            "checkpoint_dir", "keep_checkpoints")
+def default_config() -> ml_collections.ConfigDict:
+    """Every key of a sweep config, with its default: the quickstart's task, train config and losses
+    over MiniLM cuts (w2s.sweeps.ladders). Sweep files start from it and set only what differs."""
+    experiment = experiment_defaults()
+    train = ml_collections.ConfigDict(dict(experiment.strong.train, eval_every=0))  # rungs' overrides go on top
+    return ml_collections.ConfigDict(dict(
+        runner="sweep",
+        name="sweep",
+        tasks=(experiment.task,),
+        task_options=experiment.task_options,
+        seeds=experiment.seeds,
+        models=("minilm-l0-mean", "minilm-l2-mean", "minilm-l6"),  # ladder rungs, weakest first
+        self_pairs=False,  # also weak == strong (its gap is only noise)
+        train=train,
+        methods=("xent", "aux_conf", "bootstrap", "early_stop", "relabel"),
+        loss_options=experiment.loss_options,
+        method_options=dict(early_stop=dict(holdout_frac=0.2, evals=4), relabel=dict(rounds=1)),
+        linear_probe=False,  # True: every stage trains only a head on frozen features (seconds)
+        probe_train=dict(train, lr=1e-3, epochs=20.0, checkpoint_every=0),
+        mesh=experiment.mesh,
+        distributed=experiment.distributed,
+        output_dir="results/sweep",
+        checkpoint_dir=experiment.checkpoint_dir,
+        keep_checkpoints=experiment.keep_checkpoints,
+    ))
+
+
+TOP_KEYS = tuple(default_config())
 # Keys that may change without invalidating finished stages.
-RUNTIME_KEYS = ("tasks", "seeds", "models", "self_pairs", "methods", "mesh", "distributed", "output_dir",
+RUNTIME_KEYS = ("runner", "tasks", "seeds", "models", "self_pairs", "methods", "mesh", "distributed", "output_dir",
                 "checkpoint_dir", "keep_checkpoints")
 # --config.task_options.<option>=... takes any option that every task of the sweep accepts.
 OPEN_SECTIONS = {"task_options": lambda cfg, options: check_task_options(cfg.tasks, options)}
@@ -277,7 +304,9 @@ def run_sweep(cfg: ml_collections.ConfigDict, dry_run: bool = False) -> list[Run
     return runs
 
 
-def sweep_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = (), dry_run: bool = False) -> list[Run]:
+@register_runner("sweep")
+def sweep_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = (), *,
+                 dry_run: bool = False) -> list[Run]:
     """Applies overrides, runs the sweep (or prints its plan), prints the PGR table; returns the plan."""
     cfg = apply_overrides(cfg, overrides, OPEN_SECTIONS)
     runs = run_sweep(cfg, dry_run)

@@ -1,0 +1,51 @@
+"""Runners: what `w2s run FILE` does with a config, chosen by the config's own `runner` key.
+
+A runner is a function `(cfg, overrides, **flags) -> results`, registered by name in the module
+that defines it (`@register_runner("sweep")`). It applies the `--config.*` overrides itself (it
+knows its open sections) and declares, as keyword parameters, the command-line switches it honours
+(`quiet`, `tensorboard`, `dry_run`) and the context it records (`config_file`, `command`); a switch
+it does not declare is refused, naming those it does. So an experiment file holds only its config,
+and `w2s run` and `python experiments/x.py` take the same path.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+import importlib
+from typing import Any
+
+import ml_collections
+
+from w2s.config import ConfigError
+from w2s.registry import Registry, accepted_options
+
+Runner = Callable[..., Any]
+RUNNERS: Registry[Runner] = Registry("runner")
+SWITCHES = ("quiet", "tensorboard", "dry_run")  # command-line flags a runner may honour
+# The modules that register the built-in runners, imported on first use (they import this one).
+BUILT_IN = ("w2s.pipeline", "w2s.sweeps.sweep", "w2s.active_learning.active", "w2s.generation.nudging_eval")
+
+
+def register_runner(name: str) -> Callable[[Runner], Runner]:
+    return RUNNERS.register(name)
+
+
+def run(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = (), *, config_file: str | None = None,
+        command: Sequence[str] | None = None, **switches: bool) -> Any:
+    """Runs `cfg` with the runner its `runner` key names; only switches that are on are passed."""
+    for module in BUILT_IN:
+        importlib.import_module(module)
+    name = cfg.get("runner")
+    if name is None:
+        raise ConfigError(f"the config has no 'runner' key: set cfg.runner in its get_config() to one of "
+                          f"{', '.join(map(repr, RUNNERS.names()))}.")
+    runner = RUNNERS.get(name, hint=" Set cfg.runner in the config file.")
+    accepted, _ = accepted_options(runner, fixed=2)
+    on = {flag: True for flag, value in switches.items() if value}
+    for flag in on:
+        if flag not in accepted:
+            takes = [f"--{s}" for s in SWITCHES if s in accepted]
+            raise ConfigError(f"--{flag}: the {name!r} runner does not take it (it takes: "
+                              f"{', '.join(takes) or 'no switches'}).")
+    context = {k: v for k, v in (("config_file", config_file), ("command", command)) if k in accepted}
+    return runner(cfg, overrides, **on, **context)
+
