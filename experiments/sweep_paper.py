@@ -2,7 +2,7 @@
 al.'s binarized NLP tasks, every method, 3 seeds.
 
 Needs the hub (`pip install -e '.[hub]'`) and a pod: stages shard over one (data, fsdp) mesh of all
-devices, across hosts with `--config.distributed.*` or a launcher (README "Multi-host"). Offline it
+devices, across hosts with `--config.distributed.*` or a launcher (docs/multihost.md). Offline it
 validates and prints its plan:
 
     python experiments/sweep_paper.py --dry_run

@@ -165,6 +165,8 @@ def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> in
             print(candidate)
         return 0
     args, rest = parser.parse_known_args(argv)
+    if os.getcwd() not in sys.path and "" not in sys.path:  # plug-ins (module:function) in the folder run from,
+        sys.path.insert(0, os.getcwd())  # as `python -m w2s` finds them
     args.command_line = ["w2s", *(sys.argv[1:] if argv is None else argv)]
     if args.command in ("run", "sweep"):  # before JAX starts: see w2s.runtime
         from w2s.runtime import freeze_startup_objects, recycle_host_memory

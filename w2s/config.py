@@ -32,6 +32,12 @@ def load_config_file(path: str | pathlib.Path) -> ml_collections.ConfigDict:
     return module.get_config()
 
 
+def _leaf(node: ml_collections.ConfigDict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
 def _parse_value(raw: str, current: Any, key: str) -> Any:
     """Parses an override by the type of the value it replaces."""
     if isinstance(current, bool):
@@ -115,10 +121,16 @@ def apply_overrides(cfg: ml_collections.ConfigDict, argv: Sequence[str],
             raise ConfigError(f"{arg} has no value.")
         node = cfg
         parts = key.split(".")
-        section = ".".join(parts[:-1])
+        # The open section the key lies in (its nearest enclosing one), if any.
+        section = next((".".join(parts[:d]) for d in range(len(parts) - 1, 0, -1)
+                        if ".".join(parts[:d]) in open_sections), None)
         for depth, part in enumerate(parts):
-            if depth == len(parts) - 1 and section in open_sections and part not in node:
-                added.setdefault(section, {})[part] = None
+            if section is not None and depth >= section.count(".") + 1 and isinstance(node, ml_collections.ConfigDict) \
+                    and part not in node:
+                added.setdefault(section, {})[".".join(parts[section.count(".") + 1:])] = None
+                for new_part in parts[depth:-1]:  # a new subsection, e.g. loss_options.<new loss>
+                    node[new_part] = ml_collections.ConfigDict()
+                    node = node[new_part]
                 break
             if not isinstance(node, ml_collections.ConfigDict) or part not in node:
                 close = difflib.get_close_matches(key, _keys(cfg), n=3)
@@ -140,7 +152,7 @@ def apply_overrides(cfg: ml_collections.ConfigDict, argv: Sequence[str],
         for part in section.split("."):
             node = node[part]
         try:
-            open_sections[section](cfg, {k: node[k] for k in keys})
+            open_sections[section](cfg, {k: _leaf(node, k) for k in keys})
         except ValueError as e:
             raise ConfigError(f"--config.{section}.{', '.join(keys)}: {e}") from None
     return cfg

@@ -75,7 +75,7 @@ def default_config() -> ml_collections.ConfigDict:
         losses=("xent", "aux_conf"),
         loss_options=dict(aux_conf=dict(alpha_max=0.75, warmup_frac=0.2)),
         mesh=dict(data=-1, fsdp=1, model=1),
-        # None: a single process, or whatever the launcher (srun, a TPU pod) tells JAX; see README "Multi-host".
+        # None: a single process, or whatever the launcher (srun, a TPU pod) tells JAX; see docs/multihost.md.
         distributed=dict(coordinator_address=None, num_processes=None, process_id=None),
         output_dir="results/quickstart",
         checkpoint_dir="checkpoints",
@@ -119,8 +119,10 @@ def _leaf(cfg: dict, dotted: str):
     return cfg
 
 
-# --config.task_options.<option>=... takes any option of the config's task function.
-OPEN_SECTIONS = {"task_options": lambda cfg, options: check_task_options([cfg.task], options)}
+# --config.task_options.<option>=... takes any option of the config's task function, and
+# --config.loss_options.<student>.<option>=... any option of that student's loss.
+OPEN_SECTIONS = {"task_options": lambda cfg, options: check_task_options([cfg.task], options),
+                 "loss_options": lambda cfg, options: check_students(cfg.losses, cfg.loss_options)}
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:

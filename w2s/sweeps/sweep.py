@@ -86,9 +86,21 @@ TOP_KEYS = tuple(default_config())
 # Keys that may change without invalidating finished stages.
 RUNTIME_KEYS = ("runner", "tasks", "seeds", "models", "self_pairs", "methods", "mesh", "distributed", "output_dir",
                 "checkpoint_dir", "keep_checkpoints")
-# --config.task_options.<option>=... takes any option that every task of the sweep accepts.
-OPEN_SECTIONS = {"task_options": lambda cfg, options: check_task_options(cfg.tasks, options)}
+# --config.task_options.<option>=... takes any option that every task of the sweep accepts;
+# --config.loss_options.<loss or variant>.<option>=... any option of that loss.
+OPEN_SECTIONS = {"task_options": lambda cfg, options: check_task_options(cfg.tasks, options),
+                 "loss_options": lambda cfg, options: check_loss_options(cfg.loss_options)}
 METHOD_OPTIONS = {"bootstrap": (), "early_stop": ("holdout_frac", "evals"), "relabel": ("rounds",)}
+
+
+def check_loss_options(loss_options: ml_collections.ConfigDict) -> None:
+    """Options only for losses or named variants of them, each binding to its loss's signature."""
+    check_keys(loss_options, known_losses() + loss_variants(loss_options), "config.loss_options")
+    for name in known_losses() + loss_variants(loss_options):
+        try:
+            student_loss(name, loss_options)
+        except ValueError as e:
+            raise ConfigError(f"config.loss_options.{name}: {e}") from None
 
 
 def loss_variants(loss_options: ml_collections.ConfigDict) -> list[str]:
@@ -117,12 +129,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     unknown = sorted(set(cfg.methods) - set(known))
     if unknown:
         raise ConfigError(f"config.methods: unknown method(s) {unknown}; known: {', '.join(known)}.")
-    check_keys(cfg.loss_options, known_losses() + loss_variants(cfg.loss_options), "config.loss_options")
-    for name in known_losses() + loss_variants(cfg.loss_options):
-        try:
-            student_loss(name, cfg.loss_options)
-        except ValueError as e:
-            raise ConfigError(f"config.loss_options.{name}: {e}") from None
+    check_loss_options(cfg.loss_options)
     check_keys(cfg.method_options, list(METHOD_OPTIONS), "config.method_options")
     for name, accepted in METHOD_OPTIONS.items():
         check_keys(cfg.method_options.get(name, ml_collections.ConfigDict()), accepted, f"config.method_options.{name}")
