@@ -75,3 +75,24 @@ def original_checkpoint():
         return kept
 
     return original
+
+
+@pytest.fixture(scope="session")
+def gguf_reference(original_checkpoint):
+    """name -> transformers' causal LM read from the original GGUF file itself (float32, eval mode):
+    the reference of the real-checkpoint parity tests, read once a session however many tests
+    compare with it. Only the last one read stays in memory (float32 Qwen2.5-0.5B alone is 2.5 GB):
+    the tests of one model run next to each other (test_gemma3 ends with Gemma, test_sources
+    groups its tests by model and starts with Gemma)."""
+    import functools
+
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+
+    @functools.lru_cache(maxsize=1)
+    def reference(name: str):
+        gguf = original_checkpoint(name)
+        return transformers.AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+
+    return reference
