@@ -141,6 +141,12 @@ def _assert_close(ours, theirs, mask) -> None:
     assert diff <= 1e-4 * scale, (diff, scale)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _release_gguf_reference(gguf_reference):
+    yield
+    gguf_reference.cache_clear()  # the last model read (float32 Qwen2.5, 2.5 GB) serves no later file
+
+
 @pytest.mark.parametrize("name", GGUF_MODELS, scope="module")
 def test_saved_tokenizer_and_config_match_transformers_gguf_reading(name, offline_model, original_checkpoint,
                                                                    gguf_reference):
