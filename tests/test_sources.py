@@ -162,7 +162,9 @@ def test_saved_tokenizer_and_config_match_transformers_gguf_reading(name, offlin
 
     # transformers' reading of the GGUF's config is the one its model was built with.
     ours, theirs = transformers.AutoConfig.from_pretrained(folder).to_dict(), gguf_reference(name).config.to_dict()
-    bookkeeping = {"_name_or_path", "_model_name_or_path", "architectures", "transformers_version", "dtype"}
+    # quantization_config: how transformers read the file (GGUF, its name), set on a model read from one.
+    bookkeeping = {"_name_or_path", "_model_name_or_path", "architectures", "transformers_version", "dtype",
+                   "quantization_config"}
     differ = {k: (ours.get(k), theirs.get(k)) for k in (ours.keys() | theirs.keys()) - bookkeeping
               if ours.get(k) != theirs.get(k)
               and not (isinstance(ours.get(k), float) and np.isclose(ours[k], theirs.get(k), rtol=1e-6))}
