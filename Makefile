@@ -42,5 +42,6 @@ $(VENV)/.installed-test: setup.py | $(BIN)/python
 quickstart: install
 	$(BIN)/python experiments/quickstart.py $(ARGS)
 
+# tests.cpu_time ends the run with the CPU seconds of each test file (docs/testing.md).
 test: install-test
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -p tests.cpu_time $(ARGS)

@@ -13,7 +13,10 @@ setup(
         "optax>=0.2.3",
         "orbax-checkpoint>=0.6.0",
         "ml-collections>=0.1.1",
-        "transformers>=4.40",
+        # 5.18: `w2s models fetch` builds GGUF tokenizers with transformers.integrations.gguf's
+        # convert_gguf_tokenizer (absent before 5.18), and the tokenizer_config.json it writes names
+        # TokenizersBackend, a class of transformers 5 that 4.x cannot load.
+        "transformers>=5.18",
         "tokenizers>=0.19",
         "safetensors>=0.4",
         "huggingface-hub>=0.23",

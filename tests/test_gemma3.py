@@ -184,13 +184,10 @@ PROMPTS_REAL = ["The capital of France is", "Once upon a time, a small robot", L
 
 
 @pytest.fixture(scope="module")
-def real(offline_model, original_checkpoint):
+def real(offline_model, gguf_reference):
     """(our CausalLM, its tokenizer, transformers' Gemma3ForCausalLM read from the GGUF itself)."""
     model, tokenizer = build_causal_lm(str(offline_model(NAME)))
-    gguf = original_checkpoint(NAME)
-    reference = transformers.AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
-    return model, tokenizer, reference
+    return model, tokenizer, gguf_reference(NAME)
 
 
 def _right_padded(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:

