@@ -17,13 +17,13 @@ from w2s.config import load_config_file
 # Each student: the quickstart's aux_conf (alpha_max 0.75, a linear ramp over the first 20% of
 # training, the threshold over the effective batch of 32) with one thing changed.
 VARIANTS = {  # in the order they train, the priorities: schedules, alpha_max, thresholds
-    "aux_conf_ramp50": dict(warmup_frac=0.5),
     "aux_conf_ramp100": dict(warmup_frac=1.0),
     # OpenAI's public code: alpha = alpha_max * step_frac until its warmup (0.1), then alpha_max.
     "aux_conf_openai": dict(warmup_frac=1.0, full_after_frac=0.1),
+    "aux_conf_alpha50": dict(alpha_max=0.5),
+    "aux_conf_ramp50": dict(warmup_frac=0.5),
     "aux_conf_delay50": dict(delay_frac=0.5),  # alpha 0 for the first half, then the 20% ramp
     "aux_conf_alpha25": dict(alpha_max=0.25),
-    "aux_conf_alpha50": dict(alpha_max=0.5),
     "aux_conf_thr8": dict(threshold_batch=8),  # OpenAI's code thresholds each micro-batch
     "aux_conf_thr_ema": dict(threshold_decay=0.9),  # a running estimate over ~10 batches
 }

@@ -127,7 +127,8 @@ def curves_table(runs: dict[int, dict], key: str = "test_accuracy") -> str:
 
 def plot_agreement(runs: dict[int, dict], students: list[str], path: pathlib.Path) -> None:
     """Per seed (columns) and student (lines): the hardened labels' agreement with the weak labels
-    (dashed) and with the ground truth (solid) of the training examples, against step."""
+    (dashed) and with the ground truth (solid) of the training examples, against step; dotted, the
+    weak labels' own agreement with the ground truth."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,6 +144,8 @@ def plot_agreement(runs: dict[int, dict], students: list[str], path: pathlib.Pat
             ax.plot(steps, [r["hard_agree_truth"] for r in evals], "-o", color=color, ms=3, label=f"{name}: truth")
             ax.plot(steps, [r["hard_agree_weak"] for r in evals], "--", color=color, label=f"{name}: weak")
         ax.axhline(0.5, color="grey", lw=0.5)
+        # what the hardened labels must beat for the confidence term to help: the weak labels' accuracy
+        ax.axhline(runs[seed]["weak_labels"], color="black", ls=":", lw=1, label="weak labels: truth")
         ax.set_title(f"seed {seed}", fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
