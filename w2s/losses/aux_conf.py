@@ -25,7 +25,7 @@ def aux_conf_loss(logits: jax.Array, targets: jax.Array, *, step_frac: jax.Array
                   full_after_frac: float = 1.0) -> jax.Array:
     """(1-a)·CE(f, weak) + a·CE(f, hard(f)), letting the student disagree with its supervisor;
     a follows `alpha_schedule`. The defaults are Burns et al.'s (alpha_max 0.75, a 20% ramp): no
-    variant beat plain cross-entropy on the offline pairs, measured in docs/aux_conf.md."""
+    variant measured beat plain cross-entropy on the quickstart's pair (docs/aux_conf.md)."""
     alpha = alpha_schedule(step_frac, alpha_max, warmup_frac, delay_frac, full_after_frac)
     hard = hard_targets(logits, class1_threshold)
     return (1.0 - alpha) * soft_cross_entropy(logits, targets) + alpha * soft_cross_entropy(logits, hard)
