@@ -58,6 +58,15 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):+.2f} ± {statistics.stdev(values):.2f}"  # statistics.stdev: ddof=1
 
 
+def _mean_ci(values: list[float]) -> str:
+    """mean [95% percentile-bootstrap interval of the mean] (metrics.bootstrap_ci: with 3 seeds it
+    cannot be wider than their range)."""
+    if len(values) < 2:
+        return f"{values[0]:+.2f}" if values else "-"
+    mean, low, high = metrics.bootstrap_ci([values])
+    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
 def student_names(runs: dict[int, dict]) -> list[str]:
     """The students some seed has finished, in the order of its config."""
     names: dict[str, None] = {}
@@ -76,16 +85,19 @@ def pgr_table(runs: dict[int, dict], baseline: str = "xent") -> str:
     lines = [f"weak acc:    " + "  ".join(f"s{s} {runs[s]['weak']:.3f}" for s in seeds),
              f"ceiling acc: " + "  ".join(f"s{s} {runs[s]['ceiling']:.3f}" for s in seeds),
              f"weak labels' accuracy on B: " + "  ".join(f"s{s} {runs[s]['weak_labels']:.3f}" for s in seeds), "",
-             f"| student | PGR mean ± std | PGR per seed | acc - {baseline} acc, mean ± std (per seed) "
-             "| test acc per seed | below 0.5 |", "|---|---|---|---|---|---|"]
+             f"| student | PGR mean [95% CI] | PGR per seed | PGR of seed means "
+             f"| acc - {baseline} acc, mean ± std (per seed) | test acc per seed | below 0.5 |",
+             "|---|---|---|---|---|---|---|"]
     for name in student_names(runs):
         done = [s for s in seeds if name in runs[s]["students"]]
         accs = [runs[s]["students"][name]["test_accuracy"] for s in done]
         pgrs = [metrics.pgr(runs[s]["weak"], a, runs[s]["ceiling"]) for s, a in zip(done, accs)]
+        of_means = metrics.pgr(*(statistics.mean(v) for v in (
+            [runs[s]["weak"] for s in done], accs, [runs[s]["ceiling"] for s in done])))
         paired = [(s, a - runs[s]["students"][baseline]["test_accuracy"]) for s, a in zip(done, accs)
                   if baseline in runs[s]["students"]]
-        lines.append(f"| {name} | {_mean_std(pgrs)} | " + ", ".join(f"s{s} {p:+.2f}" for s, p in zip(done, pgrs))
-                     + f" | {_mean_std([d * 100 for _, d in paired])} pt ("
+        lines.append(f"| {name} | {_mean_ci(pgrs)} | " + ", ".join(f"s{s} {p:+.2f}" for s, p in zip(done, pgrs))
+                     + f" | {of_means:+.2f} | {_mean_std([d * 100 for _, d in paired])} pt ("
                      + ", ".join(f"{d * 100:+.1f}" for _, d in paired) + ") | "
                      + ", ".join(f"{a:.3f}" for a in accs) + f" | {sum(a < 0.5 for a in accs)}/{len(accs)} |")
     return "\n".join(lines)
@@ -115,7 +127,8 @@ def curves_table(runs: dict[int, dict], key: str = "test_accuracy") -> str:
 
 def plot_agreement(runs: dict[int, dict], students: list[str], path: pathlib.Path) -> None:
     """Per seed (columns) and student (lines): the hardened labels' agreement with the weak labels
-    (dashed) and with the ground truth (solid) of the training examples, against step."""
+    (dashed) and with the ground truth (solid) of the training examples, against step; dotted, the
+    weak labels' own agreement with the ground truth."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,6 +144,8 @@ def plot_agreement(runs: dict[int, dict], students: list[str], path: pathlib.Pat
             ax.plot(steps, [r["hard_agree_truth"] for r in evals], "-o", color=color, ms=3, label=f"{name}: truth")
             ax.plot(steps, [r["hard_agree_weak"] for r in evals], "--", color=color, label=f"{name}: weak")
         ax.axhline(0.5, color="grey", lw=0.5)
+        # what the hardened labels must beat for the confidence term to help: the weak labels' accuracy
+        ax.axhline(runs[seed]["weak_labels"], color="black", ls=":", lw=1, label="weak labels: truth")
         ax.set_title(f"seed {seed}", fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
