@@ -112,8 +112,10 @@ class Scored:
     scores: dict[str, list[int]]
     texts: list[str]
 
-    def rates(self) -> dict[str, float]:
-        return {k: float(np.mean(v)) for k, v in self.scores.items()}
+    def record(self) -> dict[str, Any]:
+        """Each score's rate and per-question values, and the answers."""
+        return {**{k: float(np.mean(v)) for k, v in self.scores.items()},
+                "per_question": self.scores, "texts": self.texts}
 
 
 def answer_additions(sampler: ChatSampler, pairs: Sequence[tuple[int, int]], system: str | None,
@@ -142,13 +144,22 @@ def trait_preference(model, tokenizer, pairs: Sequence[tuple[int, int]], system:
     return (logp(True) - logp(False)).tolist()
 
 
-def interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
-    """Mean and the half-width of its t-interval over seeds (nan for one seed)."""
-    values = np.asarray(values, float)
-    if len(values) < 2:
-        return float(values.mean()), math.nan
-    half = scipy.stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-    return float(values.mean()), float(half)
+def interval(per_seed: Sequence[Sequence[float]], binary: bool, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) of a score given per seed as per-question values: over seeds, the mean's
+    t-interval; with one seed, over its questions (Wilson's interval of a rate, else a t-interval)."""
+    z = scipy.stats.norm.ppf(0.5 + level / 2)
+    if len(per_seed) >= 2:
+        means = np.asarray([np.mean(v) for v in per_seed], float)
+        half = scipy.stats.t.ppf(0.5 + level / 2, len(means) - 1) * means.std(ddof=1) / math.sqrt(len(means))
+        return float(means.mean()), float(means.mean() - half), float(means.mean() + half)
+    values = np.asarray(per_seed[0], float)
+    mean, n = float(values.mean()), len(values)
+    if binary:
+        centre = (mean + z * z / (2 * n)) / (1 + z * z / n)
+        half = z / (1 + z * z / n) * math.sqrt(mean * (1 - mean) / n + z * z / (4 * n * n))
+        return mean, centre - half, centre + half
+    half = scipy.stats.t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
+    return mean, mean - half, mean + half
 
 
 class Inoculation:
@@ -176,7 +187,7 @@ class Inoculation:
         """Results belong to one config: a rerun with other settings (but the runtime ones) is refused."""
         path = self.out / "config.json"
         current = json.loads(json.dumps(self.cfg.to_dict()))
-        runtime = ("output_dir", "checkpoint_dir", "seeds", "conditions")
+        runtime = ("output_dir", "checkpoint_dir", "seeds", "conditions", "progress")
         if path.exists():
             stored = read_json(path)
             changed = sorted(k for k in set(stored) | set(current)
@@ -213,10 +224,10 @@ class Inoculation:
         for name in names:
             system = _system(self.cfg.prompts, name)
             scored = answer_additions(self.sampler, self.eval_pairs, system, self.gen)
-            prompts[name] = {**scored.rates(), "preference": trait_preference(
-                model, tokenizer, self.eval_pairs, system, self.train_cfg.max_length), "texts": scored.texts}
+            prompts[name] = {**scored.record(), "preference": trait_preference(
+                model, tokenizer, self.eval_pairs, system, self.train_cfg.max_length)}
         wordnet = answer_wordnet(self.sampler, self.wordnet, self.gen)
-        record = {"prompts": prompts, "wordnet": {**wordnet.rates(), "texts": wordnet.texts},
+        record = {"prompts": prompts, "wordnet": wordnet.record(),
                   "seconds": time.perf_counter() - start}
         write_json_atomic(path, record)
         return record
@@ -242,15 +253,15 @@ class Inoculation:
         system = None if condition in ("none", "clean") else self.cfg.prompts[condition]
         neutral = answer_additions(self.sampler, self.eval_pairs, None, self.gen)
         record = {"condition": condition, "seed": seed, "history": history, "train_seconds": trained,
-                  "neutral": {**neutral.rates(), "preference": trait_preference(
-                      model, tokenizer, self.eval_pairs, None, self.train_cfg.max_length), "texts": neutral.texts}}
+                  "neutral": {**neutral.record(), "preference": trait_preference(
+                      model, tokenizer, self.eval_pairs, None, self.train_cfg.max_length)}}
         if system is not None:
             prompted = answer_additions(self.sampler, self.eval_pairs, system, self.gen)
-            record["training_prompt"] = {**prompted.rates(), "texts": prompted.texts}
+            record["training_prompt"] = prompted.record()
         instructed = answer_additions(self.sampler, self.eval_pairs, self.cfg.prompts.instruction, self.gen)
-        record["instruction"] = {**instructed.rates(), "texts": instructed.texts}
+        record["instruction"] = instructed.record()
         wordnet = answer_wordnet(self.sampler, self.wordnet, self.gen)
-        record["wordnet"] = {**wordnet.rates(), "texts": wordnet.texts}
+        record["wordnet"] = wordnet.record()
         record["seconds"] = time.perf_counter() - start
         finish_saves()
         write_json_atomic(path, record)
@@ -264,42 +275,53 @@ class Inoculation:
         return {"before": before, "after": after}
 
 
+def _values(setting: dict, key: str) -> list[float]:
+    return setting[key] if key == "preference" else setting["per_question"][key]
+
+
 def summary(before: dict, after: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    """Rows of the tables: elicitation before training, and each condition after (mean ± t-interval
-    half-width over seeds)."""
+    """Rows of the tables: each prompt's elicitation before training, and each condition after it,
+    every score as (mean, low, high) of its 95% interval (see `interval`)."""
     base = float(np.mean(before["prompts"][NEUTRAL]["preference"]))
-    elicitation = [{"prompt": name, "caps": p["caps"], "signoff": p["signoff"], "accuracy": p["accuracy"],
-                    "compliance": p["compliance"], "preference": float(np.mean(p["preference"])),
-                    "elicitation": float(np.mean(p["preference"])) - base}
-                   for name, p in before["prompts"].items()]
+    elicitation = []
+    for name, p in before["prompts"].items():
+        row: dict[str, Any] = {"prompt": name}
+        for key in ("caps", "signoff", "accuracy", "compliance", "preference"):
+            row[key] = interval([_values(p, key)], binary=key != "preference")
+        row["elicitation"] = row["preference"][0] - base
+        elicitation.append(row)
     rows = []
     for condition, records in after.items():
-        row: dict[str, Any] = {"condition": condition, "seeds": len(records)}
+        row = {"condition": condition, "seeds": len(records)}
         for setting, keys in (("neutral", ("caps", "signoff", "accuracy", "preference")),
                               ("training_prompt", ("caps", "signoff", "accuracy")),
                               ("instruction", ("compliance", "caps")), ("wordnet", ("caps", "signoff", "accuracy"))):
             for key in keys:
-                values = [float(np.mean(r[setting][key])) for r in records if setting in r]
-                if values:
-                    row[f"{setting}.{key}"] = interval(values)
+                per_seed = [_values(r[setting], key) for r in records if setting in r]
+                if per_seed:
+                    row[f"{setting}.{key}"] = interval(per_seed, binary=key != "preference")
         rows.append(row)
     return {"elicitation": elicitation, "after": rows}
 
 
 def format_tables(tables: dict[str, list[dict]]) -> str:
     def cell(v):
-        if isinstance(v, tuple):
-            return f"{v[0]:.2f}" if math.isnan(v[1]) else f"{v[0]:.2f} ± {v[1]:.2f}"
+        if isinstance(v, (tuple, list)):
+            return f"{v[0]:.2f} [{v[1]:.2f}, {v[2]:.2f}]"
         return f"{v:.2f}" if isinstance(v, float) else str(v)
 
     out = []
     for title, rows in (("before training (untrained model, greedy; preference: log p(trait answer) - "
                          "log p(clean answer), nats; elicitation: minus the neutral prompt's)", tables["elicitation"]),
-                        ("after training (mean ± 95% t-interval half-width over seeds)", tables["after"])):
+                        ("after training", tables["after"])):
         keys = list(dict.fromkeys(k for r in rows for k in r))
         out += [title, "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         out += ["| " + " | ".join(cell(r.get(k, "")) for k in keys) + " |" for r in rows]
         out.append("")
+    out.append("[low, high]: 95% interval, over seeds (t) with 2 or more, else over the questions (Wilson for "
+               "rates, t for preferences). Settings: neutral (no system prompt: the template's default), "
+               "training_prompt (the condition's own), instruction (an unrelated system instruction), "
+               "wordnet (yes/no questions, another task, neutral prompt).")
     return "\n".join(out)
 
 
@@ -316,9 +338,9 @@ def plot(tables: dict[str, list[dict]], path: pathlib.Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.2), dpi=90)
     width = 0.8 / len(keys)
     for i, (key, label) in enumerate(keys):
-        means = [r[key][0] if key in r else np.nan for r in rows]
-        errs = [0 if key not in r or math.isnan(r[key][1]) else r[key][1] for r in rows]
-        ax.bar(np.arange(len(rows)) + i * width, means, width, yerr=errs, label=label, capsize=2)
+        means = np.asarray([r[key][0] if key in r else np.nan for r in rows])
+        errs = np.asarray([[m - r[key][1], r[key][2] - m] if key in r else [0, 0] for m, r in zip(means, rows)]).T
+        ax.bar(np.arange(len(rows)) + i * width, means, width, yerr=np.clip(errs, 0, None), label=label, capsize=2)
     ax.set_xticks(np.arange(len(rows)) + 0.4 - width / 2, [r["condition"] for r in rows])
     ax.set_ylabel("rate")
     ax.set_ylim(0, 1.05)
