@@ -54,9 +54,11 @@ if __name__ == "__main__":
     from w2s.cli import main
     from w2s.config import apply_overrides
     from w2s.inoculation import run_inoculation
+    from w2s.pipeline import use_compilation_cache
 
     def entry(args, rest):
         cfg = apply_overrides(get_config(), rest)
+        use_compilation_cache(cfg)  # compiled programs kept under checkpoint_dir/xla_cache
         return run_inoculation(smoke(cfg) if cfg.smoke else cfg)
 
     sys.exit(main(["run", "-"] + sys.argv[1:], entry=entry))

@@ -50,7 +50,7 @@ def test_smoke_setting_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsy
     assert not (tmp_path / "ckpt" / "specific_seed0").exists()  # a finished stage drops its checkpoints
 
     monkeypatch.setattr(inoculation, "finetune", lambda *a, **k: pytest.fail("a finished condition trained again"))
-    assert inoculation.run_inoculation(cfg) == json.loads(json.dumps(tables))
+    assert json.loads(json.dumps(inoculation.run_inoculation(cfg))) == json.loads(json.dumps(tables))
     cfg.n_train = 16
     with pytest.raises(ConfigError, match="other settings \\(n_train\\)"):
         inoculation.run_inoculation(cfg)

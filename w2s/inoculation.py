@@ -353,8 +353,6 @@ def plot(tables: dict[str, list[dict]], path: pathlib.Path) -> None:
 
 def run_inoculation(cfg: ml_collections.ConfigDict) -> dict:
     """Runs (or resumes) the experiment, prints its tables and writes tables.md and inoculation.png."""
-    if cfg.checkpoint_dir:
-        jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(cfg.checkpoint_dir).absolute() / "xla_cache"))
     results = Inoculation(cfg).run()
     tables = summary(results["before"], results["after"])
     text = format_tables(tables)
