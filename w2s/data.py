@@ -70,6 +70,10 @@ class TextRows:
     def take(self, indices: np.ndarray) -> TextRows:
         return dataclasses.replace(self, positions=self.positions[indices])
 
+    def prefixed(self, prefix: str) -> TextRows:
+        """This view's texts, each after `prefix`, tokenized anew."""
+        return TextRows.of(self.tokenizer, [prefix + self.texts[p] for p in self.positions], self.max_length)
+
     def ids(self, indices: np.ndarray) -> list[np.ndarray]:
         """Token ids of rows `indices` (truncated to max_length), tokenizing those not seen yet."""
         wanted = [int(p) for p in self.positions[indices]]

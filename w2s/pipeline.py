@@ -42,7 +42,7 @@ from w2s.results import metrics
 from w2s.checkpoint import finish_saves, read_json, read_npz, read_record, write_json_atomic, write_npz_atomic
 from w2s.config import ConfigError, changed_leaves, check_keys
 from w2s.data import TextRows, one_hot
-from w2s.losses import known_losses, student_loss
+from w2s.losses import known_losses, student_loss, train_prefix
 from w2s.models import TransformerConfig, build_classifier, resolve_model_dir
 from w2s.models.classifier import POOLINGS
 from w2s.models.loading import read_hf_config
@@ -360,6 +360,11 @@ class Stages:
         model, inputs = self._trainable(spec)
         cfg = spec.train_cfg if self.probe is None else self.probe
         train_inputs, test_inputs = inputs(split), inputs("test")
+        if prefix := train_prefix(loss_name, self.loss_options):
+            if self.probe is not None:
+                raise ConfigError(f"{stage}: student {loss_name!r} prefixes its training inputs; a linear probe "
+                                  "trains on features computed once without it. Finetune it (no probe).")
+            train_inputs = train_inputs.prefixed(prefix)
         test_labels = np.asarray([label for _, label in self.task.test], np.int32)
         rows = np.arange(len(train_inputs))
         if holdout_frac:

@@ -251,7 +251,7 @@ def _check_finite(pending: list[tuple[int, np.ndarray, jax.Array]], desc: str,
 def train(
     model: nnx.Module,
     inputs: Tokenized | TextRows | Features,
-    targets: np.ndarray,
+    targets: np.ndarray | None,
     cfg: TrainConfig,
     *,
     loss: Loss,
@@ -265,7 +265,8 @@ def train(
     on_log: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[nnx.Module, list[dict[str, float]]]:
     """Finetunes `model` on `targets` ([N, 2] distributions) of `inputs` (token ids, or a linear probe's
-    features: each batch is passed to the model by keyword); resumes from `checkpoint_dir` if it has
+    features: each batch is passed to the model by keyword), or, with targets None, on the "targets"
+    each of the inputs' batches carries (w2s.sft: next tokens, cut to the batch's width); resumes from `checkpoint_dir` if it has
     a checkpoint. Returns the trained model and the logged history (loss, throughput, evaluations).
     The last checkpoint may still be writing when it returns: `checkpoint.finish_saves` waits for it.
     checkpoint_last=False saves only every `checkpoint_every` steps, not the finished state too: for a
@@ -274,7 +275,7 @@ def train(
     on_log receives each history row as it is logged (e.g. progress.TensorBoardLog); show_progress=False
     draws no bar (quiet logs)."""
     num_examples = len(inputs)
-    if targets.shape != (num_examples, 2):
+    if targets is not None and targets.shape != (num_examples, 2):
         raise ValueError(f"{desc}: targets have shape {targets.shape}, expected ({num_examples}, 2).")
     sharding.check_batch_size(mesh, cfg.micro_batch_size, f"{desc}: micro_batch_size")
     if hasattr(model, "backbone"):  # a linear probe has no attention heads to split
@@ -303,7 +304,8 @@ def train(
             local = idx.reshape(accum, micro)[:, rows]
             host = {k: v.reshape(accum, len(rows), *v.shape[1:])
                     for k, v in inputs.batch(local.reshape(-1), distributed.widest).items()}
-            host["targets"] = targets[local].astype(np.float32)
+            if targets is not None:
+                host["targets"] = targets[local].astype(np.float32)
             state, metrics = step_fn(state, _put_batch(mesh, host, micro, leading_axes=1))
             window_examples += cfg.batch_size
             window_tokens += int(host["attention_mask"].sum()) if "attention_mask" in host else 0

@@ -154,6 +154,12 @@ class Generator:
         self._feed = jax.jit(functools.partial(_feed, self.graphdef), donate_argnums=(1,),
                              static_argnames=("temperature", "top_p"))
 
+    def load(self, model: CausalLM) -> None:
+        """Generates with `model`'s parameters from now on (a model of the same structure: the
+        compiled programs and the cache's memory are kept, its contents forgotten)."""
+        self.params = nnx.state(model)
+        self.held = [[] for _ in range(self.rows)]
+
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=self.add_special_tokens)
 

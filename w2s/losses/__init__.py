@@ -25,6 +25,9 @@ from w2s.registry import Registry, accepted_options, check_options
 
 Array = jax.Array
 LOSSES: Registry[Callable[..., Array]] = Registry("loss", "losses")
+# Text put before a student's training inputs (never its test inputs), by loss: a loss module that
+# trains on prefixed inputs registers its default here (w2s/losses/inoculate.py).
+TRAIN_PREFIXES: Registry[str] = Registry("train prefix", "train prefixes")
 RESERVED = ("step_frac", "class1_threshold")  # passed by the train step, not options
 
 # Options of every loss that needs the balanced threshold, read by the train step, not the loss:
@@ -169,10 +172,23 @@ def student_loss(student: str, loss_options: Mapping[str, Mapping[str, Any]]) ->
     with loss_options.aux_conf_slow = dict(loss="aux_conf", warmup_frac=1.0)."""
     options = dict(loss_options.get(student, {}))
     name = options.pop("loss", student)
+    options.pop("train_prefix", None)  # read by train_prefix, not the loss
     LOSSES.get(name, hint=f" (student {student!r}: a variant names its loss: "
                           f"loss_options.{student} = dict(loss='aux_conf', ...))")
     return make_loss(name, **options)
 
 
+def train_prefix(student: str, loss_options: Mapping[str, Mapping[str, Any]]) -> str:
+    """The text put before each of a student's training inputs, never its test inputs: its own
+    `loss_options.<student>.train_prefix`, else its loss's registered TRAIN_PREFIXES entry, else ''."""
+    options = dict(loss_options.get(student, {}))
+    if "train_prefix" in options:
+        if not isinstance(options["train_prefix"], str):
+            raise ConfigError(f"loss_options.{student}.train_prefix must be a string, not {options['train_prefix']!r}.")
+        return options["train_prefix"]
+    name = options.get("loss", student)
+    return TRAIN_PREFIXES.get(name) if name in TRAIN_PREFIXES.names() else ""
+
+
 # The built-in losses register themselves; imported last, as they use the helpers above.
-from w2s.losses import aux_conf, product, reverse_xent, trust_filter, xent  # noqa: E402,F401
+from w2s.losses import aux_conf, inoculate, product, reverse_xent, trust_filter, xent  # noqa: E402,F401
