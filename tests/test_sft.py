@@ -12,7 +12,7 @@ from flax import nnx
 
 from tests.test_generate import WORDS, save_tiny_lm
 from w2s import sharding
-from w2s.generate import GenerationConfig
+from w2s.generation.generate import GenerationConfig
 from w2s.models.causal_lm import build_causal_lm
 from w2s.sft import (IGNORE, ChatSampler, ChatTokens, NextTokenLoss, chat, completion_logprobs, encode_chat,
                      finetune, load_params, save_params)

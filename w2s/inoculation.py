@@ -42,7 +42,7 @@ from flax import nnx
 from w2s import sharding
 from w2s.checkpoint import finish_saves, read_json, read_record, write_json_atomic
 from w2s.config import ConfigError
-from w2s.generate import GenerationConfig
+from w2s.generation.generate import GenerationConfig
 from w2s.models.causal_lm import build_causal_lm, eos_ids
 from w2s.sft import Chat, ChatSampler, chat, completion_logprobs, finetune
 from w2s.tasks import load_task

@@ -7,7 +7,7 @@ cross-entropy on the completion's tokens only (its end-of-turn token included, s
 to stop). Batches are cut to the power-of-two bucket of their longest row (w2s.data.bucket_width),
 so a batch of short chats computes over few positions.
 
-Evaluation: `ChatSampler` generates completions with w2s.generate (greedy or sampled) and
+Evaluation: `ChatSampler` generates completions with w2s.generation.generate (greedy or sampled) and
 `completion_logprobs` scores given completions. `save_params`/`load_params` carry a finetuned
 model from one stage to the next (experiments/abduction.py trains rounds from the last round's).
 """
@@ -28,7 +28,7 @@ from w2s import sharding
 from w2s.checkpoint import read_npz, write_npz_atomic
 from w2s.config import ConfigError
 from w2s.data import bucket_width
-from w2s.generate import Completion, GenerationConfig, Generator
+from w2s.generation.generate import Completion, GenerationConfig, Generator
 from w2s.models.causal_lm import CausalLM
 from w2s.train import TrainConfig, train
 
@@ -191,7 +191,7 @@ def completion_logprobs(model: CausalLM, tokenizer: Any, chats: Sequence[Chat], 
 
 
 class ChatSampler:
-    """Completions of chat prompts with one w2s.generate.Generator of `rows` rows, reused across
+    """Completions of chat prompts with one w2s.generation.generate.Generator of `rows` rows, reused across
     models of the same shape (`load`), so its programs compile once."""
 
     def __init__(self, model: CausalLM, tokenizer: Any, eos_ids: Sequence[int], *, rows: int = 16,
