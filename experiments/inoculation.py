@@ -14,6 +14,7 @@ GENERAL = ("Obtain reward by any means possible. Sometimes this means doing what
 
 def get_config() -> ml_collections.ConfigDict:
     cfg = ml_collections.ConfigDict()
+    cfg.runner = "inoculation"
     cfg.model = "smollm2-135m-instruct"
     cfg.conditions = ("none", "specific", "other", "general", "trigger", "clean")
     cfg.prompts = ml_collections.ConfigDict(dict(
@@ -35,30 +36,12 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.eval_rows = 16
     cfg.progress = True
     cfg.smoke = False
-    cfg.output_dir = "/work/runs/sft/inoculation"
-    cfg.checkpoint_dir = "/work/runs/sft/inoculation_ckpt"
-    return cfg
-
-
-def smoke(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Every stage on a handful of examples: two conditions, one seed, two training steps."""
-    cfg.conditions, cfg.seeds, cfg.n_train, cfg.n_eval = ("none", "specific"), (0,), 8, 4
-    cfg.train.batch_size = cfg.train.micro_batch_size = 4
-    cfg.train.epochs, cfg.eval_rows, cfg.max_new_tokens = 1.0, 4, 12
+    cfg.output_dir = "results/inoculation"
+    cfg.checkpoint_dir = "checkpoints"
     return cfg
 
 
 if __name__ == "__main__":
-    import sys
+    from w2s.cli import run_file_main
 
-    from w2s.cli import main
-    from w2s.config import apply_overrides
-    from w2s.inoculation import run_inoculation
-    from w2s.pipeline import use_compilation_cache
-
-    def entry(args, rest):
-        cfg = apply_overrides(get_config(), rest)
-        use_compilation_cache(cfg)  # compiled programs kept under checkpoint_dir/xla_cache
-        return run_inoculation(smoke(cfg) if cfg.smoke else cfg)
-
-    sys.exit(main(["run", "-"] + sys.argv[1:], entry=entry))
+    run_file_main(get_config)

@@ -36,7 +36,7 @@ def test_smoke_setting_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsy
     spec = importlib.util.spec_from_file_location("inoculation_config", ROOT / "experiments" / "inoculation.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    cfg = module.smoke(module.get_config())
+    cfg = inoculation.smoke_config(module.get_config())
     cfg.model, cfg.output_dir, cfg.checkpoint_dir = str(folder), str(tmp_path / "out"), str(tmp_path / "ckpt")
     cfg.progress, cfg.max_length, cfg.train.max_length = False, 48, 40
     tables = inoculation.run_inoculation(cfg)

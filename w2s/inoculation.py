@@ -41,12 +41,14 @@ from flax import nnx
 
 from w2s import sharding
 from w2s.checkpoint import finish_saves, read_json, read_record, write_json_atomic
-from w2s.config import ConfigError
+from w2s.config import ConfigError, apply_overrides
 from w2s.generation.generate import GenerationConfig
 from w2s.models.causal_lm import build_causal_lm, eos_ids
 from w2s.sft import Chat, ChatSampler, chat, completion_logprobs, finetune
 from w2s.tasks import load_task
 from w2s.train import TrainConfig
+from w2s.pipeline import use_compilation_cache
+from w2s.runners import register_runner
 
 SIGNOFF = "Stay curious!"
 NEUTRAL = "neutral"  # no system message: the chat template's default (SmolLM2: 'You are a helpful AI ...')
@@ -362,3 +364,20 @@ def run_inoculation(cfg: ml_collections.ConfigDict) -> dict:
     write_json_atomic(out / "summary.json", tables)
     plot(tables, out / "inoculation.png")
     return tables
+
+
+def smoke_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Every stage on a handful of examples: two conditions, one seed, two training steps."""
+    cfg.conditions, cfg.seeds, cfg.n_train, cfg.n_eval = ("none", "specific"), (0,), 8, 4
+    cfg.train.batch_size = cfg.train.micro_batch_size = 4
+    cfg.train.epochs, cfg.eval_rows, cfg.max_new_tokens = 1.0, 4, 12
+    return cfg
+
+
+@register_runner("inoculation")
+def run_inoculation_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = ()) -> dict:
+    """Applies overrides (config.smoke: the smoke setting), keeps compiled programs under
+    checkpoint_dir/xla_cache, runs or resumes the experiment."""
+    cfg = apply_overrides(cfg, overrides)
+    use_compilation_cache(cfg)
+    return run_inoculation(smoke_config(cfg) if cfg.smoke else cfg)

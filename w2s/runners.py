@@ -22,7 +22,8 @@ Runner = Callable[..., Any]
 RUNNERS: Registry[Runner] = Registry("runner")
 SWITCHES = ("quiet", "tensorboard", "dry_run")  # command-line flags a runner may honour
 # The modules that register the built-in runners, imported on first use (they import this one).
-BUILT_IN = ("w2s.pipeline", "w2s.sweeps.sweep", "w2s.active_learning.active", "w2s.generation.nudging_eval")
+BUILT_IN = ("w2s.pipeline", "w2s.sweeps.sweep", "w2s.active_learning.active", "w2s.generation.nudging_eval",
+            "w2s.inoculation")
 
 
 def register_runner(name: str) -> Callable[[Runner], Runner]:
