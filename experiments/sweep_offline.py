@@ -32,7 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.loss_options = quickstart.loss_options
     cfg.method_options = ml_collections.ConfigDict(dict(
         early_stop=dict(holdout_frac=0.2, evals=4), relabel=dict(rounds=1)))
-    cfg.linear_probe = False  # True: every stage trains only a head on frozen features (seconds)
+    cfg.mode = "rungs"  # each rung as w2s.ladders says; "probe": every stage trains only a head (seconds)
     cfg.probe_train = ml_collections.ConfigDict(dict(quickstart.strong.train.to_dict(), lr=1e-3, epochs=20.0,
                                                      checkpoint_every=0))
     cfg.mesh = quickstart.mesh

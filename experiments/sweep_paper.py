@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.loss_options = ml_collections.ConfigDict(dict(aux_conf=dict(alpha_max=0.75, warmup_frac=0.2)))
     cfg.method_options = ml_collections.ConfigDict(dict(
         early_stop=dict(holdout_frac=0.2, evals=8), relabel=dict(rounds=2)))
-    cfg.linear_probe = False
+    cfg.mode = "rungs"
     cfg.probe_train = ml_collections.ConfigDict(dict(cfg.train.to_dict(), lr=1e-3, epochs=20.0, checkpoint_every=0))
     cfg.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, model=1))
     cfg.distributed = ml_collections.ConfigDict(dict(coordinator_address=None, num_processes=None, process_id=None))

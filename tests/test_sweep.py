@@ -149,7 +149,7 @@ def test_sweep_shares_ground_truth_resumes_and_plots(tiny_ladder, tmp_path, monk
     for row in metrics.summarize(load_records(tmp_path / "sweep")):  # each pair: PGR rows, or listed as having none
         pair = f"{row['weak_model']} -> {row['strong_model']}"
         assert (f"no PGR (the strong ceiling is not above the weak model): {row['task']} {pair}" in out) != row["has_pgr"]
-    for name in ("accuracy.png", "pgr.png", "median_pgr.png", "pgr_vs_size.png"):
+    for name in ("accuracy.png", "pgr.png", "median_pgr.png", "pgr_vs_size.png", "pgr_vs_strong.png"):
         assert (tmp_path / "sweep" / name).read_bytes().startswith(b"\x89PNG")
 
 
