@@ -154,6 +154,8 @@ def write_report(out: pathlib.Path) -> None:
     records = [r for d in sorted(out.iterdir()) if (d / FILENAME).exists() for r in load_records(d)]
     if not records:
         return
+    for r in records:  # the ladder's counts, also for rows written before a count was corrected
+        r["params"] = {side: ladders.rung(r[f"{side}_model"]).params for side in ("weak", "strong")}
     rows = metrics.summarize(records)
     params = {r[f"{side}_model"]: r["params"][side] for r in records for side in ("weak", "strong")}
     plot.plot_records(records, out)

@@ -136,9 +136,9 @@ register("pythia", [
 register("offline", [
     Rung("minilm-embeddings", "minilm", 11_918_592, num_layers=0, pooling="mean",
          train=(("lr", 1e-3), ("epochs", 3.0))),
-    Rung("minilm-l3", "minilm-l3", 17_390_208, pooling="mean", train=(("lr", 1e-4),)),
+    Rung("minilm-l3", "minilm-l3", 17_241_984, pooling="mean", train=(("lr", 1e-4),)),
     Rung("all-minilm-l6", "minilm", 22_565_376, pooling="mean", train=(("lr", 1e-4),), mode="probe"),
-    Rung("mpnet-base", "mpnet-base", 109_486_464, pooling="mean", train=(("lr", 5e-5), ("micro_batch_size", 16)),
+    Rung("mpnet-base", "mpnet-base", 108_895_872, pooling="mean", train=(("lr", 5e-5), ("micro_batch_size", 16)),
          mode="probe"),
     Rung("smollm2-135m", "smollm2-135m-instruct", 134_515_008, pooling="mean",
          train=(("lr", 3e-5), ("micro_batch_size", 16)), mode="probe"),
