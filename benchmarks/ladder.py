@@ -6,7 +6,8 @@ Every rung is built as a sweep builds it (its real weights, pooling and dtype), 
 batches of `--batch` x `--seq` token ids (no padding). forward: the pooled features a linear probe
 reads (what `predict_features` runs); train step: forward, backward, clipping and AdamW, the step
 `w2s.train.train` compiles. After one untimed call each (compilation), the median of `--rounds`
-calls. Decoders' backward is the costly part, so the rounds of the largest rungs take minutes.
+calls. Decoders' backward is the costly part, so the rounds of the largest rungs take minutes, and
+Qwen2.5-0.5B's train step holds ~16 GB of host memory (--forward_only skips it).
 """
 from __future__ import annotations
 
@@ -41,7 +42,20 @@ def median_seconds(call, rounds: int) -> float:
     return statistics.median(times)
 
 
-def measure(label: str, batch: int, seq: int, rounds: int) -> dict:
+def _train_step_seconds(model, mesh, train: dict, ids: np.ndarray, mask: np.ndarray, rounds: int) -> float:
+    state, step = sharded_train_step(model, mesh, TrainConfig.from_config(ml_collections.ConfigDict(train)), 100)
+    labels = np.random.default_rng(1).integers(0, 2, size=(1, ids.shape[0]))
+    host = {"input_ids": ids[None], "attention_mask": mask[None], "targets": np.eye(2, dtype=np.float32)[labels]}
+    holder = {"state": state}
+
+    def call():
+        holder["state"], metrics = step(holder["state"], put_batch(mesh, host))
+        jax.block_until_ready(metrics)
+
+    return median_seconds(call, rounds)
+
+
+def measure(label: str, batch: int, seq: int, rounds: int, train_step: bool = True) -> dict:
     rung = ladders.rung(label)
     train = dict(TRAIN, batch_size=batch, micro_batch_size=batch, max_length=seq)
     side = rung.spec(ml_collections.ConfigDict(train))
@@ -57,16 +71,7 @@ def measure(label: str, batch: int, seq: int, rounds: int) -> dict:
     graphdef, params = nnx.split(model)
     features = jax.jit(lambda p, i, a: nnx.merge(graphdef, p).features(i, a))  # as predict_features compiles it
     forward_s = median_seconds(lambda: features(params, ids, mask).block_until_ready(), rounds)
-    state, step = sharded_train_step(model, mesh, TrainConfig.from_config(ml_collections.ConfigDict(train)), 100)
-    host = {"input_ids": ids[None], "attention_mask": mask[None],
-            "targets": np.eye(2, dtype=np.float32)[rng.integers(0, 2, size=(1, batch))]}
-    holder = {"state": state}
-
-    def train_step():
-        holder["state"], metrics = step(holder["state"], put_batch(mesh, host))
-        jax.block_until_ready(metrics)
-
-    step_s = median_seconds(train_step, rounds)
+    step_s = _train_step_seconds(model, mesh, train, ids, mask, rounds) if train_step else float("nan")
     count = sum(x.size for x in jax.tree.leaves(nnx.state(model.backbone, nnx.Param)))
     tokens = batch * seq
     return {"rung": label, "backbone_params": int(count), "build_s": build_s,
@@ -82,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=pathlib.Path)
+    parser.add_argument("--forward_only", action="store_true",
+                        help="no train step (a 0.5B model's AdamW step holds ~16 GB of host memory)")
     args = parser.parse_args(argv)
     recycle_host_memory()
     labels = args.rungs.split(",") if args.rungs else ladders.ladder(args.ladder)
@@ -89,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'rung':<22} {'params':>8} {'forward s/1k tok':>17} {'train step s/1k tok':>20}", flush=True)
     rows = []
     for label in labels:
-        row = measure(label, args.batch, args.seq, args.rounds)
+        row = measure(label, args.batch, args.seq, args.rounds, train_step=not args.forward_only)
         rows.append(row)
         print(f"{label:<22} {row['backbone_params'] / 1e6:>7.1f}M {row['forward_s_per_1k_tokens']:>17.3f} "
               f"{row['train_step_s_per_1k_tokens']:>20.3f}", flush=True)

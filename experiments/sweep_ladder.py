@@ -10,7 +10,8 @@ every pair weak < strong, and whether Burns et al.'s findings reproduce on it (d
 One sweep per task (w2s.sweep; each task has its own sizes and max_length), run seed by seed so
 that a stopped run leaves whole seeds of every task. After each (seed, task) it writes, under --out:
 the plots (w2s.plot.plot_records), tables.md (per task: PGR per seed with its bootstrap interval,
-PGR of seed-mean accuracies, the pairs with no PGR) and findings.md (the three findings, per task).
+PGR of seed-mean accuracies, the pairs with no PGR), summary.md (per task: each rung's accuracies,
+the median PGR per method) and findings.md (the three findings, per task).
 
 Rungs train as the ladder says: the embeddings and MiniLM-L3 finetuned, the rest linear-probed on
 features computed once per text (w2s.probe.FeatureCache). Sizes, max lengths, epochs and learning
@@ -149,6 +150,31 @@ def findings(rows: list[dict], params: dict[str, float]) -> list[str]:
     return lines
 
 
+def summary(rows: list[dict]) -> list[str]:
+    """Per task: each rung's accuracy as weak model (trained on A) and as ceiling (on B), the median
+    PGR per method, and the pairs with no PGR."""
+    lines = []
+    for task in sorted({r["task"] for r in rows}):
+        task_rows = [r for r in rows if r["task"] == task]
+        seeds = sorted({s for r in task_rows for s in r["seeds"]})
+        weak = {r["weak_model"]: r["weak"] for r in task_rows}
+        ceiling = {r["strong_model"]: r["ceiling"] for r in task_rows}
+        lines += ["", f"### {task} (seeds {', '.join(map(str, seeds))})", "",
+                  "| rung | as weak model (trained on A) | as ceiling (trained on B) |", "|---|---|---|"]
+        for label in ladders.ladder("offline"):
+            cells = [f"{s[label]['mean']:.3f}" + (f" ± {s[label]['std']:.3f}" if not math.isnan(s[label]["std"]) else "")
+                     if label in s else "-" for s in (weak, ceiling)]
+            lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
+        lines += ["", "| method | median PGR per seed [95% CI] | median PGR of seed means | pairs |", "|---|---|---|---|"]
+        lines += [f"| {m} | {_fmt(v['median'], *v['ci'])} | {v['of_means']:.2f} | {v['cells']} |"
+                  for m, v in metrics.median_pgr(task_rows).items()]
+        missing = [f"{r['weak_model']} → {r['strong_model']} ({r['weak_acc']:.3f} ≥ {r['ceiling_acc']:.3f})"
+                   for r in task_rows if not r["has_pgr"]]
+        lines += ["", f"No PGR (ceiling not above the weak model), {len(missing)} of {len(task_rows)} pairs: "
+                  + (", ".join(missing) if missing else "none") + "."]
+    return lines
+
+
 def write_report(out: pathlib.Path) -> None:
     """Plots, tables.md and findings.md of every task sweep under `out` that has rows."""
     records = [r for d in sorted(out.iterdir()) if (d / FILENAME).exists() for r in load_records(d)]
@@ -167,6 +193,7 @@ def write_report(out: pathlib.Path) -> None:
         tables += ["", f"## {task}", "", "```", metrics.format_pgr_table(task_rows), "", metrics.format_table(task_rows),
                    "```"]
     (out / "tables.md").write_text("\n".join(tables) + "\n")
+    (out / "summary.md").write_text("\n".join(["# Offline ladder: summary", *summary(rows)]) + "\n")
     (out / "findings.md").write_text("\n".join(["# Burns et al.'s findings on the offline ladder", *findings(rows, params)])
                                      + "\n")
 

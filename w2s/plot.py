@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter
 
 from w2s import metrics
 from w2s.results_table import load_records
@@ -287,6 +288,7 @@ def _plot_pgr_vs_strong(rows: list[dict], params: dict[str, float], methods: Seq
                             yerr=_interval(stats), color=color(i), ls=_LOSS_LINESTYLES[j % len(_LOSS_LINESTYLES)],
                             marker=_LOSS_MARKERS[j % len(_LOSS_MARKERS)], ms=4, capsize=2)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # a decade's minor labels overlap
         ax.axhline(0, color="black", lw=0.8)
         ax.axhline(1, color="gray", lw=0.8, ls="--")
         ax.set_title(task)
@@ -297,7 +299,7 @@ def _plot_pgr_vs_strong(rows: list[dict], params: dict[str, float], methods: Seq
     handles += [Line2D([], [], color="black", ls=_LOSS_LINESTYLES[j % len(_LOSS_LINESTYLES)],
                        marker=_LOSS_MARKERS[j % len(_LOSS_MARKERS)], label=m) for j, m in enumerate(methods)]
     fig.legend(handles=handles, fontsize=8, loc="outside center right")
-    fig.suptitle("PGR against the strong model's size, per weak model (mean, 95% bootstrap interval over seeds)",
+    fig.suptitle("PGR against the strong model's size, per weak model\n(mean, 95% bootstrap interval over seeds)",
                  fontsize=11)
     fig.savefig(path, dpi=150)
 
