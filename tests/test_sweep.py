@@ -217,7 +217,7 @@ def test_shipped_configs_print_their_plans_without_training(tmp_path, monkeypatc
                      f"--config.output_dir={tmp_path / name}"])
         out = capsys.readouterr().out
         assert code == 0 and f"{runs} runs, 0 done" in out, out[-500:]
-        assert len(out.splitlines()) == runs + 3
+        assert len(out.splitlines()) == runs + 4  # header, runs, a blank line, totals, the probed rungs
         assert not (tmp_path / name).exists()
     cfg = load_config_file(ROOT / "experiments" / "sweep_paper.py")
     assert {ladders.family(m) for m in cfg.models} == {"gpt2", "pythia", "qwen2.5"}
