@@ -105,6 +105,8 @@ def test_a_sweep_finetunes_small_rungs_and_probes_large_ones(mixed_ladder, tmp_p
     findings = _experiment().findings(rows, {label: ladders.rung(label).params for label in mixed_ladder})
     assert findings[1].startswith("## wordnet_living (seeds 0)")
     assert any(line.startswith("- (1) the student beats its supervisor: **") for line in findings)
+    summary = "\n".join(_experiment().summary(rows))
+    assert "### wordnet_living (seeds 0)" in summary and "| xent |" in summary and "| bootstrap |" in summary
 
 
 def test_feature_cache_embeds_only_texts_it_has_not_seen(tmp_path):
