@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.models = ("minilm-l0-mean", "minilm-l6")
     cfg.methods = (*diagnosis.losses, "reverse_xent", "trust_filter")
     cfg.loss_options = diagnosis.loss_options
-    cfg.linear_probe = True
+    cfg.mode = "probe"
     cfg.probe_train.eval_every = 125
     cfg.output_dir = "results/aux_conf_probe"
     return cfg

@@ -75,7 +75,7 @@ def test_plot_results_empty_dir(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_plot_sweep_writes_its_four_figures_from_the_table(tmp_path):
+def test_plot_sweep_writes_its_five_figures_from_the_table(tmp_path):
     from w2s.sweeps.results_table import ResultsTable
 
     table = ResultsTable(tmp_path / "results.sqlite")
@@ -89,6 +89,6 @@ def test_plot_sweep_writes_its_four_figures_from_the_table(tmp_path):
                    "student_acc": accuracy[weak] + (0.3 + 0.1 * seed) * gap,
                    "weak_params": params[weak], "strong_params": params[strong]})
     paths = plot.plot_sweep(tmp_path, tmp_path / "plots")
-    assert [p.name for p in paths] == ["accuracy.png", "pgr.png", "median_pgr.png", "pgr_vs_size.png"]
+    assert [p.name for p in paths] == ["accuracy.png", "pgr.png", "median_pgr.png", "pgr_vs_size.png", "pgr_vs_strong.png"]
     for p in paths:
         assert p.read_bytes().startswith(PNG_MAGIC) and p.stat().st_size > 10_000

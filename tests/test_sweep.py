@@ -151,7 +151,7 @@ def test_sweep_shares_ground_truth_resumes_and_plots(tiny_ladder, tmp_path, monk
     for row in metrics.summarize(load_records(tmp_path / "sweep")):  # each pair: PGR rows, or listed as having none
         pair = f"{row['weak_model']} -> {row['strong_model']}"
         assert (f"no PGR (the strong ceiling is not above the weak model): {row['task']} {pair}" in out) != row["has_pgr"]
-    for name in ("accuracy.png", "pgr.png", "median_pgr.png", "pgr_vs_size.png"):
+    for name in ("accuracy.png", "pgr.png", "median_pgr.png", "pgr_vs_size.png", "pgr_vs_strong.png"):
         assert (tmp_path / "sweep" / name).read_bytes().startswith(b"\x89PNG")
 
 
@@ -170,12 +170,13 @@ def test_early_stop_reports_the_evaluation_that_agrees_best_with_held_out_weak_l
     assert (record["selected_step"], record["test_accuracy"]) == (best["step"], best["test_accuracy"])
 
 
-def test_linear_probe_embeds_each_model_once_and_trains_only_a_head(tiny_ladder, tmp_path, monkeypatch):
+def test_linear_probe_embeds_each_text_once_and_trains_only_a_head(tiny_ladder, tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path, "--config.models=tiny-l0-mean,tiny-l2", "--config.methods=xent,aux_conf",
-                      "--config.linear_probe=true")
+                      "--config.mode=probe", "--config.seeds=0,1")
     embedded, trained = [], []
     real_features = pipeline.predict_features
-    monkeypatch.setattr(pipeline, "predict_features", lambda m, *a, **k: embedded.append(1) or real_features(m, *a, **k))
+    monkeypatch.setattr(pipeline, "predict_features",
+                        lambda m, rows, *a, **k: embedded.append(list(rows.texts)) or real_features(m, rows, *a, **k))
 
     def record(model, *args, **kwargs):
         trained.append(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
@@ -183,12 +184,19 @@ def test_linear_probe_embeds_each_model_once_and_trains_only_a_head(tiny_ladder,
 
     monkeypatch.setattr(pipeline, "train", record)
     sweep.run_sweep(cfg)
-    assert len(embedded) == 2 * 3  # two models, splits A, B and test: once each for four trainings
-    assert trained == [32 * 2 + 2] * 4  # a head on the tiny BERT's 32 features, nothing else
+    texts = {seed: {t for t, _ in (lambda d: d.train + d.test)(pipeline.load_task("wordnet_living", seed=seed,
+                                                                                  **cfg.task_options))}
+             for seed in (0, 1)}
+    # Each model embeds a seed's texts in one pass, and the second seed only those the first had not.
+    assert [len(e) for e in embedded] == [len(texts[0]), len(texts[0]), len(texts[1] - texts[0]), len(texts[1] - texts[0])]
+    assert all(len(e) == len(set(e)) for e in embedded)
+    assert trained == [32 * 2 + 2] * 8  # a head on the tiny BERT's 32 features, nothing else
     rows = ResultsTable(tmp_path / "sweep" / "results.sqlite").rows()
-    assert len(rows) == 2 and all(0 <= r["student_acc"] <= 1 for r in rows)
-    with pytest.raises(ConfigError, match=r"keys \['linear_probe'\] differ"):  # probes never mix with finetuning
-        sweep.run_sweep(apply_overrides(cfg, ["--config.linear_probe=false"]))
+    assert len(rows) == 4 and all(0 <= r["student_acc"] <= 1 for r in rows)
+    sweep.run_sweep(apply_overrides(cfg, ["--config.methods=xent,aux_conf,reverse_xent"]))  # a new method...
+    assert len(embedded) == 4  # ...reads every feature from <output_dir>/features
+    with pytest.raises(ConfigError, match=r"keys \['rungs.tiny-l0-mean.mode', 'rungs.tiny-l2.mode'\] differ"):
+        sweep.run_sweep(apply_overrides(cfg, ["--config.mode=finetune"]))  # probes never mix with finetuning
 
 
 def test_changed_settings_are_refused_and_new_rungs_are_not(tiny_ladder, tmp_path, monkeypatch):
@@ -211,7 +219,7 @@ def test_shipped_configs_print_their_plans_without_training(tmp_path, monkeypatc
                      f"--config.output_dir={tmp_path / name}"])
         out = capsys.readouterr().out
         assert code == 0 and f"{runs} runs, 0 done" in out, out[-500:]
-        assert len(out.splitlines()) == runs + 3
+        assert len(out.splitlines()) == runs + 4  # header, runs, a blank line, totals, the probed rungs
         assert not (tmp_path / name).exists()
     cfg = load_config_file(ROOT / "experiments" / "sweep_paper.py")
     assert {ladders.family(m) for m in cfg.models} == {"gpt2", "pythia", "qwen2.5"}

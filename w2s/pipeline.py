@@ -46,7 +46,7 @@ from w2s.losses import known_losses, student_loss, train_prefix
 from w2s.models import TransformerConfig, build_classifier, resolve_model_dir
 from w2s.models.classifier import POOLINGS
 from w2s.models.loading import read_hf_config
-from w2s.probe import Features, Probe
+from w2s.probe import FeatureCache, Features, Probe, standardize
 from w2s.progress import PlannedStage, RunProgress, TensorBoardLog
 from w2s.runners import register_runner
 from w2s.tasks import TaskData, check_task_options, fingerprint, load_task
@@ -238,10 +238,18 @@ class ModelSpec:
 
     side: ml_collections.ConfigDict
     train_cfg: TrainConfig
+    probe: TrainConfig | None = None  # set: only a linear head trains, with this config, on frozen features
 
     @classmethod
-    def from_config(cls, side: ml_collections.ConfigDict) -> "ModelSpec":
-        return cls(side, TrainConfig.from_config(side.train))
+    def from_config(cls, side: ml_collections.ConfigDict, probe: TrainConfig | None = None) -> "ModelSpec":
+        return cls(side, TrainConfig.from_config(side.train), probe)
+
+    def features_key(self, seed: int) -> tuple:
+        """What a probe's features depend on: the backbone (a random one's seed), how it is read, and
+        the texts' truncation."""
+        side = self.side
+        return (side.model, side.num_layers, side.pretrained, side.get("pooling"), side.dtype, self.train_cfg.max_length,
+                None if side.pretrained else seed)
 
     def build(self, seed: int):
         dtype = jnp.bfloat16 if self.side.dtype == "bfloat16" else jnp.float32
@@ -261,18 +269,19 @@ class Stages:
 
     Stage `s` writes <run_dir>/<s>.json, and <run_dir>/<s>_labels.npz when it labels split B for
     a later stage; it is skipped when those exist. `w2s run` names its stages by role (weak,
-    ceiling, student_<loss>), a sweep by model (w2s.sweeps.sweep). With `probe` (a train config), only a
-    linear head trains, on the frozen backbone's features computed once per model and split.
+    ceiling, student_<loss>), a sweep by model (w2s.sweeps.sweep). A spec with `probe` (a train config)
+    trains only a linear head, on the frozen backbone's features computed once per model and split,
+    and kept in `feature_cache` (w2s.probe.FeatureCache) when one is given, for every seed and run.
     With `tensorboard`, each stage's history is logged live under <run_dir>/tensorboard/<stage>;
     show_progress=False draws no step bars.
     """
 
     def __init__(self, task: str, task_options: dict, seed: int, *, run_dir: pathlib.Path, ckpt_dir: pathlib.Path,
                  mesh: jax.sharding.Mesh, loss_options: ml_collections.ConfigDict, keep_checkpoints: bool,
-                 probe: TrainConfig | None = None, show_progress: bool = True, tensorboard: bool = False):
+                 feature_cache: FeatureCache | None = None, show_progress: bool = True, tensorboard: bool = False):
         self.task_name, self.task_options, self.seed = task, dict(task_options), seed
         self.run_dir, self.ckpt_dir, self.mesh = run_dir, ckpt_dir, mesh
-        self.loss_options, self.keep_checkpoints, self.probe = loss_options, keep_checkpoints, probe
+        self.loss_options, self.keep_checkpoints, self.feature_cache = loss_options, keep_checkpoints, feature_cache
         self.show_progress, self.tensorboard = show_progress, tensorboard
         self.timings: dict[str, float] = {}
         self.reused: set[str] = set()  # stages whose finished output was read, not trained
@@ -321,18 +330,24 @@ class Stages:
     def _trainable(self, spec: ModelSpec) -> tuple[nnx.Module, Callable[[str], TextRows | Features]]:
         """What trains (the classifier, or a zero head on features computed once per model) and its
         inputs per split."""
-        if self.probe is None:
+        if spec.probe is None:
             model, tokenizer = spec.build(self.seed)
             return model, functools.cache(functools.partial(self._texts, tokenizer, spec))  # tokens kept per split
-        key = (spec.side.model, spec.side.num_layers, spec.side.pretrained, spec.side.get("pooling"),
-               spec.side.dtype, spec.train_cfg.max_length)
+        key = spec.features_key(self.seed)
         if key not in self._features:
-            model, tokenizer = spec.build(self.seed)
-            self._features[key] = {
-                split: predict_features(model, self._texts(tokenizer, spec, split),
+            texts = {split: [text for text, _ in self.examples(split)] for split in ("a", "b", "test")}
+            built = functools.cache(lambda: spec.build(self.seed))  # only when some text is not cached
+
+            def embed(new_texts: list[str]) -> np.ndarray:
+                model, tokenizer = built()
+                return predict_features(model, TextRows.of(tokenizer, new_texts, spec.train_cfg.max_length),
                                         self.mesh, spec.train_cfg.eval_batch_size)
-                for split in ("a", "b", "test")
-            }
+
+            if self.feature_cache is None:
+                raw = {split: embed(t) for split, t in texts.items()}
+            else:
+                raw = self.feature_cache.features(key, texts, embed)
+            self._features[key] = standardize(raw, ("a", "b"))
         features = self._features[key]
         return Probe(features["test"].shape[1]), lambda split: Features(features[split])
 
@@ -358,7 +373,7 @@ class Stages:
         predictions agree best with the held-out targets: early stopping without ground truth.
         """
         model, inputs = self._trainable(spec)
-        cfg = spec.train_cfg if self.probe is None else self.probe
+        cfg = spec.train_cfg if spec.probe is None else spec.probe
         train_inputs, test_inputs = inputs(split), inputs("test")
         if prefix := train_prefix(loss_name, self.loss_options):
             if self.probe is not None:

