@@ -143,3 +143,16 @@ def test_plan_command_prints_each_plan_and_the_smallest_mesh_per_device(capsys, 
     assert len(cache.read_text().splitlines()) == 4
     assert main(args) == 0 and capsys.readouterr().out == out  # resumed from the cache: nothing compiled again
     assert len(cache.read_text().splitlines()) == 4
+
+
+def test_optimizer_state_benchmark_prints_bytes_per_parameter(capsys):
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+    import optimizer_state
+
+    optimizer_state.main(["gpt2"])
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert row.startswith("| gpt2 | 124M | ")
+    adafactor, adamw, bf16_mu = (float(c) for c in row.strip("| ").split(" | ")[2:])
+    assert (adamw, bf16_mu) == (8.0, 6.0) and adafactor < 0.05
