@@ -110,7 +110,7 @@ def _plan(args: argparse.Namespace, rest: list[str]) -> None:
     from w2s import pipeline, plan, sweep
     from w2s.config import apply_overrides, load_config_file
 
-    max_devices = plan.simulate_cpu_devices(args.max_devices)  # before anything starts JAX's CPU backend
+    max_devices = min(args.max_devices, plan.simulate_cpu_devices(args.max_devices))  # before JAX starts its CPU backend
     cfg = load_config_file(args.config)
     cfg = apply_overrides(cfg, rest, (sweep if "models" in cfg else pipeline).OPEN_SECTIONS)
     plan.plan_config(cfg, args.remat.split(","), plan.PlanCache(args.cache), max_devices=max_devices,
