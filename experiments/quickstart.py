@@ -14,6 +14,7 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
     cfg = ml_collections.ConfigDict(dict(
         batch_size=32, micro_batch_size=32, epochs=2.0, lr=5e-5, weight_decay=0.01, warmup_frac=0.1,
         grad_clip=1.0, max_length=16, eval_every=50, checkpoint_every=50, eval_batch_size=256, log_every=10,
+        remat="none", optimizer="adamw",
     ))
     cfg.update(overrides)
     return cfg

@@ -24,7 +24,8 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.self_pairs = True
     cfg.train = ml_collections.ConfigDict(dict(
         batch_size=32, micro_batch_size=32, epochs=2.0, lr=1e-5, weight_decay=0.01, warmup_frac=0.1,
-        grad_clip=1.0, max_length=512, eval_every=0, checkpoint_every=100, eval_batch_size=64, log_every=20))
+        grad_clip=1.0, max_length=512, eval_every=0, checkpoint_every=100, eval_batch_size=64, log_every=20,
+        remat="none", optimizer="adamw"))
     cfg.methods = ("xent", "aux_conf", "product", "bootstrap", "early_stop", "relabel")
     cfg.loss_options = ml_collections.ConfigDict(dict(aux_conf=dict(alpha_max=0.75, warmup_frac=0.2)))
     cfg.method_options = ml_collections.ConfigDict(dict(
