@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from tests.test_sharding import ARCHS
-from tests.test_train import CFG, losses_of, run, tiny_model, toy_data
+from tests.test_train import CFG, losses_of, run
 from w2s import ladders, plan, sharding
 from w2s.config import ConfigError
 from w2s.losses import make_loss
