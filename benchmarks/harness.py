@@ -101,7 +101,7 @@ def sharded_train_step(
     """The initial state and the jitted step exactly as `w2s.train.train` builds them."""
     optimizer, loss = make_optimizer(cfg), make_loss("xent")
     graphdef, state, state_sh = init_train_state(model, optimizer, mesh, total_steps, cfg.warmup_steps(total_steps), loss)
-    step = make_train_step(graphdef, optimizer, loss, cfg.lr)
+    step = make_train_step(graphdef, optimizer, loss, cfg.lr, cfg.remat)
     return state, jit_train_step(step, mesh, state_sh)
 
 

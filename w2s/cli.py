@@ -79,6 +79,18 @@ def _config(args: argparse.Namespace, rest: list[str]) -> None:
     print("\n".join(f"{key} = {value!r}" for key, value in flat_items(cfg)))
 
 
+def _plan(args: argparse.Namespace, rest: list[str]) -> None:
+    from w2s import pipeline, plan
+    from w2s.sweeps import sweep
+    from w2s.config import apply_overrides, load_config_file
+
+    max_devices = min(args.max_devices, plan.simulate_cpu_devices(args.max_devices))  # before JAX starts its CPU backend
+    cfg = load_config_file(args.config)
+    cfg = apply_overrides(cfg, rest, (sweep if "models" in cfg else pipeline).OPEN_SECTIONS)
+    plan.plan_config(cfg, args.remat.split(","), plan.PlanCache(args.cache), max_devices=max_devices,
+                     extrapolate=args.extrapolate)
+
+
 def _tasks(args: argparse.Namespace, rest: list[str]) -> None:
     from w2s.tasks import hub_dataset, list_tasks
 
@@ -151,6 +163,15 @@ def main(argv: Sequence[str] | None = None, entry: Callable | None = None) -> in
                             epilog=OVERRIDES_HELP)
     config.add_argument("config", help="a Python config file with get_config()")
     config.set_defaults(fn=_config)
+    plan_ = sub.add_parser("plan", help="compile each model's train step on simulated devices: per-device memory, "
+                           "which devices it fits, and the smallest mesh that fits each", epilog=OVERRIDES_HELP)
+    plan_.add_argument("config", help="a run or sweep config file, e.g. experiments/sweep_paper.py")
+    plan_.add_argument("--remat", default="none,block", help="remat settings to plan, comma-separated")
+    plan_.add_argument("--max_devices", type=int, default=64, help="the largest mesh searched (a power of 2)")
+    plan_.add_argument("--cache", default=None, help="a JSON-lines file of compiled plans: reused, and appended to")
+    plan_.add_argument("--extrapolate", action="store_true",
+                       help="compile 2- and 4-layer cuts and extend their memory linearly (deep models: minutes less)")
+    plan_.set_defaults(fn=_plan)
     sub.add_parser("tasks", help="list registered tasks").set_defaults(fn=_tasks)
     models = sub.add_parser("models", help="list the offline models (`list`), or download and convert them (`fetch`)")
     models.add_argument("action", nargs="?", choices=["list", "fetch"], default="list")

@@ -127,8 +127,10 @@ def param_spec(names: tuple[str, ...], shape: tuple[int, ...], fsdp_size: int, m
     spec: list[str | None] = [None] * len(shape)
     by_size = sorted(range(len(shape)), key=lambda a: -shape[a])
     tp = _tensor_parallel_axis(names)
-    if tp is not None and shape[tp] % model_size:
-        tp = None  # e.g. GPT-2's lm_head over 50257 words: this array takes the generic rule
+    if tp is not None and (tp >= len(shape) or shape[tp] % model_size):
+        # e.g. GPT-2's lm_head over 50257 words, or Adafactor's row means of a kernel (one axis):
+        # this array takes the generic rule
+        tp = None
     order = [("model", model_size, tp), ("fsdp", fsdp_size, None)]
     if tp is None:
         order.reverse()

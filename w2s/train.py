@@ -14,11 +14,12 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from w2s import distributed, sharding
+from w2s import distributed, optimizers, sharding
 from w2s.checkpoint import StageCheckpointer
 from w2s.config import ConfigError
 from w2s.data import TextRows, Tokenized, batch_indices
 from w2s.losses import Loss
+from w2s.models.layers import remat_blocks
 from w2s.probe import Features
 
 
@@ -39,6 +40,9 @@ class TrainConfig:
     checkpoint_every: int = 50
     eval_batch_size: int = 128
     log_every: int = 10
+    # "block" recomputes each block's activations in the backward pass instead of keeping them.
+    remat: str = "none"
+    optimizer: str = "adamw"  # a name in w2s.optimizers.OPTIMIZERS
 
     def __post_init__(self):
         if self.batch_size <= 0 or self.micro_batch_size <= 0:
@@ -50,6 +54,9 @@ class TrainConfig:
             )
         if self.epochs <= 0 or self.lr <= 0:
             raise ConfigError(f"train: epochs ({self.epochs}) and lr ({self.lr}) must be positive.")
+        if self.remat not in REMAT:
+            raise ConfigError(f"train.remat: {self.remat!r} is not one of {REMAT}.")
+        optimizers.OPTIMIZERS.get(self.optimizer, " (train.optimizer)")
 
     @classmethod
     def from_config(cls, cfg: Any) -> "TrainConfig":
@@ -72,16 +79,13 @@ class TrainConfig:
         return max(1, int(self.warmup_frac * total_steps))
 
 
+REMAT = ("none", "block")
+
+
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """AdamW after global-norm clipping, at unit rate: the train step scales its updates by
+    """cfg.optimizer after global-norm clipping, at unit rate: the train step scales its updates by
     `learning_rate`, so the schedule's length is data and one compiled step serves every length."""
-    return _adamw(cfg.grad_clip, cfg.weight_decay)
-
-
-@functools.lru_cache(maxsize=None)
-def _adamw(grad_clip: float, weight_decay: float) -> optax.GradientTransformation:
-    # One object per setting, so the compiled-step cache below recognises it.
-    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adamw(1.0, weight_decay=weight_decay))
+    return optimizers.make(cfg.optimizer, cfg.grad_clip, cfg.weight_decay)
 
 
 def learning_rate(peak: float, step: jax.Array, warmup_steps: jax.Array, total_steps: jax.Array) -> jax.Array:
@@ -101,7 +105,7 @@ def _model_inputs(batch: dict) -> dict:
 
 
 def make_train_step(
-    graphdef: Any, optimizer: optax.GradientTransformation, loss: Loss, peak_lr: float
+    graphdef: Any, optimizer: optax.GradientTransformation, loss: Loss, peak_lr: float, remat: str = "none"
 ) -> Callable[[dict, dict], tuple[dict, dict]]:
     """The pure train step: (state, batch) -> (state, metrics).
 
@@ -109,10 +113,12 @@ def make_train_step(
     A loss that needs the balanced threshold gets it from a forward pass over the whole effective
     batch, so accumulating gradients does not change what it computes. The loss's option values
     are state (`loss_options`), so one compiled step serves every value of them.
+    remat="block" rematerialises every block of the backbone (models/layers.py, run_block).
     """
 
     def forward(params, inputs: dict):
-        return nnx.merge(graphdef, params)(**inputs)
+        with remat_blocks(remat == "block"):
+            return nnx.merge(graphdef, params)(**inputs)
 
     def step(state: dict, batch: dict) -> tuple[dict, dict]:
         params = state["params"]
@@ -163,6 +169,17 @@ def make_train_step(
     return step
 
 
+def train_state_shardings(params: Any, optimizer: optax.GradientTransformation, mesh: jax.sharding.Mesh,
+                          loss: Loss) -> dict:
+    """The train state's shardings (its layout: see init_train_state) for params, concrete or abstract:
+    scalars replicated, params and optimizer state by the fsdp rule."""
+    scalar = sharding.replicated(mesh)
+    return {"step": scalar, "total_steps": scalar, "warmup_steps": scalar,
+            "loss_options": {k: scalar for k in loss.option_values()}, "threshold_running": scalar,
+            "params": sharding.state_shardings(mesh, params),
+            "opt_state": sharding.state_shardings(mesh, jax.eval_shape(optimizer.init, params))}
+
+
 def init_train_state(
     model: nnx.Module, optimizer: optax.GradientTransformation, mesh: jax.sharding.Mesh,
     total_steps: int, warmup_steps: int, loss: Loss,
@@ -170,13 +187,9 @@ def init_train_state(
     """(graphdef, state, state shardings): step, schedule lengths, the loss's option values and
     running threshold, params and optimizer state, the last two placed by the fsdp rule."""
     graphdef, params = nnx.split(model)
-    param_sh = sharding.state_shardings(mesh, params)
-    opt_sh = sharding.state_shardings(mesh, jax.eval_shape(optimizer.init, params))
-    scalar = sharding.replicated(mesh)
-    options = loss.option_values()
-    state_sh = {"step": scalar, "total_steps": scalar, "warmup_steps": scalar, "loss_options": {k: scalar for k in options},
-                "threshold_running": scalar, "params": param_sh, "opt_state": opt_sh}
-    params = jax.device_put(params, param_sh)
+    state_sh = train_state_shardings(params, optimizer, mesh, loss)
+    scalar, opt_sh, options = state_sh["step"], state_sh["opt_state"], loss.option_values()
+    params = jax.device_put(params, state_sh["params"])
     state = {
         # From host values: jnp would compile a tiny program for each.
         "step": jax.device_put(np.int32(0), scalar),
@@ -201,16 +214,16 @@ def jit_train_step(step: Callable, mesh: jax.sharding.Mesh, state_sh: dict) -> C
 
 
 def _compiled_train_step(graphdef: Any, optimizer: optax.GradientTransformation, loss: Loss, peak_lr: float,
-                         mesh: jax.sharding.Mesh, state_sh: dict) -> Callable:
+                         remat: str, mesh: jax.sharding.Mesh, state_sh: dict) -> Callable:
     """The jitted step, reused by every later run of the same model, loss, rate and mesh in this
     process (active-learning rounds, seeds, variants of a loss): schedule lengths and the loss's
     option values are state, so nothing recompiles."""
     leaves, treedef = jax.tree.flatten(state_sh)
-    key = (graphdef, optimizer, loss.compiled_key, peak_lr, mesh, tuple(leaves), treedef)
+    key = (graphdef, optimizer, loss.compiled_key, peak_lr, remat, mesh, tuple(leaves), treedef)
     if key not in _COMPILED_STEPS:
         if len(_COMPILED_STEPS) >= 8:  # the oldest goes: a process rarely trains more kinds of model
             _COMPILED_STEPS.pop(next(iter(_COMPILED_STEPS)))
-        _COMPILED_STEPS[key] = jit_train_step(make_train_step(graphdef, optimizer, loss, peak_lr), mesh, state_sh)
+        _COMPILED_STEPS[key] = jit_train_step(make_train_step(graphdef, optimizer, loss, peak_lr, remat), mesh, state_sh)
     return _COMPILED_STEPS[key]
 
 
@@ -289,7 +302,7 @@ def train(
     if restored is not None:
         state, history = restored
         start = int(state["step"])
-    step_fn = _compiled_train_step(graphdef, optimizer, loss, cfg.lr, mesh, state_sh)
+    step_fn = _compiled_train_step(graphdef, optimizer, loss, cfg.lr, cfg.remat, mesh, state_sh)
     accum, micro = cfg.accum_steps, cfg.micro_batch_size
     # leave=None: the bar stays only at the top line, not below a run's overall bar (w2s.progress).
     bar = tqdm(total=total_steps, initial=start, desc=desc, unit="step", dynamic_ncols=True, leave=None,

@@ -105,5 +105,5 @@ class Bert(nnx.Module):
         x = self.token_embed(input_ids) + self.position_embed(positions)
         x = self.embed_norm(x + self.type_embed(jnp.zeros_like(positions)))
         for layer in self.layers:
-            x = layer(x, attention_mask)
+            x = layers.run_block(layer, x, attention_mask)
         return x

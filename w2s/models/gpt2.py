@@ -105,7 +105,7 @@ class GPT2(nnx.Module):
         positions = jnp.arange(layers.check_length(input_ids, self.cfg))
         x = self.token_embed(input_ids) + self.position_embed(positions)
         for layer in self.layers:
-            x = layer(x, attention_mask)
+            x = layers.run_block(layer, x, attention_mask)
         return self.final_norm(x)
 
     def cached(

@@ -1,6 +1,8 @@
 """Pieces every backbone shares: HF-style initialisers, activations, RoPE and attention."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 from typing import Any, Callable, NamedTuple
 
@@ -41,6 +43,30 @@ def dense(
 
 def embed(num: int, features: int, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs) -> nnx.Embed:
     return nnx.Embed(num, features, embedding_init=INIT, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+
+# Set while a train step traces its forward pass (w2s/train.py, TrainConfig.remat): blocks are then
+# rematerialised. A trace-time switch, so every family's layer loop honours it through run_block
+# without a model option, and the parameters (checkpoints, shardings) keep their layout.
+_REMAT_BLOCKS = contextvars.ContextVar("remat_blocks", default=False)
+
+
+@contextlib.contextmanager
+def remat_blocks(on: bool):
+    """Within it, run_block keeps only each block's inputs for the backward pass and recomputes the
+    rest there: activation memory of one block instead of all, for about one more forward pass."""
+    token = _REMAT_BLOCKS.set(on)
+    try:
+        yield
+    finally:
+        _REMAT_BLOCKS.reset(token)
+
+
+def run_block(block: nnx.Module, *args: Any) -> Any:
+    """block(*args), rematerialised inside remat_blocks(True)."""
+    if not _REMAT_BLOCKS.get():
+        return block(*args)
+    return nnx.remat(lambda b, *a: b(*a))(block, *args)
 
 
 def check_length(input_ids: jax.Array, cfg: TransformerConfig) -> int:
@@ -263,7 +289,7 @@ class RotaryDecoder(nnx.Module):
         """[B, T] right-padded ids and mask -> hidden states after the final norm [B, T, H]."""
         x = self.embed(input_ids)
         for layer, rope in zip(self.layers, self.ropes(jnp.arange(input_ids.shape[1]))):
-            x = layer(x, attention_mask, rope)
+            x = run_block(layer, x, attention_mask, rope)
         return self.final_norm(x)
 
     def embed(self, input_ids: jax.Array) -> jax.Array:

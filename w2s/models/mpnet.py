@@ -122,5 +122,5 @@ class MPNet(nnx.Module):
         bias = self.relative_bias(jnp.asarray(relative_position_buckets(length)))  # [T, T, N]
         bias = jnp.transpose(bias, (2, 0, 1))[None]
         for layer in self.layers:
-            x = layer(x, attention_mask, bias)
+            x = layers.run_block(layer, x, attention_mask, bias)
         return x
