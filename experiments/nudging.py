@@ -68,13 +68,13 @@ def get_config() -> ml_collections.ConfigDict:
         rule="entropy", threshold=1.5, unit="tokens", unit_tokens=4, budget=16, penalty=0.0))
     cfg.sweep = ml_collections.ConfigDict(dict(tasks=("arithmetic",), thresholds=(0.1, 0.5, 0.7, 0.9)))
     cfg.generation = ml_collections.ConfigDict(dict(
-        max_new_tokens=48, temperature=0.0, top_p=1.0, stop=("\nQuestion:", "\n\n"), seed=0,
+        max_new_tokens=32, temperature=0.0, top_p=1.0, stop=("\nQuestion:", "\n\n"), seed=0,
         batch_size=8, max_length=512))
     # Multiple choice: the answer is a letter on one line.
     cfg.task_generation = ml_collections.ConfigDict(dict(
         wordnet_definitions=dict(max_new_tokens=12, stop=("\n",)),
         bbc_news_section=dict(max_new_tokens=12, stop=("\n",))))
-    cfg.chunk = 40  # questions per task and method before the next method: a stopped run has all on some
+    cfg.chunk = 8  # questions per task and method before the next method: a stopped run has all on some
     cfg.dtype = "float32"
     cfg.top_words = 10
     cfg.output_dir = "results/nudging"

@@ -227,7 +227,8 @@ def test_experiment_runs_on_local_models_and_files(folders, tmp_path, capsys):
     run_nudging(_experiment_config(overrides))
     first = (tmp_path / "out" / "records.jsonl").read_text().splitlines()
     assert len(first) == 2 * 4 + 1  # one question: 4 methods on both tasks, the sweep on gsm8k
-    rows = run_nudging(_experiment_config(overrides[:-9] + ["--config.questions=2"] + overrides[-8:]))
+    more = [o.replace("questions=1", "questions=2") for o in overrides]
+    rows = run_nudging(_experiment_config(more))
     saved_lines = (tmp_path / "out" / "records.jsonl").read_text().splitlines()
     assert saved_lines[:len(first)] == first and len(saved_lines) == 2 * len(first)  # resumed, not redone
     methods = list(METHODS) + ["nudging@0"]

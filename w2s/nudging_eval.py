@@ -138,12 +138,12 @@ def evaluate(cfg: ml_collections.ConfigDict, generators: dict[str, Generator],
                for task, questions in tasks.items() for role in generators}
     longest = max(len(q) for q in tasks.values())
     for lo in range(0, longest, cfg.chunk):
-        for task, questions in tasks.items():
-            for method in methods_for(cfg, task):
-                todo = [i for i in range(lo, min(lo + cfg.chunk, len(questions))) if (task, method, i) not in have]
-                if not todo:
-                    continue
-                new = _run_method(cfg, generators, task, method, [questions[i] for i in todo], todo, prompts)
+        # The main methods on every task first, then the sweep's extra thresholds.
+        for task, method in [(t, m) for t in tasks for m in cfg.methods] + [
+                (t, m) for t in tasks for m in methods_for(cfg, t) if m not in cfg.methods]:
+            todo = [i for i in range(lo, min(lo + cfg.chunk, len(tasks[task]))) if (task, method, i) not in have]
+            if todo:
+                new = _run_method(cfg, generators, task, method, [tasks[task][i] for i in todo], todo, prompts)
                 records += new
                 if save is not None:
                     save(new)
