@@ -12,6 +12,7 @@ qwen2.5-coder-0.5b-instruct`); after that the run is offline. It resumes from ou
 
     python experiments/nudging.py                            # 200 questions per set
     python experiments/nudging.py --config.questions=8 --config.output_dir=/tmp/nudging_smoke
+    python experiments/nudging.py --config.report_only=true   # the records so far, after a stop
     python experiments/nudging.py --config.base.model=PATH --config.nudger.model=PATH \\
         --config.tasks=gsm8k --config.task_options.gsm8k.path=gsm8k_test.jsonl
 """
@@ -78,6 +79,7 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.dtype = "float32"
     cfg.top_words = 10
     cfg.output_dir = "results/nudging"
+    cfg.report_only = False  # true: tables and plots of the records in output_dir so far, no generation
     return cfg
 
 

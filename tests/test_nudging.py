@@ -13,7 +13,7 @@ import tokenizers
 import torch
 import transformers
 
-from w2s import nudging_analysis, qa
+from w2s import nudging_analysis, nudging_eval, qa
 from w2s.config import apply_overrides
 from w2s.generate import GenerationConfig, Generator
 from w2s.models.causal_lm import build_causal_lm
@@ -207,7 +207,7 @@ def _experiment_config(overrides: list[str]):
     return apply_overrides(load_config_file(EXPERIMENT), overrides)
 
 
-def test_experiment_runs_on_local_models_and_files(folders, tmp_path, capsys):
+def test_experiment_runs_on_local_models_and_files(folders, tmp_path, capsys, monkeypatch):
     words, chars = folders
     gsm = tmp_path / "gsm.jsonl"
     gsm.write_text("\n".join(json.dumps({"question": f"w{i} w{i + 1}", "answer": f"#### {i}"}) for i in range(3)))
@@ -253,6 +253,10 @@ def test_experiment_runs_on_local_models_and_files(folders, tmp_path, capsys):
         assert (tmp_path / "out" / name).stat().st_size > 10_000
     out = capsys.readouterr().out
     assert "top helper words" in out and "nudging − nudger" in out
+    # A stopped run's records are reported without loading a model.
+    monkeypatch.setattr(nudging_eval, "load_generators", None)
+    reported = run_nudging(_experiment_config(more + ["--config.report_only=true"]))
+    assert json.loads(json.dumps(reported)) == json.loads(json.dumps(rows))
     with pytest.raises(ValueError, match="another config"):
         run_nudging(_experiment_config(overrides + ["--config.seed=1"]))
 

@@ -46,7 +46,7 @@ MISSING = (
 )
 # Config keys that may change between runs writing into one output folder: a run with more
 # questions extends the one with fewer.
-RESUMABLE = ("questions", "output_dir")
+RESUMABLE = ("questions", "output_dir", "report_only")
 
 
 def method_spec(method: str) -> tuple[str, str, str | None, dict]:
@@ -176,10 +176,11 @@ def _run_method(cfg: ml_collections.ConfigDict, generators: dict[str, Generator]
 def _record(task: str, method: str, index: int, question: qa.Question, text: CoWritten,
             cfg: ml_collections.ConfigDict, seconds: float, cpu_seconds: float) -> dict:
     driver, helper, _, _ = method_spec(method)
+    rule = co_write_config(cfg, method, task)
     return {
         "task": task, "method": method, "index": index,
         "driver": cfg[driver].model, "helper": cfg[helper].model,
-        "threshold": co_write_config(cfg, method, task).threshold,
+        "threshold": None if rule.rule == "never" else rule.threshold,
         "gold": question.answer, "kind": question.kind, "choices": question.choices,
         "predicted": qa.answer_of(question, text.text),
         "correct": qa.is_correct(question, text.text),
@@ -354,9 +355,9 @@ def plot_sweep(rows: Sequence[dict], path: str | pathlib.Path) -> pathlib.Path |
     fig = plot.figure(7.0, 3.0)
     axes = fig.subplots(1, 2)
     for j, task in enumerate(tasks):
-        points = sorted((0.0 if r["method"] == "base" else r["threshold"], r) for r in rows
-                        if r["task"] == task and (r["method"] == "base" or r["method"] == "nudging"
-                                                  or r["method"].startswith(SWEEP)))
+        points = sorted(((0.0 if r["method"] == "base" else r["threshold"], r) for r in rows
+                         if r["task"] == task and (r["method"] in ("base", "nudging") or r["method"].startswith(SWEEP))),
+                        key=lambda p: p[0])
         gammas = [g for g, _ in points]
         for ax, key in zip(axes, ("accuracy", "helper_share")):
             values = np.array([r[key] for _, r in points])
@@ -442,13 +443,15 @@ def run_nudging(cfg: ml_collections.ConfigDict) -> list[dict]:
     done = _resume(cfg, out)
     wanted = {t: len(questions_of(cfg, t)) for t in cfg.tasks}
     done = [r for r in done if r["task"] in wanted and r["index"] < wanted[r["task"]]]
-    generators = load_generators(cfg)
 
     def save(new: list[dict]) -> None:
         with open(_records_file(out), "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in new)
 
-    records = evaluate(cfg, generators, done, save)
+    # report_only: tables and plots of the records so far (a run stopped early), no model loaded.
+    records = done if cfg.report_only else evaluate(cfg, load_generators(cfg), done, save)
+    if not records:
+        raise ConfigError(f"no records in {out} to report")
     rows = summarize(records, cfg.top_words)
     differences, words, hist = paired_differences(records), word_analysis(records), disagreement(records)
     write_json_atomic(out / "results.json", {"config": cfg.to_dict(), "summary": rows, "differences": differences,
