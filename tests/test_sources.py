@@ -16,7 +16,9 @@ from safetensors import safe_open
 
 from w2s.cli import main
 from w2s.models import build_backbone, resolve_model_dir, sources
-from w2s.models.causal_lm import build_causal_lm
+from tests.test_generate import _hf_greedy
+from w2s.generation.generate import GenerationConfig, Generator
+from w2s.models.causal_lm import build_causal_lm, eos_ids
 
 # Real sentences of different lengths, so every batch is padded on the right.
 SENTENCES = [
@@ -173,12 +175,19 @@ def test_saved_tokenizer_and_config_match_transformers_gguf_reading(name, offlin
 
 @pytest.mark.parametrize("name", DECODERS, scope="module")  # grouped by model: each read once
 def test_decoder_matches_transformers_on_the_gguf(name, offline_model, gguf_reference):
+    """Hidden states and logits on a padded batch, and greedy decoding of chat prompts (as
+    experiments/nudging.py reads them) through our KV cache against transformers' generate."""
     offline_model(name)
     model, tokenizer = build_causal_lm(name)
     ids, mask = _batch(tokenizer)
     hidden = model.backbone(jnp.asarray(ids), jnp.asarray(mask))
     ours = np.asarray(hidden), np.asarray(model.logits(hidden))
-    del model, hidden  # our copy freed before transformers' forward
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
+               for q in ("What is 12 + 7?", "Name a colour.")]
+    (eos,) = eos_ids(name, tokenizer)
+    generator = Generator(model, tokenizer, rows=2, max_length=64, eos_ids=[eos])
+    greedy = [c.token_ids for c in generator.generate_ids(prompts, GenerationConfig(max_new_tokens=10))]
+    del model, hidden, generator  # our copy freed before transformers' forward
 
     reference = gguf_reference(name)
     with torch.no_grad():
@@ -187,6 +196,7 @@ def test_decoder_matches_transformers_on_the_gguf(name, offline_model, gguf_refe
         theirs = states.numpy(), reference.lm_head(states).numpy()
     _assert_close(ours[0], theirs[0], mask)
     _assert_close(ours[1], theirs[1], mask)
+    assert greedy == [_hf_greedy(reference, [p], 10, eos)[0] for p in prompts]
 
 
 def test_minilm_l3_matches_transformers_and_its_onnx_graph(offline_model, original_checkpoint):

@@ -1,8 +1,10 @@
 """Question-answer tasks for generation: GSM8K-style math and multiple choice.
 
 Rows come from Hugging Face `datasets`: a hub id, or a local json/jsonl/csv/parquet file on
-machines without the hub; `wordnet_definitions` is built offline from WordNet. Each row becomes a Question whose gold answer is checked against the
-answer a model writes, read off its text.
+machines without the hub. Offline sets: `wordnet_definitions` (WordNet), `arithmetic` (word problems
+from templates, numbers drawn per seed) and `bbc_news_section` (BBC News articles, which section?).
+Each row becomes a Question whose gold answer is checked against the answer a model writes, read
+off its text.
 """
 from __future__ import annotations
 
@@ -113,8 +115,67 @@ def wordnet_definitions(n: int | None = 200, seed: int = 0, choices: int = 4) ->
     return out
 
 
+# (story, answer) templates of one or two steps; {a} {b} {c} are numbers, {name} a person, {thing}
+# a plural noun. Each holds its own arithmetic so the answer is always exact and non-negative.
+_PROBLEMS: tuple[tuple[str, Callable[[int, int, int], int]], ...] = (
+    ("{name} has {a} {thing}. {name} buys {b} more. How many {thing} does {name} have now?",
+     lambda a, b, c: a + b),
+    ("{name} had {a_plus_b} {thing} and gave {b} of them to a friend. How many {thing} does {name} have left?",
+     lambda a, b, c: a),
+    ("{name} buys {a} bags with {b} {thing} in each bag. How many {thing} does {name} buy?",
+     lambda a, b, c: a * b),
+    ("{name} has {a} {thing}, finds {b} more and then loses {c}. How many {thing} does {name} have now?",
+     lambda a, b, c: a + b - c),
+    ("{name} packs {a} boxes of {b} {thing} and has {c} {thing} left over. How many {thing} did {name} have?",
+     lambda a, b, c: a * b + c),
+)
+_NAMES = ("Tom", "Anna", "Ravi", "Mia", "Leo", "Sara", "Omar", "Lena", "Ken", "Zoe")
+_THINGS = ("apples", "pencils", "stickers", "marbles", "books", "cookies", "stamps", "shells")
+
+
+def arithmetic(n: int | None = 200, seed: int = 0, low: int = 2, high: int = 12) -> list[Question]:
+    """Offline math word problems (GSM8K-style answers): one of a few one- and two-step templates,
+    a name, an object and numbers in [low, high] drawn per seed."""
+    if not 0 <= low < high:
+        raise ConfigError(f"arithmetic: need 0 <= low < high, got low={low}, high={high}")
+    rng = random.Random(seed)
+    out = []
+    for i in range(200 if n is None else n):
+        story, answer = _PROBLEMS[i % len(_PROBLEMS)]
+        a, b = rng.randint(low, high), rng.randint(low, high)
+        c = rng.randint(low, min(high, a + b))  # a + b - c stays >= 0
+        text = story.format(name=rng.choice(_NAMES), thing=rng.choice(_THINGS), a=a, b=b, c=c, a_plus_b=a + b)
+        out.append(Question(text, str(answer(a, b, c)), "math"))
+    rng.shuffle(out)
+    return out
+
+
+def bbc_news_section(n: int | None = 200, seed: int = 0, max_words: int = 40) -> list[Question]:
+    """Offline multiple choice from the BBC News corpus (w2s/tasks/bbc.py): which of its five
+    sections is this article from, shown as its headline and first max_words words? Each distinct
+    article once, sections in the corpus's proportions."""
+    from w2s.tasks import bbc  # Reads the corpus package only when this task is used.
+
+    if max_words < 1:
+        raise ConfigError(f"bbc_news_section: max_words must be at least 1, got {max_words}")
+    articles = list(zip(bbc.corpus().examples, bbc.corpus().groups))
+    random.Random(seed).shuffle(articles)
+    sections = "\n".join(f"{LETTERS[i]}. {t}" for i, t in enumerate(bbc.TOPICS))
+    out, groups = [], set()
+    for (article, label), group in articles:
+        if group in groups:  # one version of a rewritten story
+            continue
+        groups.add(group)
+        text = f"Which section of BBC News is this article from?\n{bbc.excerpt(article, max_words)}\n{sections}"
+        out.append(Question(text, LETTERS[label], "choice", len(bbc.TOPICS)))
+        if n is not None and len(out) == n:
+            break
+    return out
+
+
 TASKS: dict[str, Callable[..., list[Question]]] = {
-    "gsm8k": gsm8k, "arc_challenge": multiple_choice, "wordnet_definitions": wordnet_definitions}
+    "gsm8k": gsm8k, "arc_challenge": multiple_choice, "wordnet_definitions": wordnet_definitions,
+    "arithmetic": arithmetic, "bbc_news_section": bbc_news_section}
 
 
 def _clean_number(s: str) -> str:
