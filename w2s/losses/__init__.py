@@ -175,4 +175,4 @@ def student_loss(student: str, loss_options: Mapping[str, Mapping[str, Any]]) ->
 
 
 # The built-in losses register themselves; imported last, as they use the helpers above.
-from w2s.losses import aux_conf, product, reverse_xent, trust_filter, xent  # noqa: E402,F401
+from w2s.losses import aux_conf, forward, product, reverse_xent, trust_filter, xent  # noqa: E402,F401
