@@ -66,18 +66,25 @@ def rule(task_name: str) -> tuple[systematic.Rule, str]:
     return systematic.keyword_rule(), "systematic (negations read as negative)"
 
 
-def run_seed(task_name: str, seed: int, out: pathlib.Path) -> list[dict]:
+def run_seed(task_name: str, seed: int, out: pathlib.Path, task_seed: int) -> list[dict]:
+    """One seed: its split of the task's train examples into A and B, its seed set and choices. The
+    task's sample, its constructed cases and so the features are task_seed's, shared by all seeds
+    (the backbone pass is what a 2-core CPU cannot afford three times)."""
     options, max_length, n_constructed = TASKS[task_name]
-    task = load_task(task_name, seed=seed, **options)
-    split_a, split_b = split_halves(task.train, seed)
-    made = cases(task_name, task, split_b, n_constructed, seed)
-    texts = {"a": [t for t, _ in split_a], "b": [t for t, _ in split_b], "test": [t for t, _ in task.test],
+    task = load_task(task_name, seed=task_seed, **options)
+    made = cases(task_name, task, split_halves(task.train, task_seed)[1], n_constructed, task_seed)
+    texts = {"train": [t for t, _ in task.train], "test": [t for t, _ in task.test],
              "constructed": [c.text for c in made]}
     start = time.process_time()
-    weak = features("weak", texts, max_length, seed, out / "features" / f"weak_seed_{seed}.npz")
-    strong = features("strong", texts, max_length, seed, out / "features" / f"strong_seed_{seed}.npz")
+    cached = {side: features(side, texts, max_length, task_seed, out / "features" / f"{side}_task_seed_{task_seed}.npz")
+              for side in ("weak", "strong")}
     print(f"{task_name} seed {seed}: features ready ({time.process_time() - start:.0f} s CPU in this process); "
           f"{len(made)} constructed cases")
+    rows_a, rows_b = (np.asarray(rows) for rows in split_halves(list(range(len(task.train))), seed))
+    split_a, split_b = [task.train[i] for i in rows_a], [task.train[i] for i in rows_b]
+    weak, strong = ({"a": f["train"][rows_a], "b": f["train"][rows_b], "test": f["test"],
+                     "constructed": f["constructed"]} for f in (cached["weak"], cached["strong"]))
+    texts = {"b": [t for t, _ in split_b], "test": texts["test"], "constructed": texts["constructed"]}
     labels = {k: np.asarray([y for _, y in split], np.int64) for k, split in
               (("a", split_a), ("b", split_b), ("test", task.test))}
     data = diagnostic.Data(b=strong["b"], test=strong["test"], constructed=strong["constructed"],
@@ -93,7 +100,7 @@ def run_seed(task_name: str, seed: int, out: pathlib.Path) -> list[dict]:
     truth = {t: y for t, y in split_b + task.test} | {c.text: c.truth for c in made}
     fn, name = rule(task_name)
     sup = systematic.RuleSupervisor(truth, fn, name)
-    ask = {k: one_hot(sup(np.arange(len(v)), v)) for k, v in texts.items() if k != "a"}
+    ask = {k: one_hot(sup(np.arange(len(v)), v)) for k, v in texts.items()}
     rule_sup = diagnostic.Supervision(name, ask["b"], ask["constructed"],
                                       float((ask["test"].argmax(1) == labels["test"]).mean()))
     results = []
@@ -106,11 +113,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=sorted(TASKS), default="wordnet_living")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--task_seed", type=int, default=0, help="the task sample's seed, shared by the seeds")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results/diagnostic"))
     args = parser.parse_args(argv)
     out = args.out / args.task if args.out.name != args.task else args.out
     for seed in args.seeds:
-        run_seed(args.task, seed, out)
+        run_seed(args.task, seed, out, args.task_seed)
     for folder in ("weak", "systematic"):
         print(f"\n{folder} supervisor, {args.task} (linear probes):")
         print(format_curves(load_active_results(out / folder)))

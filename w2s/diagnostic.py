@@ -29,6 +29,7 @@ from w2s.checkpoint import read_json, write_json_atomic
 from w2s.strategies import Context, fit_committee, select
 
 CONSTRUCTED = "+constructed"  # an arm's suffix: it may also ask about constructed cases
+Scale = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,23 +55,21 @@ class Supervision:
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-    seed_size: int = 50
-    query_batch: int = 50
-    budget: int = 500
-    ensemble_size: int = 8
+    seed_size: int = 100
+    query_batch: int = 300
+    budget: int = 1300
+    ensemble_size: int = 4
 
 
-def head_accuracy(train: np.ndarray, answers: np.ndarray, test: np.ndarray, test_labels: np.ndarray,
-                  flips: bool, seed: int) -> float:
+def head_accuracy(scale: Scale, train: np.ndarray, answers: np.ndarray, test: np.ndarray,
+                  test_labels: np.ndarray, flips: bool, seed: int) -> float:
     """Test accuracy of one head trained on `answers` [L, 2] (the true-label head where flips)."""
-    scale = mistakes.standardiser(train)
     params = mistakes.fit(scale(train), answers, 1, np.random.default_rng([seed, 7]), flips=flips, bootstrap=False)
     return metrics.accuracy(mistakes.predict(params, scale(test)).truth[0], test_labels)
 
 
-def head_probs(train: np.ndarray, answers: np.ndarray, pool: np.ndarray, seed: int) -> np.ndarray:
+def head_probs(scale: Scale, train: np.ndarray, answers: np.ndarray, pool: np.ndarray, seed: int) -> np.ndarray:
     """[N, 2] class probabilities on `pool` of a plain logistic head trained on `answers`."""
-    scale = mistakes.standardiser(train)
     params = mistakes.fit(scale(train), answers, 1, np.random.default_rng([seed, 8]), flips=False, bootstrap=False)
     return mistakes.predict(params, scale(pool)).truth[0]
 
@@ -82,13 +81,14 @@ def run_arm(data: Data, sup: Supervision, strategy: str, seed: int, schedule: Sc
     name = strategy.removesuffix(CONSTRUCTED)
     features = np.concatenate([data.b, data.constructed]) if constructed else data.b
     answers = np.concatenate([sup.b, sup.constructed]) if constructed else sup.b
+    scale = mistakes.standardiser(data.b)  # by the pool's spread: a few labels estimate it badly
     bought = np.random.default_rng([seed, 2]).choice(len(data.b), schedule.seed_size, replace=False)
     curve = []
     for r in range(schedule.budget // schedule.query_batch):
         if r:
             rest = np.setdiff1d(np.arange(len(features)), bought)
             rng = np.random.default_rng([seed, 3, r])
-            probs = head_probs(features[bought], answers[bought], features[rest], seed)
+            probs = head_probs(scale, features[bought], answers[bought], features[rest], seed)
             ensemble = fit_committee(features[bought], answers[bought], features[rest], schedule.ensemble_size, rng)
             k = min(schedule.query_batch, schedule.budget - len(bought))
             ctx = Context(probs=probs, ensemble=ensemble, embeddings=features[rest], labelled=features[bought],
@@ -96,8 +96,8 @@ def run_arm(data: Data, sup: Supervision, strategy: str, seed: int, schedule: Sc
             bought = np.concatenate([bought, rest[select(name, ctx)]])
         curve.append({
             "round": r, "queries": len(bought), "constructed_queries": int((bought >= len(data.b)).sum()),
-            "test_accuracy": head_accuracy(features[bought], answers[bought], data.test, data.test_labels, False, seed),
-            "mistake_test_accuracy": head_accuracy(features[bought], answers[bought], data.test, data.test_labels,
+            "test_accuracy": head_accuracy(scale, features[bought], answers[bought], data.test, data.test_labels, False, seed),
+            "mistake_test_accuracy": head_accuracy(scale, features[bought], answers[bought], data.test, data.test_labels,
                                                    True, seed),
         })
     return curve
@@ -106,11 +106,12 @@ def run_arm(data: Data, sup: Supervision, strategy: str, seed: int, schedule: Sc
 def run_comparison(data: Data, sup: Supervision, strategies: list[str], *, task: str, seed: int, out: pathlib.Path,
                    schedule: Schedule = Schedule(), log: Callable[[str], None] = print) -> list[dict]:
     """Every arm of one task, seed and supervisor not finished yet; returns all arms' results."""
+    scale = mistakes.standardiser(data.b)
     accuracy = {
         "weak": sup.test_accuracy,
-        "ceiling": head_accuracy(data.b, np.eye(2)[data.b_labels], data.test, data.test_labels, False, seed),
-        "student_xent": head_accuracy(data.b, sup.b, data.test, data.test_labels, False, seed),
-        "student_mistakes": head_accuracy(data.b, sup.b, data.test, data.test_labels, True, seed),
+        "ceiling": head_accuracy(scale, data.b, np.eye(2)[data.b_labels], data.test, data.test_labels, False, seed),
+        "student_xent": head_accuracy(scale, data.b, sup.b, data.test, data.test_labels, False, seed),
+        "student_mistakes": head_accuracy(scale, data.b, sup.b, data.test, data.test_labels, True, seed),
     }
     results = []
     for strategy in strategies:

@@ -25,12 +25,14 @@ import optax
 
 @dataclasses.dataclass(frozen=True)
 class MistakeSettings:
-    """Chosen once on a synthetic supervisor (tests/test_diagnostic.py's: it errs on a half-space),
-    among four settings, by how well the transition finds its errors; no task's data was used."""
+    """flip_l2 and prior_weight chosen once on a synthetic supervisor (tests/test_diagnostic.py's:
+    it errs on a half-space) among four settings, by how well the transition finds its errors; l2
+    among 1e-3, 1e-2, 0.1 by plain heads' accuracy on held-out ground truth of split A
+    (wordnet_living, seed 0, MiniLM-L6 features). No test split was used."""
 
     steps: int = 300
     lr: float = 0.05
-    l2: float = 1e-3  # on the true-label head
+    l2: float = 1e-1  # on the true-label head
     flip_l2: float = 1e-3  # on the transition's input dependence
     flip_prior: float = 0.1  # the flip rate the transition starts from and is pulled towards
     prior_weight: float = 0.1
@@ -94,7 +96,7 @@ def _fit_members(inits: dict, x: jax.Array, answers1: jax.Array, weights: jax.Ar
     return jax.vmap(fit_one)(inits, weights)
 
 
-_BUCKET = 256
+_BUCKET = 512
 
 
 def fit(features: np.ndarray, answers: np.ndarray, size: int, rng: np.random.Generator, *, flips: bool = True,
