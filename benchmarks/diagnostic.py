@@ -70,11 +70,12 @@ def main(argv: list[str] | None = None) -> dict:
               + ("" if s["pgr_meaningful"] else "; supervisor >= ceiling: PGR not meaningful"))
         counts = sorted(next(iter(s["arms"].values()))["accuracy"])
         shown = [counts[0], counts[len(counts) // 3], counts[2 * len(counts) // 3], counts[-1]]
-        print(f"| arm | seeds | first reach 95% PGR | first within 0.01 of full acc | "
+        print("| arm | seeds | first reach 95% PGR | first within 0.01 of full acc | "
               + " | ".join(f"acc@{q}" for q in shown) + f" | mistake-model acc@{shown[-1]} | constructed share |")
         print("|---" * (7 + len(shown) - 1) + "|")
         for strategy, arm in s["arms"].items():
-            print(f"| {strategy} | {arm['seeds']} | {_fmt(arm['first_reach_pgr'])} | {_fmt(arm['first_reach_accuracy'])} | "
+            print(f"| {strategy} | {arm['seeds']} | {_fmt(arm['first_reach_pgr'])} | "
+                  f"{_fmt(arm['first_reach_accuracy'])} | "
                   + " | ".join(f"{arm['accuracy'][q]:.3f}" for q in shown)
                   + f" | {arm['mistake_accuracy'][shown[-1]]:.3f} | {arm['constructed_share']:.0%} |")
         if args.plots:

@@ -46,7 +46,8 @@ def new_lemmas(task: str, seen_texts: list[str], n: int, seed: int) -> list[Case
     rng = random.Random(seed)
     cases = []
     for label in (0, 1):
-        words = sorted(w for o, w in wordnet.words().items() if (o in inside) == bool(label) and normalised(w) not in seen)
+        words = sorted(w for o, w in wordnet.words().items()
+                       if (o in inside) == bool(label) and normalised(w) not in seen)
         cases += [Case(w, label, "lemma") for w in rng.sample(words, min(n // 2, len(words)))]
     rng.shuffle(cases)
     return cases

@@ -94,11 +94,11 @@ def run_arm(data: Data, sup: Supervision, strategy: str, seed: int, schedule: Sc
             ctx = Context(probs=probs, ensemble=ensemble, embeddings=features[rest], labelled=features[bought],
                           k=k, rng=rng, answers=answers[bought])
             bought = np.concatenate([bought, rest[select(name, ctx)]])
+        x, y = features[bought], answers[bought]
         curve.append({
             "round": r, "queries": len(bought), "constructed_queries": int((bought >= len(data.b)).sum()),
-            "test_accuracy": head_accuracy(scale, features[bought], answers[bought], data.test, data.test_labels, False, seed),
-            "mistake_test_accuracy": head_accuracy(scale, features[bought], answers[bought], data.test, data.test_labels,
-                                                   True, seed),
+            "test_accuracy": head_accuracy(scale, x, y, data.test, data.test_labels, False, seed),
+            "mistake_test_accuracy": head_accuracy(scale, x, y, data.test, data.test_labels, True, seed),
         })
     return curve
 
