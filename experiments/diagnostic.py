@@ -66,7 +66,8 @@ def rule(task_name: str) -> tuple[systematic.Rule, str]:
     return systematic.keyword_rule(), "systematic (negations read as negative)"
 
 
-def run_seed(task_name: str, seed: int, out: pathlib.Path, task_seed: int) -> list[dict]:
+def run_seed(task_name: str, seed: int, out: pathlib.Path, task_seed: int,
+             supervisors: tuple[str, ...] = ("weak", "systematic")) -> list[dict]:
     """One seed: its split of the task's train examples into A and B, its seed set and choices. The
     task's sample, its constructed cases and so the features are task_seed's, shared by all seeds
     (the backbone pass is what a 2-core CPU cannot afford three times)."""
@@ -105,7 +106,8 @@ def run_seed(task_name: str, seed: int, out: pathlib.Path, task_seed: int) -> li
                                       float((ask["test"].argmax(1) == labels["test"]).mean()))
     results = []
     for folder, s in (("weak", weak_sup), ("systematic", rule_sup)):
-        results += diagnostic.run_comparison(data, s, STRATEGIES, task=task_name, seed=seed, out=out / folder)
+        if folder in supervisors:
+            results += diagnostic.run_comparison(data, s, STRATEGIES, task=task_name, seed=seed, out=out / folder)
     return results
 
 
@@ -113,13 +115,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=sorted(TASKS), default="wordnet_living")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--supervisors", nargs="+", choices=["weak", "systematic"], default=["weak", "systematic"])
     parser.add_argument("--task_seed", type=int, default=0, help="the task sample's seed, shared by the seeds")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results/diagnostic"))
     args = parser.parse_args(argv)
     out = args.out / args.task if args.out.name != args.task else args.out
     for seed in args.seeds:
-        run_seed(args.task, seed, out, args.task_seed)
-    for folder in ("weak", "systematic"):
+        run_seed(args.task, seed, out, args.task_seed, tuple(args.supervisors))
+    for folder in args.supervisors:
         print(f"\n{folder} supervisor, {args.task} (linear probes):")
         print(format_curves(load_active_results(out / folder)))
         print(f"wrote {plot_active(out / folder)}")

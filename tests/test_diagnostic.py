@@ -47,7 +47,9 @@ def test_logistic_mode_fits_clean_labels():
 
 def test_mistake_model_locates_the_supervisors_systematic_errors():
     x, truth, answers = _synthetic()
-    params = mistakes.fit(x, one_hot(answers), 4, np.random.default_rng(0))
+    # The settings the transition's prior was chosen with (the default l2 was chosen later, for plain heads).
+    settings = mistakes.MistakeSettings(l2=1e-3)
+    params = mistakes.fit(x, one_hot(answers), 4, np.random.default_rng(0), settings=settings)
     pred = mistakes.predict(params, x)
     right = pred.supervisor_right.mean(0)
     wrong = answers != truth
@@ -55,7 +57,7 @@ def test_mistake_model_locates_the_supervisors_systematic_errors():
     assert right[wrong].mean() < right[~wrong].mean() - 0.2
     # Its true-label head is no worse than plain logistic regression on the same answers.
     plain = mistakes.predict(mistakes.fit(x, one_hot(answers), 1, np.random.default_rng(0), flips=False,
-                                          bootstrap=False), x)
+                                          bootstrap=False, settings=settings), x)
     assert (pred.truth.mean(0).argmax(1) == truth).mean() >= (plain.truth[0].argmax(1) == truth).mean()
 
 
