@@ -191,7 +191,8 @@ class ActiveRun:
         ensemble = fit_committee(features[labelled], self.ledger.lookup(labelled), features[rest],
                                  self.settings.ensemble_size, rng)
         ctx = Context(probs=probs[rest], ensemble=ensemble, embeddings=features[rest],
-                      labelled=features[labelled], k=k, rng=rng, shortlist=self.settings.shortlist)
+                      labelled=features[labelled], k=k, rng=rng, shortlist=self.settings.shortlist,
+                      answers=self.ledger.lookup(labelled))
         return rest[select(self.strategy, ctx)]
 
     def _buy(self, round_: int, chosen: np.ndarray) -> None:

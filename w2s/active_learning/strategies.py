@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from w2s.active_learning import mistakes
 from w2s.config import ConfigError
 from w2s.registry import Registry
 
@@ -27,6 +28,7 @@ class Context:
     k: int  # how many to choose
     rng: np.random.Generator
     shortlist: int = 4  # the hybrid first keeps the k * shortlist most informative examples
+    answers: np.ndarray | None = None  # [L, 2] the supervisor's answers on the labelled examples
 
 
 Strategy = Callable[[Context], np.ndarray]
@@ -207,6 +209,29 @@ def k_means(points: np.ndarray, clusters: int, rng: np.random.Generator, iterati
         counts = np.bincount(assign, minlength=clusters)
         c[counts > 0] = sums[counts > 0] / counts[counts > 0, None]  # an emptied centre stays put
     return assign
+
+
+@register_strategy("diagnostic")
+def diagnostic(ctx: Context) -> np.ndarray:
+    """Cases that tell the student's hypotheses about its supervisor's mistakes apart: an ensemble
+    of mistake models (w2s.active_learning.mistakes) fit to the answers so far; a case scores the information its
+    true label carries about which model is right (BALD over their true-label heads) times the
+    supervisor's expected accuracy on it under the ensemble, so the answer is likely the truth."""
+    if ctx.answers is None:
+        raise ConfigError("strategy 'diagnostic' needs the supervisor's answers on the labelled examples "
+                          "(Context.answers).")
+    scores, _ = diagnostic_scores(ctx.labelled, ctx.answers, ctx.embeddings, len(ctx.ensemble), ctx.rng)
+    return _top(scores, ctx.k)
+
+
+def diagnostic_scores(labelled: np.ndarray, answers: np.ndarray, pool: np.ndarray, size: int,
+                      rng: np.random.Generator) -> tuple[np.ndarray, mistakes.Predictions]:
+    """Per pool case: BALD of the mistake ensemble's true labels x the mean P(supervisor right);
+    and the ensemble's predictions. Features are standardised over labelled and pool together."""
+    scale = mistakes.standardiser(np.concatenate([labelled, pool]))
+    params = mistakes.fit(scale(labelled), answers, size, rng)
+    pred = mistakes.predict(params, scale(pool))
+    return bald_scores(pred.truth) * pred.supervisor_right.mean(0), pred
 
 
 def fit_committee(

@@ -219,6 +219,23 @@ def by_lexicographer_file(offsets: list[int], nouns: dict[int, Synset]) -> dict[
     return groups
 
 
+# The category tasks' roots, by meaning: (lemma, gloss start) of each root synset.
+_CATEGORY_ROOTS = {
+    "wordnet_living": [("organism", "a living thing")],
+    "wordnet_artifact": [("artifact", "a man-made object")],
+    # food.n.02 (solid food) is not a hyponym of food.n.01 (nutrient), so both are roots.
+    "wordnet_food": [("food", "any substance that can be metabolized"),
+                     ("food", "any solid substance (as opposed to liquid)")],
+}
+
+
+def category_roots(task: str) -> list[Synset]:
+    """The root synsets of a category task: its words under them are label 1."""
+    if task not in _CATEGORY_ROOTS:
+        raise ConfigError(f"{task!r} is not a WordNet category task; those are {', '.join(_CATEGORY_ROOTS)}.")
+    return [find_synset(lemma, gloss) for lemma, gloss in _CATEGORY_ROOTS[task]]
+
+
 def _category_task(
     name: str, roots: list[Synset], seed: int, n_train: int, n_test: int
 ) -> TaskData:
@@ -246,15 +263,13 @@ def _category_task(
 @register_task("wordnet_living")
 def wordnet_living(seed: int, n_train: int = 4000, n_test: int = 1000) -> TaskData:
     """Is this noun a living thing (organism.n.01: animals, plants, people, microbes)?"""
-    root = find_synset("organism", "a living thing")
-    return _category_task("wordnet_living", [root], seed, n_train, n_test)
+    return _category_task("wordnet_living", category_roots("wordnet_living"), seed, n_train, n_test)
 
 
 @register_task("wordnet_artifact")
 def wordnet_artifact(seed: int, n_train: int = 4000, n_test: int = 1000) -> TaskData:
     """Is this noun man-made (artifact.n.01: tools, buildings, clothing, vehicles...)?"""
-    root = find_synset("artifact", "a man-made object")
-    return _category_task("wordnet_artifact", [root], seed, n_train, n_test)
+    return _category_task("wordnet_artifact", category_roots("wordnet_artifact"), seed, n_train, n_test)
 
 
 @register_task("wordnet_food")
@@ -263,11 +278,7 @@ def wordnet_food(seed: int, n_train: int = 2000, n_test: int = 500) -> TaskData:
     and food.n.02 (solid food: dishes, produce, baked goods), which is not a hyponym of food.n.01.
     Smaller default sizes: the food subtree has fewer plain first-sense words.
     """
-    roots = [
-        find_synset("food", "any substance that can be metabolized"),
-        find_synset("food", "any solid substance (as opposed to liquid)"),
-    ]
-    return _category_task("wordnet_food", roots, seed, n_train, n_test)
+    return _category_task("wordnet_food", category_roots("wordnet_food"), seed, n_train, n_test)
 
 
 @register_task("wordnet_gloss")

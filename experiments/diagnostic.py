@@ -1,0 +1,133 @@
+"""Diagnostic queries against random and typical, on the pool and with constructed cases, against
+the trained weak supervisor and a systematic one, in the linear-probe mode (w2s.active_learning.diagnostic).
+
+The quickstart pair (MiniLM embeddings weak, MiniLM-L6 strong); the task is quickstart's
+(wordnet_living; constructed cases: new WordNet lemmas; systematic supervisor: takes plants for
+non-living) or tweet_sentiment (constructed: WordNet synonym/hypernym substitutions of pool
+tweets; systematic: reads every negation as negative). Features are cached per task and seed.
+
+    python experiments/diagnostic.py --task wordnet_living --out /work/runs/diagnostic/wordnet_living
+    python experiments/diagnostic.py --task tweet_sentiment --out /work/runs/diagnostic/tweet_sentiment
+    python benchmarks/active_learning.py /work/runs/diagnostic/wordnet_living/weak   # a table per supervisor
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from w2s import sharding  # noqa: E402
+from w2s.active_learning import constructed, diagnostic, mistakes, systematic
+from w2s.active_learning.active import format_curves, load_active_results, plot_active  # noqa: E402
+from w2s.config import load_config_file  # noqa: E402
+from w2s.data import TextRows, one_hot  # noqa: E402
+from w2s.pipeline import ModelSpec, split_halves  # noqa: E402
+from w2s.tasks import load_task  # noqa: E402
+from w2s.train import predict_features  # noqa: E402
+
+TASKS = {  # task options, max tokens, number of constructed cases
+    "wordnet_living": (dict(n_train=4000, n_test=2000), 16, 2000),
+    "tweet_sentiment": (dict(n_train=4000, n_test=2000), 48, 2000),
+}
+STRATEGIES = ["random", "typical", "diagnostic", "diagnostic" + diagnostic.CONSTRUCTED]
+
+
+def features(side: str, texts: dict[str, list[str]], max_length: int, seed: int, cache: pathlib.Path) -> dict:
+    """The pooled features of each text list under the quickstart's weak or strong model, cached."""
+    if cache.exists():
+        return dict(np.load(cache))
+    spec = ModelSpec.from_config(getattr(load_config_file(ROOT / "experiments" / "quickstart.py"), side))
+    model, tokenizer = spec.build(seed)
+    mesh = sharding.make_mesh()
+    out = {k: predict_features(model, TextRows.of(tokenizer, v, max_length), mesh, 256) for k, v in texts.items()}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, **out)
+    return out
+
+
+def cases(task_name: str, task, split_b: list, n: int, seed: int) -> list[constructed.Case]:
+    test = [t for t, _ in task.test]
+    if task_name.startswith("wordnet_"):
+        made = constructed.new_lemmas(task_name, [t for t, _ in task.train] + test, n, seed)
+    else:
+        made = constructed.substitutions(split_b, test, n, seed)
+    constructed.check_unseen(made, test)
+    return made
+
+
+def rule(task_name: str) -> tuple[systematic.Rule, str]:
+    if task_name.startswith("wordnet_"):
+        return systematic.category_rule(), "systematic (plants taken for non-living)"
+    return systematic.keyword_rule(), "systematic (negations read as negative)"
+
+
+def run_seed(task_name: str, seed: int, out: pathlib.Path, task_seed: int,
+             supervisors: tuple[str, ...] = ("weak", "systematic")) -> list[dict]:
+    """One seed: its split of the task's train examples into A and B, its seed set and choices. The
+    task's sample, its constructed cases and so the features are task_seed's, shared by all seeds
+    (the backbone pass is what a 2-core CPU cannot afford three times)."""
+    options, max_length, n_constructed = TASKS[task_name]
+    task = load_task(task_name, seed=task_seed, **options)
+    made = cases(task_name, task, split_halves(task.train, task_seed)[1], n_constructed, task_seed)
+    texts = {"train": [t for t, _ in task.train], "test": [t for t, _ in task.test],
+             "constructed": [c.text for c in made]}
+    start = time.process_time()
+    cached = {side: features(side, texts, max_length, task_seed, out / "features" / f"{side}_task_seed_{task_seed}.npz")
+              for side in ("weak", "strong")}
+    print(f"{task_name} seed {seed}: features ready ({time.process_time() - start:.0f} s CPU in this process); "
+          f"{len(made)} constructed cases")
+    rows_a, rows_b = (np.asarray(rows) for rows in split_halves(list(range(len(task.train))), seed))
+    split_a, split_b = [task.train[i] for i in rows_a], [task.train[i] for i in rows_b]
+    weak, strong = ({"a": f["train"][rows_a], "b": f["train"][rows_b], "test": f["test"],
+                     "constructed": f["constructed"]} for f in (cached["weak"], cached["strong"]))
+    texts = {"b": [t for t, _ in split_b], "test": texts["test"], "constructed": texts["constructed"]}
+    labels = {k: np.asarray([y for _, y in split], np.int64) for k, split in
+              (("a", split_a), ("b", split_b), ("test", task.test))}
+    data = diagnostic.Data(b=strong["b"], test=strong["test"], constructed=strong["constructed"],
+                           test_labels=labels["test"], b_labels=labels["b"])
+    # The weak model in the linear-probe mode: a head on its features, trained on ground truth of A.
+    scale = mistakes.standardiser(weak["a"])
+    params = mistakes.fit(scale(weak["a"]), one_hot(labels["a"]), 1, np.random.default_rng([seed, 5]),
+                          flips=False, bootstrap=False)
+    answer = {k: mistakes.predict(params, scale(weak[k])).truth[0].astype(np.float32)
+              for k in ("b", "constructed", "test")}
+    weak_sup = diagnostic.Supervision("weak model (linear probe)", answer["b"], answer["constructed"],
+                                      float((answer["test"].argmax(1) == labels["test"]).mean()))
+    truth = {t: y for t, y in split_b + task.test} | {c.text: c.truth for c in made}
+    fn, name = rule(task_name)
+    sup = systematic.RuleSupervisor(truth, fn, name)
+    ask = {k: one_hot(sup(np.arange(len(v)), v)) for k, v in texts.items()}
+    rule_sup = diagnostic.Supervision(name, ask["b"], ask["constructed"],
+                                      float((ask["test"].argmax(1) == labels["test"]).mean()))
+    results = []
+    for folder, s in (("weak", weak_sup), ("systematic", rule_sup)):
+        if folder in supervisors:
+            results += diagnostic.run_comparison(data, s, STRATEGIES, task=task_name, seed=seed, out=out / folder)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=sorted(TASKS), default="wordnet_living")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--supervisors", nargs="+", choices=["weak", "systematic"], default=["weak", "systematic"])
+    parser.add_argument("--task_seed", type=int, default=0, help="the task sample's seed, shared by the seeds")
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results/diagnostic"))
+    args = parser.parse_args(argv)
+    out = args.out / args.task if args.out.name != args.task else args.out
+    for seed in args.seeds:
+        run_seed(args.task, seed, out, args.task_seed, tuple(args.supervisors))
+    for folder in args.supervisors:
+        print(f"\n{folder} supervisor, {args.task} (linear probes):")
+        print(format_curves(load_active_results(out / folder)))
+        print(f"wrote {plot_active(out / folder)}")
+
+
+if __name__ == "__main__":
+    main()

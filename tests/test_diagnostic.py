@@ -1,0 +1,142 @@
+"""Diagnostic queries: the forward loss by hand, mistake models on synthetic supervisors, the
+diagnostic strategy's score, rule-based supervisors, constructed cases and the probe-mode arms."""
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from w2s import losses
+from w2s.active_learning import strategies
+from w2s.active_learning import constructed, diagnostic, mistakes, systematic
+from w2s.config import ConfigError
+from w2s.data import one_hot
+from w2s.active_learning.strategies import Context, select
+from w2s.tasks import wordnet
+
+
+def _logits(p1):
+    p1 = np.asarray(p1, np.float64)
+    return jnp.asarray(np.stack([np.zeros_like(p1), np.log(p1 / (1 - p1))], -1), jnp.float32)
+
+
+def test_forward_loss_by_hand():
+    loss = losses.make_loss("forward")
+    logits, weak = _logits([0.8, 0.2]), jnp.array([[0.0, 1.0], [0.0, 1.0]])
+    value = lambda frac: float(loss(logits, weak, step_frac=jnp.float32(frac), class1_threshold=jnp.float32(0.5)))
+    # At the start it is cross-entropy; where the student believes class 0 the weak labels say 1:
+    # rho_0 = 1 capped at max_flip 0.3, rho_1 = 0, so P(weak=1) = p1 + 0.3 p0.
+    assert value(0.0) == pytest.approx(-(math.log(0.8) + math.log(0.2)) / 2, rel=1e-5)
+    assert value(1.0) == pytest.approx(-(math.log(0.86) + math.log(0.44)) / 2, rel=1e-5)
+    assert value(0.1) == pytest.approx(-(math.log(0.83) + math.log(0.32)) / 2, rel=1e-5)  # half-way up its ramp
+
+
+def _synthetic(n=400, seed=0):
+    """Truth y = [x0 > 0]; a supervisor that is right except that it answers 0 wherever x1 > 0.8."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    truth = (x[:, 0] > 0).astype(int)
+    answers = np.where(x[:, 1] > 0.8, 0, truth)
+    return x, truth, answers
+
+
+def test_logistic_mode_fits_clean_labels():
+    x, truth, _ = _synthetic()
+    params = mistakes.fit(x, one_hot(truth), 1, np.random.default_rng(0), flips=False, bootstrap=False)
+    pred = mistakes.predict(params, x)
+    assert pred.truth.shape == (1, len(x), 2) and (pred.truth[0].argmax(1) == truth).mean() > 0.97
+
+
+def test_mistake_model_locates_the_supervisors_systematic_errors():
+    x, truth, answers = _synthetic()
+    # The settings the transition's prior was chosen with (the default l2 was chosen later, for plain heads).
+    settings = mistakes.MistakeSettings(l2=1e-3)
+    params = mistakes.fit(x, one_hot(answers), 4, np.random.default_rng(0), settings=settings)
+    pred = mistakes.predict(params, x)
+    right = pred.supervisor_right.mean(0)
+    wrong = answers != truth
+    # It expects the supervisor to be wrong where it is (x1 large, truth 1), not elsewhere.
+    assert right[wrong].mean() < right[~wrong].mean() - 0.2
+    # Its true-label head is no worse than plain logistic regression on the same answers.
+    plain = mistakes.predict(mistakes.fit(x, one_hot(answers), 1, np.random.default_rng(0), flips=False,
+                                          bootstrap=False, settings=settings), x)
+    assert (pred.truth.mean(0).argmax(1) == truth).mean() >= (plain.truth[0].argmax(1) == truth).mean()
+
+
+def test_diagnostic_scores_are_disagreement_times_expected_supervisor_accuracy(monkeypatch):
+    truth = np.array([[[0.5, 0.5], [0.9, 0.1], [0.5, 0.5]], [[0.5, 0.5], [0.1, 0.9], [0.9, 0.1]]])
+    right = np.array([[0.9, 0.9, 0.9], [0.9, 0.5, 0.9]])
+    monkeypatch.setattr(mistakes, "fit", lambda *a, **k: None)
+    monkeypatch.setattr(mistakes, "predict", lambda *a: mistakes.Predictions(truth, right))
+    scores, _ = strategies.diagnostic_scores(np.zeros((2, 3)), one_hot([0, 1]), np.ones((3, 3)), 2,
+                                             np.random.default_rng(0))
+    np.testing.assert_allclose(scores, strategies.bald_scores(truth) * right.mean(0))
+    assert scores[0] == 0 and scores[1] > scores[2] > 0  # agreement scores nothing
+
+
+def test_diagnostic_strategy_needs_the_answers_and_returns_k_positions():
+    x, _, answers = _synthetic(60)
+    c = dict(probs=np.full((40, 2), 0.5), ensemble=np.full((3, 40, 2), 0.5), embeddings=x[20:], labelled=x[:20],
+             k=5, rng=np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="answers"):
+        select("diagnostic", Context(**c))
+    chosen = select("diagnostic", Context(**c, answers=one_hot(answers[:20])))
+    assert len(set(chosen.tolist())) == 5
+
+
+def test_rule_supervisors():
+    sup = systematic.RuleSupervisor({"so good": 1, "not bad at all": 1, "awful": 0}, systematic.keyword_rule(),
+                                    "keyword")
+    assert sup(np.arange(3), ["so good", "not bad at all", "awful"]).tolist() == [1, 0, 0]
+    assert sup(np.arange(1), ["I can't wait"]).tolist() == [0]  # fires without knowing the truth
+    with pytest.raises(ConfigError, match="no ground truth"):
+        sup(np.arange(1), ["unknown"])
+    plants = systematic.category_rule()
+    files = {w: wordnet.synsets("n")[o].lex_filenum for o, w in wordnet.words().items()}
+    plant = next(w for w, f in files.items() if f == 20)
+    animal = next(w for w, f in files.items() if f == 5)
+    assert plants(plant) == 0 and plants(animal) is None
+
+
+def test_constructed_cases_avoid_every_split_and_the_test_split_is_checked():
+    task = wordnet.wordnet_living(seed=0, n_train=200, n_test=100)
+    seen = [t for t, _ in task.train + task.test]
+    made = constructed.new_lemmas("wordnet_living", seen, 50, seed=0)
+    assert len(made) == 50 and {c.truth for c in made} == {0, 1}
+    assert not {constructed.normalised(c.text) for c in made} & {constructed.normalised(t) for t in seen}
+    inside = wordnet.descendants(wordnet.category_roots("wordnet_living"))
+    by_word = {w: o for o, w in wordnet.words().items()}
+    assert all(c.truth == (by_word[c.text] in inside) for c in made)
+    constructed.check_unseen(made, [t for t, _ in task.test])
+    with pytest.raises(ConfigError, match="equal test cases"):
+        constructed.check_unseen(made[:1], [made[0].text.upper()])
+
+
+def test_substitutions_replace_one_word_and_keep_the_label():
+    examples = [("what a happy day", 1), ("the movie was dull", 0), ("zzz qqq", 1)]
+    made = constructed.substitutions(examples, ["what a glad day"], 10, seed=0)
+    assert made and all(c.kind in ("synonym", "hypernym") for c in made)
+    sources = {t: y for t, y in examples}
+    for c in made:
+        source = next(t for t in sources if len(t.split()) == len(c.text.split())
+                      and sum(a != b for a, b in zip(t.split(), c.text.split())) == 1)
+        assert c.truth == sources[source]
+    assert "what a glad day" not in [c.text for c in made]
+
+
+def test_arms_share_the_seed_set_buy_within_budget_and_resume(tmp_path):
+    x, truth, answers = _synthetic(500)
+    data = diagnostic.Data(b=x[:300], test=x[300:400], constructed=x[400:], test_labels=truth[300:400],
+                           b_labels=truth[:300])
+    sup = diagnostic.Supervision("rule", one_hot(answers[:300]), one_hot(answers[400:]), 0.8)
+    schedule = diagnostic.Schedule(seed_size=20, query_batch=20, budget=60, ensemble_size=3)
+    arms = ["random", "diagnostic", "diagnostic+constructed"]
+    results = diagnostic.run_comparison(data, sup, arms, task="synthetic", seed=0, out=tmp_path, schedule=schedule)
+    for r in results:
+        assert [p["queries"] for p in r["curve"]] == [20, 40, 60]
+    first = {r["curve"][0]["test_accuracy"] for r in results}
+    assert len(first) == 1  # the same seed set, so the same first point
+    assert results[0]["curve"][-1]["constructed_queries"] == 0
+    again = diagnostic.run_comparison(data, sup, arms, task="synthetic", seed=0, out=tmp_path, schedule=schedule,
+                                      log=lambda line: pytest.fail(f"re-ran an arm: {line}"))
+    assert again == results

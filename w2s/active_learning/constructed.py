@@ -1,0 +1,96 @@
+"""Cases built for the student to ask about, beyond the pool: new WordNet lemmas for the WordNet
+category tasks, and WordNet word substitutions (synonyms, hypernyms) of pool texts for text tasks.
+
+Each case carries the label its construction implies (`truth`): WordNet's own category for a new
+lemma; for a substitution, its source's label, on the assumption that a synonym or hypernym keeps
+a text's class (true of sentiment for most content words; it is what a rule-based supervisor
+answers from, never what the student trains on). Students train only on the supervisor's answers.
+No case may equal a test case: `check_unseen` refuses them, and every builder filters them first.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+
+from w2s.config import ConfigError
+from w2s.tasks import wordnet
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    text: str
+    truth: int
+    kind: str  # "lemma", "synonym" or "hypernym"
+
+
+def normalised(text: str) -> str:
+    """What counts as the same case: case and spacing ignored."""
+    return " ".join(text.lower().split())
+
+
+def check_unseen(cases: list[Case], test_texts: list[str]) -> None:
+    """Refuses any constructed case equal to a test case."""
+    test = {normalised(t) for t in test_texts}
+    equal = [c.text for c in cases if normalised(c.text) in test]
+    if equal:
+        raise ConfigError(f"{len(equal)} constructed cases equal test cases, e.g. {equal[0]!r}; "
+                          "the test split must stay untouched.")
+
+
+def new_lemmas(task: str, seen_texts: list[str], n: int, seed: int) -> list[Case]:
+    """Up to `n` words of a WordNet category task's lexicon that are in no split (`seen_texts`:
+    train and test), half of each class where there are enough, labelled by WordNet."""
+    inside = wordnet.descendants(wordnet.category_roots(task))
+    seen = {normalised(t) for t in seen_texts}
+    rng = random.Random(seed)
+    cases = []
+    for label in (0, 1):
+        words = sorted(w for o, w in wordnet.words().items()
+                       if (o in inside) == bool(label) and normalised(w) not in seen)
+        cases += [Case(w, label, "lemma") for w in rng.sample(words, min(n // 2, len(words)))]
+    rng.shuffle(cases)
+    return cases
+
+
+_WORD = re.compile(r"[A-Za-z]{3,}")
+
+
+def _alternatives() -> dict[str, dict[str, list[str]]]:
+    """Lower-cased word -> {"synonym": other lemmas of its first sense, "hypernym": lemmas of that
+    sense's hypernyms}, over nouns, verbs, adjectives and adverbs (first sense only: the usual one)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for pos in ("n", "v", "a", "r"):
+        synsets = wordnet.synsets(pos)
+        for word, offset in wordnet.first_senses(pos).items():
+            if "_" in word or offset not in synsets:
+                continue
+            s = synsets[offset]
+            entry = out.setdefault(word, {"synonym": [], "hypernym": []})
+            entry["synonym"] += [l.lower() for l in s.lemmas if "_" not in l and l.lower() != word]
+            entry["hypernym"] += [l.lower() for h in s.hypernyms if h in synsets
+                                  for l in synsets[h].lemmas[:1] if "_" not in l]
+    return out
+
+
+def substitutions(examples: list[tuple[str, int]], test_texts: list[str], n: int, seed: int) -> list[Case]:
+    """Up to `n` variants of `examples` (text, label), each one word replaced by a WordNet synonym
+    or hypernym; none equals a test case or a source text."""
+    alternatives = _alternatives()
+    excluded = {normalised(t) for t in test_texts} | {normalised(t) for t, _ in examples}
+    rng = random.Random(seed)
+    cases, made = [], set()
+    for i in rng.sample(range(len(examples)), len(examples)):
+        text, label = examples[i]
+        options = [(m, kind, alt) for m in _WORD.finditer(text) if (entry := alternatives.get(m.group().lower()))
+                   for kind, alts in entry.items() for alt in alts]
+        if not options:
+            continue
+        m, kind, alt = rng.choice(options)
+        variant = text[: m.start()] + alt + text[m.end():]
+        if normalised(variant) not in excluded | made:
+            made.add(normalised(variant))
+            cases.append(Case(variant, label, kind))
+        if len(cases) == n:
+            break
+    return cases
