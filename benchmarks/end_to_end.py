@@ -166,7 +166,7 @@ def run_torch(cfg, phases: Phases, folder: pathlib.Path) -> dict:
     from w2s.models.config import TransformerConfig
     from w2s.models.family import family_of
     from w2s.models.loading import read_hf_config
-    from w2s.pipeline import split_halves
+    from w2s.pipeline import AGREEMENT_SAMPLE, split_halves
     from w2s.tasks import load_task
     from w2s.train import TrainConfig
 
@@ -249,6 +249,9 @@ def run_torch(cfg, phases: Phases, folder: pathlib.Path) -> dict:
 
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
         ckpt = folder / "ckpt" / stage
+        sample = np.arange(len(targets))
+        if len(sample) > AGREEMENT_SAMPLE:
+            sample = np.sort(np.random.default_rng([seed, 5]).choice(sample, AGREEMENT_SAMPLE, replace=False))
         with phases("steps"):
             for step in range(total):
                 with phases("compile") if step == 0 else contextlib.nullcontext():
@@ -261,14 +264,21 @@ def run_torch(cfg, phases: Phases, folder: pathlib.Path) -> dict:
                     optimizer.step()
                     schedule.step()
                     float(loss)
-                if tc.checkpoint_every and ((step + 1) % tc.checkpoint_every == 0 or step + 1 == total):
+                if tc.eval_every and (step + 1) % tc.eval_every == 0 and step + 1 < total:
+                    evaluate(model, rows, split, tc, targets, truth, sample)
+                if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0:  # w2s: keep_checkpoints=False
                     with phases("checkpoints"):
                         ckpt.mkdir(parents=True, exist_ok=True)
                         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, ckpt / "last.pt")
+        return model, rows, evaluate(model, rows, split, tc, targets, truth, np.arange(len(targets)))
+
+    def evaluate(model, rows, split, tc, targets, truth, sample) -> float:
+        """What w2s's evaluation computes: test accuracy and, for a student, the agreement over its
+        training rows (a sample of them before the last evaluation: w2s.pipeline.AGREEMENT_SAMPLE)."""
         test = metrics.accuracy(predict(model, rows["test"], tc.eval_batch_size), labels["test"])
         if truth is not None:
-            metrics.agreement(predict(model, rows[split], tc.eval_batch_size), targets, truth)
-        return model, rows, test
+            metrics.agreement(predict(model, rows[split].take(sample), tc.eval_batch_size), targets[sample], truth[sample])
+        return test
 
     weak, rows, weak_acc = fit(cfg.weak, "weak", "a", one_hot(labels["a"]), "xent")
     weak_labels = metrics.softmax(predict(weak, rows["b"], cfg.weak.train.eval_batch_size))

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import math
 import time
+import warnings
 from typing import Any, Callable, Sequence
 
 import jax
@@ -236,8 +237,16 @@ class StepProgram:
         return self._ahead[key]
 
     def __call__(self, state: dict, batch: dict) -> tuple[dict, dict]:
-        future = self._ahead.get(_signature(batch))
-        return (self.jitted if future is None else future.result())(state, batch)
+        key = _signature(batch)
+        future = self._ahead.get(key)
+        if future is None:
+            return self.jitted(state, batch)
+        try:
+            return future.result()(state, batch)
+        except TypeError as e:  # checked before it runs (nothing donated): the state was not the one foreseen
+            warnings.warn(f"the train step compiled ahead does not take this state ({e}); compiling it again")
+            del self._ahead[key]
+            return self.jitted(state, batch)
 
 
 def _signature(batch: dict) -> tuple:
