@@ -7,7 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
-from test_train import CFG, losses_of, tiny_model, toy_data
+from tests.test_train import CFG, losses_of, tiny_model, toy_data
 from w2s import sharding
 from w2s import train as train_module
 from w2s.data import one_hot
