@@ -18,7 +18,7 @@ import transformers
 from flax import nnx
 
 from w2s import sharding
-from w2s.losses import make_loss
+from w2s.losses import LossTable, make_loss
 from w2s.models import Classifier, TransformerConfig
 from w2s.models.family import family_of, new_backbone
 from w2s.train import TrainConfig, init_train_state, jit_train_step, make_optimizer, make_train_step
@@ -100,8 +100,10 @@ def sharded_train_step(
 ) -> tuple[dict, Callable[[dict, dict], tuple[dict, dict]]]:
     """The initial state and the jitted step exactly as `w2s.train.train` builds them."""
     optimizer, loss = make_optimizer(cfg), make_loss("xent")
-    graphdef, state, state_sh = init_train_state(model, optimizer, mesh, total_steps, cfg.warmup_steps(total_steps), loss)
-    step = make_train_step(graphdef, optimizer, loss, cfg.lr, cfg.remat)
+    losses = LossTable.of(loss)
+    graphdef, state, state_sh = init_train_state(model, optimizer, mesh, total_steps, cfg.warmup_steps(total_steps),
+                                                 cfg.lr, loss, losses)
+    step = make_train_step(graphdef, optimizer, losses, cfg.remat)
     return state, jit_train_step(step, mesh, state_sh)
 
 

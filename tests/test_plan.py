@@ -15,7 +15,7 @@ from tests.test_train import CFG, losses_of, run
 from w2s import plan, sharding
 from w2s.sweeps import ladders
 from w2s.config import ConfigError
-from w2s.losses import make_loss
+from w2s.losses import LossTable, make_loss
 from w2s.models import TransformerConfig
 from w2s.models.classifier import Classifier
 from w2s.models.family import new_backbone
@@ -30,11 +30,12 @@ def real_step_memory(cfg: TransformerConfig, mesh, train_cfg: TrainConfig):
     """What the train loop compiles, on real arrays: (per-device param bytes, optimizer bytes, memory_analysis)."""
     model = Classifier(new_backbone(cfg, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)), "last")
     optimizer, loss = make_optimizer(train_cfg), make_loss("xent")
-    graphdef, state, state_sh = init_train_state(model, optimizer, mesh, 10, 1, loss)
+    losses = LossTable.of(loss)
+    graphdef, state, state_sh = init_train_state(model, optimizer, mesh, 10, 1, train_cfg.lr, loss, losses)
     shape = (train_cfg.accum_steps, train_cfg.micro_batch_size, train_cfg.max_length)
     batch = {"input_ids": np.ones(shape, np.int32), "attention_mask": np.ones(shape, np.int32),
              "targets": np.full(shape[:2] + (2,), 0.5, np.float32)}
-    step = jit_train_step(make_train_step(graphdef, optimizer, loss, train_cfg.lr, train_cfg.remat), mesh, state_sh)
+    step = jit_train_step(make_train_step(graphdef, optimizer, losses, train_cfg.remat), mesh, state_sh)
     memory = step.lower(state, batch).compile().memory_analysis()
     return (max(sharding.per_device_bytes(state["params"]).values()),
             max(sharding.per_device_bytes(state["opt_state"]).values()), memory)

@@ -50,7 +50,7 @@ from w2s.probe import FeatureCache, Features, Probe, standardize
 from w2s.progress import PlannedStage, RunProgress, TensorBoardLog
 from w2s.runners import register_runner
 from w2s.tasks import TaskData, check_task_options, fingerprint, load_task
-from w2s.train import TrainConfig, predict_features, predict_logits, train
+from w2s.train import TrainConfig, batch_widths, compile_ahead, predict_features, predict_logits, train
 
 def train_config(**overrides) -> ml_collections.ConfigDict:
     """A model's train config: TrainConfig's defaults with `overrides`."""
@@ -258,7 +258,21 @@ class ModelSpec:
             dtype=dtype, param_dtype=jnp.float32, seed=seed, pooling=self.side.get("pooling"),
         )
 
+    def abstract(self, seed: int) -> tuple[nnx.Module, object]:
+        """The model's structure and shapes without its weights (what compiling needs; nothing is
+        read or initialised), and its tokenizer."""
+        tokenizers = []
 
+        def build() -> nnx.Module:
+            model, tokenizer = ModelSpec(ml_collections.ConfigDict({**self.side, "pretrained": False}),
+                                         self.train_cfg).build(seed)
+            tokenizers.append(tokenizer)
+            return model
+
+        return nnx.eval_shape(build), tokenizers[0]
+
+
+AGREEMENT_SAMPLE = 512  # training rows a student's agreement is scored on before its final evaluation
 LABEL_KEYS = ("probs", "labels")  # what a stage's <name>_labels.npz holds
 GROUND_TRUTH = {"gt_a": 0, "gt_b": 1}  # a stage's source: ground truth of split A or B, or a stage's labels of B
 
@@ -357,6 +371,17 @@ class Stages:
         return predict_logits(model, inputs, self.mesh, batch_size)
 
     # -- stages -------------------------------------------------------------------------------
+    def compile_ahead(self, spec: ModelSpec, split: str, loss_name: str = "xent") -> None:
+        """Starts compiling, on a background thread, the train step a coming stage of `spec` on
+        `split` will run (one per model whatever its loss: w2s.losses.LossTable), for every batch
+        width its batches will have, so the stage's first step does not wait for XLA. Linear probes
+        and multi-process runs (whose widths are agreed batch by batch) compile as they go."""
+        if self.probe is not None or jax.process_count() > 1:
+            return
+        model, tokenizer = spec.abstract(self.seed)
+        widths = batch_widths(self._texts(tokenizer, spec, split), spec.train_cfg, self.seed)
+        compile_ahead(model, spec.train_cfg, student_loss(loss_name, self.loss_options), self.mesh, widths)
+
     def _fit(self, spec: ModelSpec, stage: str, split: str, targets: np.ndarray, loss_name: str,
              holdout_frac: float = 0.0, evals: int = 0, truth: np.ndarray | None = None,
              ) -> tuple[Callable[[str], np.ndarray], dict]:
@@ -366,7 +391,8 @@ class Stages:
         With `truth` (the split's ground truth, when the targets are another model's labels), every
         evaluation also records how the student's predictions on its training examples agree with
         the targets and with the truth, argmax and hardened as the confidence loss hardens them
-        (metrics.agreement).
+        (metrics.agreement): over all of them at the final evaluation, over a fixed sample of
+        AGREEMENT_SAMPLE of them at the others.
 
         holdout_frac > 0 keeps that part of the examples, with their targets, out of training and
         reports the test accuracy at the evaluation (one of `evals`, the last at the end) whose
@@ -389,11 +415,19 @@ class Stages:
                 raise ConfigError(f"{stage}: holdout_frac {holdout_frac} leaves no examples to hold out or to train on.")
             cfg = dataclasses.replace(cfg, eval_every=max(1, cfg.total_steps(len(rows)) // max(evals, 1)))
 
-        def evaluate(m):
+        # Agreement is scored over every training row at the final evaluation and over a fixed sample
+        # of them at the others: all of split B at every evaluation made a quickstart student stage
+        # ~30% slower than the ceiling (benchmarks/README.md, "The quickstart's slowdown").
+        sample = rows
+        if len(rows) > AGREEMENT_SAMPLE:
+            sample = np.sort(np.random.default_rng([self.seed, 5]).choice(rows, AGREEMENT_SAMPLE, replace=False))
+
+        def evaluate(m, final: bool = False):
             scores = {"test_accuracy": metrics.accuracy(self._predict(m, test_inputs, cfg.eval_batch_size), test_labels)}
             if truth is not None:
-                scores.update(metrics.agreement(self._predict(m, train_inputs.take(rows), cfg.eval_batch_size),
-                                                targets[rows], truth[rows]))
+                scored = rows if final else sample
+                scores.update(metrics.agreement(self._predict(m, train_inputs.take(scored), cfg.eval_batch_size),
+                                                targets[scored], truth[scored]))
             if holdout_frac:
                 held_logits = self._predict(m, train_inputs.take(held), cfg.eval_batch_size)
                 scores["holdout_agreement"] = metrics.accuracy(held_logits, targets[held])
@@ -408,7 +442,7 @@ class Stages:
             checkpoint_last=self.keep_checkpoints,  # else deleted once the stage is written
             show_progress=self.show_progress, on_log=log,
         )
-        final = evaluate(model)
+        final = evaluate(model, final=True)
         if log is not None:
             log({"step": history[-1]["step"], **final})
             log.close()
@@ -555,6 +589,10 @@ class Experiment(Stages):
     def _run(self) -> dict:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._check_config()
+        strong = ["ceiling", *(f"student_{name}" for name in self.cfg.losses)]
+        coming = [s for s in strong if read_record(self.run_dir / f"{s}.json", ("test_accuracy", "seconds")) is None]
+        if coming:  # compiles while the weak stage trains: ceiling and students share the step
+            self.compile_ahead(self.strong, "b", "xent" if coming[0] == "ceiling" else coming[0].removeprefix("student_"))
         weak = self._counted("weak", self.run_weak())
         ceiling = self._counted("ceiling", self.run_ceiling())
         students = {name: self._counted(f"student_{name}", self.run_student(name)) for name in self.cfg.losses}

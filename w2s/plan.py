@@ -33,7 +33,7 @@ from flax import nnx
 
 from w2s import sharding, train
 from w2s.config import ConfigError
-from w2s.losses import make_loss
+from w2s.losses import LossTable, make_loss
 from w2s.models import Classifier, TransformerConfig, resolve_model_dir
 from w2s.models.family import family_of, new_backbone
 from w2s.models.hub_configs import HUB_CONFIGS
@@ -131,13 +131,9 @@ def abstract_classifier(cfg: TransformerConfig, pooling: str | None, dtype: Any)
                                                           rngs=nnx.Rngs(0)), pooling or family_of(cfg).pooling))
 
 
-def abstract_train_state(params: Any, optimizer: Any, loss: Any) -> dict:
-    """ShapeDtypeStructs of init_train_state's state for these (abstract) params."""
-    scalar = lambda dtype: jax.ShapeDtypeStruct((), dtype)  # noqa: E731
-    return {"step": scalar(jnp.int32), "total_steps": scalar(jnp.int32), "warmup_steps": scalar(jnp.int32),
-            "loss_options": {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype)
-                             for k, v in loss.option_values().items()},
-            "threshold_running": scalar(jnp.float32),
+def abstract_train_state(params: Any, optimizer: Any, scalars: dict) -> dict:
+    """ShapeDtypeStructs of init_train_state's state for these (abstract) params and host scalars."""
+    return {**jax.tree.map(lambda v: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype), scalars),
             "params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params),
             "opt_state": jax.eval_shape(optimizer.init, params)}
 
@@ -158,11 +154,13 @@ def plan_step(model: nnx.Module, mesh: jax.sharding.Mesh, train_cfg: train.Train
     sharding.check_heads(mesh, backbone_cfg.num_heads, backbone_cfg.num_kv_heads, f"plan: {name}")
     graphdef, params = nnx.split(model)
     optimizer, loss = train.make_optimizer(train_cfg), make_loss("xent")
-    state_sh = train.train_state_shardings(params, optimizer, mesh, loss)
-    state = abstract_train_state(params, optimizer, loss)
+    losses = LossTable.of(loss)
+    scalars = train.state_scalars(1, 1, train_cfg.lr, losses, loss)  # values do not matter, only shapes
+    state_sh = train.state_shardings(mesh, optimizer, params, scalars)
+    state = abstract_train_state(params, optimizer, scalars)
     start, sizes = time.perf_counter(), dict.fromkeys(("argument", "output", "alias", "temp"), 0)
     if compile:
-        step = train.make_train_step(graphdef, optimizer, loss, train_cfg.lr, train_cfg.remat)
+        step = train.make_train_step(graphdef, optimizer, losses, train_cfg.remat)
         batch = abstract_batch(train_cfg.accum_steps, train_cfg.micro_batch_size, train_cfg.max_length)
         lowered = train.jit_train_step(step, mesh, state_sh).lower(state, batch)
         memory = lowered.compile(compiler_options=FAST_COMPILE).memory_analysis()

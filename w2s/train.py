@@ -1,11 +1,13 @@
 """Finetuning a classifier on (soft) targets: a pure, jitted, sharded train step and the loop around it."""
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import math
 import time
-from typing import Any, Callable
+import warnings
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +20,7 @@ from w2s import distributed, optimizers, sharding
 from w2s.checkpoint import StageCheckpointer
 from w2s.config import ConfigError
 from w2s.data import TextRows, Tokenized, batch_indices
-from w2s.losses import Loss
+from w2s.losses import Loss, LossTable
 from w2s.models.layers import remat_blocks
 from w2s.probe import Features
 
@@ -88,7 +90,7 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optimizers.make(cfg.optimizer, cfg.grad_clip, cfg.weight_decay)
 
 
-def learning_rate(peak: float, step: jax.Array, warmup_steps: jax.Array, total_steps: jax.Array) -> jax.Array:
+def learning_rate(peak: float | jax.Array, step: jax.Array, warmup_steps: jax.Array, total_steps: jax.Array) -> jax.Array:
     """Linear warmup from 0 to `peak`, then cosine decay to 0 at `total_steps`; the same numbers as
     optax.warmup_cosine_decay_schedule(0, peak, warmup_steps, total_steps), but with traced lengths."""
     count = jnp.clip(step, 0, warmup_steps)
@@ -105,14 +107,15 @@ def _model_inputs(batch: dict) -> dict:
 
 
 def make_train_step(
-    graphdef: Any, optimizer: optax.GradientTransformation, loss: Loss, peak_lr: float, remat: str = "none"
+    graphdef: Any, optimizer: optax.GradientTransformation, losses: LossTable, remat: str = "none"
 ) -> Callable[[dict, dict], tuple[dict, dict]]:
     """The pure train step: (state, batch) -> (state, metrics).
 
     The batch holds [accum, micro, ...] arrays; gradients are averaged over the accumulation axis.
     A loss that needs the balanced threshold gets it from a forward pass over the whole effective
-    batch, so accumulating gradients does not change what it computes. The loss's option values
-    are state (`loss_options`), so one compiled step serves every value of them.
+    batch, so accumulating gradients does not change what it computes. Which loss of `losses` runs,
+    its option values, the peak learning rate and the schedule's lengths are state, so one compiled
+    step serves the ceiling and every student of a model (LossTable).
     remat="block" rematerialises every block of the backbone (models/layers.py, run_block).
     """
 
@@ -126,20 +129,28 @@ def make_train_step(
         accum = batch["targets"].shape[0]
 
         def thresholds(logits, targets):
-            return loss.thresholds(logits, targets, state["threshold_running"], state["step"])
+            return losses.thresholds(logits, targets, state["threshold_running"], state["step"], state["loss"])
 
-        if loss.needs_threshold and accum > 1:
+        def batch_thresholds():
             logits = jax.lax.map(lambda mb: forward(params, _model_inputs(mb)), batch)
-            flat, running = thresholds(logits.reshape(-1, 2), batch["targets"].reshape(-1, 2))
-            per_example = flat.reshape(accum, -1)
-        else:  # one micro-batch: the threshold comes from the logits the loss differentiates
+            flat, new_running = thresholds(logits.reshape(-1, 2), batch["targets"].reshape(-1, 2))
+            return flat.reshape(accum, -1), new_running
+
+        needs = losses.needs_threshold(state["loss"]["kind"]) if accum > 1 else False
+        if needs is True:
+            per_example, running = batch_thresholds()
+        elif needs is not False:  # only the chosen loss's branch runs: xent pays no extra forward pass
+            per_example, running = jax.lax.cond(
+                needs, batch_thresholds,
+                lambda: (jnp.zeros(batch["targets"].shape[:2], jnp.float32), state["threshold_running"]))
+        else:  # one micro-batch (or no loss reads it): the threshold comes from the logits the loss differentiates
             per_example, running = None, state["threshold_running"]
 
         def micro_loss(p, mb, mb_thresholds):
             logits, targets = forward(p, _model_inputs(mb)), mb["targets"]
             t, new_running = (thresholds(logits, targets) if mb_thresholds is None
                               else (mb_thresholds, running))
-            value = loss(logits, targets, step_frac=step_frac, class1_threshold=t, options=state["loss_options"])
+            value = losses(logits, targets, step_frac=step_frac, class1_threshold=t, state=state["loss"])
             return value, new_running
 
         grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
@@ -154,7 +165,7 @@ def make_train_step(
             accumulate, (jnp.zeros((), jnp.float32), zeros, running), (batch, per_example))
         grads = jax.tree.map(lambda g: g / accum, grads)
         updates, opt_state = optimizer.update(grads, state["opt_state"], params)
-        lr = learning_rate(peak_lr, state["step"], state["warmup_steps"], state["total_steps"])
+        lr = learning_rate(state["peak_lr"], state["step"], state["warmup_steps"], state["total_steps"])
         updates = jax.tree.map(lambda u: lr.astype(u.dtype) * u, updates)
         new_state = {
             **state,
@@ -169,36 +180,37 @@ def make_train_step(
     return step
 
 
-def train_state_shardings(params: Any, optimizer: optax.GradientTransformation, mesh: jax.sharding.Mesh,
-                          loss: Loss) -> dict:
-    """The train state's shardings (its layout: see init_train_state) for params, concrete or abstract:
-    scalars replicated, params and optimizer state by the fsdp rule."""
+def state_scalars(total_steps: int, warmup_steps: int, peak_lr: float, losses: LossTable, loss: Loss) -> dict:
+    """The train state's host scalars: step, schedule, peak rate, the loss's kind and options
+    (LossTable.state) and the running threshold."""
+    return {"step": np.int32(0), "total_steps": np.int32(total_steps), "warmup_steps": np.int32(warmup_steps),
+            "peak_lr": np.float32(peak_lr), "loss": losses.state(loss), "threshold_running": np.float32(0)}
+
+
+def state_shardings(mesh: jax.sharding.Mesh, optimizer: optax.GradientTransformation, params: Any,
+                    scalars: dict) -> dict:
+    """Shardings of a train state: scalars replicated, params and optimizer state by the fsdp rule
+    (`params` may be abstract)."""
     scalar = sharding.replicated(mesh)
-    return {"step": scalar, "total_steps": scalar, "warmup_steps": scalar,
-            "loss_options": {k: scalar for k in loss.option_values()}, "threshold_running": scalar,
-            "params": sharding.state_shardings(mesh, params),
+    return {**jax.tree.map(lambda _: scalar, scalars), "params": sharding.state_shardings(mesh, params),
             "opt_state": sharding.state_shardings(mesh, jax.eval_shape(optimizer.init, params))}
 
 
 def init_train_state(
     model: nnx.Module, optimizer: optax.GradientTransformation, mesh: jax.sharding.Mesh,
-    total_steps: int, warmup_steps: int, loss: Loss,
+    total_steps: int, warmup_steps: int, peak_lr: float, loss: Loss, losses: LossTable,
 ) -> tuple[Any, dict, dict]:
-    """(graphdef, state, state shardings): step, schedule lengths, the loss's option values and
-    running threshold, params and optimizer state, the last two placed by the fsdp rule."""
+    """(graphdef, state, state shardings): the scalars of `_scalars`, params and optimizer state,
+    the last two placed by the fsdp rule. `losses` is the table the step computes (it holds `loss`)."""
     graphdef, params = nnx.split(model)
-    state_sh = train_state_shardings(params, optimizer, mesh, loss)
-    scalar, opt_sh, options = state_sh["step"], state_sh["opt_state"], loss.option_values()
+    scalars = state_scalars(total_steps, warmup_steps, peak_lr, losses, loss)
+    state_sh = state_shardings(mesh, optimizer, params, scalars)
     params = jax.device_put(params, state_sh["params"])
     state = {
         # From host values: jnp would compile a tiny program for each.
-        "step": jax.device_put(np.int32(0), scalar),
-        "total_steps": jax.device_put(np.int32(total_steps), scalar),
-        "warmup_steps": jax.device_put(np.int32(warmup_steps), scalar),
-        "loss_options": {k: jax.device_put(v, scalar) for k, v in options.items()},
-        "threshold_running": jax.device_put(np.float32(0), scalar),
+        **jax.device_put(scalars, {k: state_sh[k] for k in scalars}),
         "params": params,
-        "opt_state": jax.jit(optimizer.init, out_shardings=opt_sh)(params),
+        "opt_state": jax.jit(optimizer.init, out_shardings=state_sh["opt_state"])(params),
     }
     return graphdef, state, state_sh
 
@@ -213,21 +225,95 @@ def jit_train_step(step: Callable, mesh: jax.sharding.Mesh, state_sh: dict) -> C
     )
 
 
-def _compiled_train_step(graphdef: Any, optimizer: optax.GradientTransformation, loss: Loss, peak_lr: float,
-                         remat: str, mesh: jax.sharding.Mesh, state_sh: dict) -> Callable:
-    """The jitted step, reused by every later run of the same model, loss, rate and mesh in this
-    process (active-learning rounds, seeds, variants of a loss): schedule lengths and the loss's
-    option values are state, so nothing recompiles."""
+class StepProgram:
+    """A jitted train step, and the executables compiled ahead of time for the batch shapes a coming
+    stage will feed it (`compile_ahead`): a call whose batch has such a shape runs that executable,
+    waiting for its compilation if it is still under way; any other shape compiles through jit."""
+
+    def __init__(self, jitted: Callable):
+        self.jitted = jitted
+        self._ahead: dict[tuple, concurrent.futures.Future] = {}
+
+    def compile_ahead(self, state: dict, batch: dict) -> concurrent.futures.Future:
+        """Lowers and compiles the step for abstract `state` and `batch` (ShapeDtypeStructs with
+        shardings) on the background compiler thread; a shape already requested is not compiled twice."""
+        key = _signature(batch)
+        if key not in self._ahead:
+            self._ahead[key] = _COMPILER.submit(lambda: self.jitted.lower(state, batch).compile())
+        return self._ahead[key]
+
+    def __call__(self, state: dict, batch: dict) -> tuple[dict, dict]:
+        key = _signature(batch)
+        future = self._ahead.get(key)
+        if future is None:
+            return self.jitted(state, batch)
+        try:
+            return future.result()(state, batch)
+        except TypeError as e:  # checked before it runs (nothing donated): the state was not the one foreseen
+            warnings.warn(f"the train step compiled ahead does not take this state ({e}); compiling it again")
+            del self._ahead[key]
+            return self.jitted(state, batch)
+
+
+def _signature(batch: dict) -> tuple:
+    return tuple((k, v.shape, str(v.dtype)) for k, v in sorted(batch.items()))
+
+
+# One thread: compilations ahead queue up in the order asked (the next stage's first shape first),
+# and XLA's own compile uses the host's cores beyond it.
+_COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="w2s-compile-ahead")
+
+
+def _step_program(graphdef: Any, optimizer: optax.GradientTransformation, losses: LossTable, remat: str,
+                  mesh: jax.sharding.Mesh, state_sh: dict) -> StepProgram:
+    """The step program, reused by every later run of the same model, loss table, optimizer and mesh
+    in this process (the ceiling and every student, active-learning rounds, seeds): schedule
+    lengths, the peak rate and the loss's kind and option values are state, so nothing recompiles."""
     leaves, treedef = jax.tree.flatten(state_sh)
-    key = (graphdef, optimizer, loss.compiled_key, peak_lr, remat, mesh, tuple(leaves), treedef)
+    key = (graphdef, optimizer, losses, remat, mesh, tuple(leaves), treedef)
     if key not in _COMPILED_STEPS:
         if len(_COMPILED_STEPS) >= 8:  # the oldest goes: a process rarely trains more kinds of model
             _COMPILED_STEPS.pop(next(iter(_COMPILED_STEPS)))
-        _COMPILED_STEPS[key] = jit_train_step(make_train_step(graphdef, optimizer, loss, peak_lr, remat), mesh, state_sh)
+        _COMPILED_STEPS[key] = StepProgram(
+            jit_train_step(make_train_step(graphdef, optimizer, losses, remat), mesh, state_sh))
     return _COMPILED_STEPS[key]
 
 
-_COMPILED_STEPS: dict[tuple, Callable] = {}
+_COMPILED_STEPS: dict[tuple, StepProgram] = {}
+
+
+def batch_shapes(cfg: TrainConfig, width: int, mesh: jax.sharding.Mesh) -> dict[str, jax.ShapeDtypeStruct]:
+    """The abstract global batch of a token-input train step whose rows are padded to `width`."""
+    shard = sharding.batch_sharding(mesh, leading_axes=1)
+    rows = (cfg.accum_steps, cfg.micro_batch_size)
+    return {"input_ids": jax.ShapeDtypeStruct((*rows, width), np.int32, sharding=shard),
+            "attention_mask": jax.ShapeDtypeStruct((*rows, width), np.int32, sharding=shard),
+            "targets": jax.ShapeDtypeStruct((*rows, 2), np.float32, sharding=shard)}
+
+
+def batch_widths(inputs: Tokenized | TextRows, cfg: TrainConfig, seed: int) -> list[int]:
+    """The widths `train` pads its batches of `inputs` to, in the order they first occur (one process)."""
+    steps = range(cfg.total_steps(len(inputs)))
+    widths = (inputs.batch(batch_indices(len(inputs), cfg.batch_size, seed, s))["input_ids"].shape[1] for s in steps)
+    return list(dict.fromkeys(widths))
+
+
+def compile_ahead(model: nnx.Module, cfg: TrainConfig, loss: Loss, mesh: jax.sharding.Mesh,
+                  widths: Sequence[int]) -> list[concurrent.futures.Future]:
+    """Starts compiling, in the background, the train step `train(model, ..., cfg, loss=loss,
+    mesh=mesh)` will run, for batches padded to each of `widths` (in that order). `model` may be
+    abstract (nnx.eval_shape): only its structure and shapes matter. The futures are returned for
+    whoever wants to wait; `train` picks the executables up by itself."""
+    optimizer, losses = make_optimizer(cfg), LossTable.of(loss)
+    graphdef, params = nnx.split(model)
+    scalars = state_scalars(1, 1, cfg.lr, losses, loss)  # values do not matter, only shapes
+    state_sh = state_shardings(mesh, optimizer, params, scalars)
+    program = _step_program(graphdef, optimizer, losses, cfg.remat, mesh, state_sh)
+    abstract = {**scalars, "params": params, "opt_state": jax.eval_shape(optimizer.init, params)}
+    state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh,
+                                                            weak_type=getattr(x, "weak_type", False)),
+                         abstract, state_sh)
+    return [program.compile_ahead(state, batch_shapes(cfg, width, mesh)) for width in widths]
 
 
 def _put_batch(mesh, arrays: dict[str, np.ndarray], rows: int, leading_axes: int) -> dict[str, jax.Array]:
@@ -295,14 +381,16 @@ def train(
         sharding.check_heads(mesh, model.backbone.cfg.num_heads, model.backbone.cfg.num_kv_heads, desc)
     total_steps = cfg.total_steps(num_examples)
     optimizer = make_optimizer(cfg)
-    graphdef, state, state_sh = init_train_state(model, optimizer, mesh, total_steps, cfg.warmup_steps(total_steps), loss)
+    losses = LossTable.of(loss)
+    graphdef, state, state_sh = init_train_state(model, optimizer, mesh, total_steps, cfg.warmup_steps(total_steps),
+                                                 cfg.lr, loss, losses)
     checkpointer = StageCheckpointer(checkpoint_dir, cfg.checkpoint_every) if checkpoint_dir else None
     start, history = 0, []
     restored = checkpointer.restore(state) if checkpointer is not None else None
     if restored is not None:
         state, history = restored
         start = int(state["step"])
-    step_fn = _compiled_train_step(graphdef, optimizer, loss, cfg.lr, cfg.remat, mesh, state_sh)
+    step_fn = _step_program(graphdef, optimizer, losses, cfg.remat, mesh, state_sh)
     accum, micro = cfg.accum_steps, cfg.micro_batch_size
     # leave=None: the bar stays only at the top line, not below a run's overall bar (w2s.progress).
     bar = tqdm(total=total_steps, initial=start, desc=desc, unit="step", dynamic_ncols=True, leave=None,

@@ -7,12 +7,16 @@ and a loss that declares `class1_threshold` gets the detached per-example thresh
 `balanced_threshold` that the train step computes (`Loss.thresholds`: over the whole effective
 batch by default, also when gradients are accumulated over micro-batches). Its options are its
 other keyword arguments, read from its signature; the train step passes their values as traced
-data, so changing a value (a schedule, alpha_max) reuses the compiled step. A new loss is one file
-here and one `@LOSSES.register(name)` in it, imported at the end of this module.
+data, so changing a value (a schedule, alpha_max) reuses the compiled step. The loss's kind is
+data too: the train step computes a `LossTable` of every registered loss, picking the one its state
+names with `lax.switch`, so the ceiling and every student of a model share one compiled step
+(docs/compile.md). A new loss is one file here and one `@LOSSES.register(name)` in it, imported at
+the end of this module.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from typing import Any, Callable, Mapping
 
@@ -94,11 +98,35 @@ def needs_threshold(fn: Callable[..., Array]) -> bool:
     return "class1_threshold" in inspect.signature(fn).parameters
 
 
+def _apply(name: str, logits: Array, targets: Array, step_frac: Array, class1_threshold: Array,
+           options: Mapping[str, Any]) -> Array:
+    """Registered loss `name` with these option values, given only the reserved arguments it declares."""
+    fn = LOSSES.get(name)
+    reserved = {"step_frac": step_frac, "class1_threshold": class1_threshold}
+    return fn(logits, targets, **{k: reserved[k] for k in _reserved(fn)}, **options)
+
+
+def step_thresholds(logits: Array, targets: Array, running: Array, step: Array, decay: Any,
+                    group_size: int) -> tuple[Array, Array]:
+    """Per-example class-1 thresholds [B] of the effective batch's (detached) logits and the new
+    running estimate. With decay > 0 (a float or traced) the threshold is an exponential moving
+    average of the batch threshold, bias-corrected as Adam's moments are (so it needs no initial
+    value: `running` starts at 0; `step` counts the batches before this one); with decay 0 it is
+    this batch's, per group of `group_size` rows (make_loss refuses both at once), and `running`
+    is kept. At decay 0 the corrected average is exactly the batch threshold, so one formula serves
+    a traced decay."""
+    if group_size:
+        return grouped_thresholds(logits, targets, group_size), running
+    average = decay * running + (1.0 - decay) * balanced_threshold(logits, targets)
+    corrected = average / (1.0 - decay ** (step.astype(jnp.float32) + 1.0))
+    return jnp.broadcast_to(corrected, logits.shape[:1]), jnp.where(decay > 0, average, running)
+
+
 @dataclasses.dataclass(frozen=True)
 class Loss:
     """A registered loss with its options bound. `options` are passed to the loss as traced values
-    (`option_values`); `threshold_batch` and `threshold_decay` shape the step's threshold, so a
-    compiled step is shared by the losses with equal `compiled_key`s."""
+    (`LossTable.state`); `threshold_batch` shapes the step's threshold, so a compiled step is
+    shared by every loss with the same `threshold_batch` (LossTable.of)."""
 
     name: str
     options: tuple[tuple[str, float], ...] = ()
@@ -109,33 +137,63 @@ class Loss:
     def needs_threshold(self) -> bool:
         return needs_threshold(LOSSES.get(self.name))
 
-    @property
-    def compiled_key(self) -> tuple:
-        """What the compiled train step depends on: everything but the options' values."""
-        return (self.name, tuple(k for k, _ in self.options), self.threshold_batch, self.threshold_decay)
-
     def option_values(self) -> dict[str, np.ndarray]:
         return {k: np.float32(v) for k, v in self.options}
 
-    def __call__(self, logits: Array, targets: Array, *, step_frac: Array, class1_threshold: Array,
-                 options: Mapping[str, Array] | None = None) -> Array:
-        """The loss; `options` (traced values of this loss's options) replace the bound ones."""
-        values = dict(self.options) if options is None else dict(options)
-        fn = LOSSES.get(self.name)
-        reserved = {"step_frac": step_frac, "class1_threshold": class1_threshold}
-        return fn(logits, targets, **{k: reserved[k] for k in _reserved(fn)}, **values)
+    def __call__(self, logits: Array, targets: Array, *, step_frac: Array, class1_threshold: Array) -> Array:
+        return _apply(self.name, logits, targets, step_frac, class1_threshold, dict(self.options))
 
     def thresholds(self, logits: Array, targets: Array, running: Array, step: Array) -> tuple[Array, Array]:
-        """Per-example class-1 thresholds [B] of the effective batch's (detached) logits and the new
-        running estimate. The estimate is an exponential moving average of the batch threshold,
-        bias-corrected as Adam's moments are (so it needs no initial value: `running` starts at 0);
-        `step` counts the batches before this one."""
-        if not self.threshold_decay:
-            return grouped_thresholds(logits, targets, self.threshold_batch), running
-        decay = self.threshold_decay
-        running = decay * running + (1.0 - decay) * balanced_threshold(logits, targets)
-        corrected = running / (1.0 - decay ** (step.astype(jnp.float32) + 1.0))
-        return jnp.broadcast_to(corrected, logits.shape[:1]), running
+        """step_thresholds with this loss's threshold options."""
+        return step_thresholds(logits, targets, running, step, self.threshold_decay, self.threshold_batch)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossTable:
+    """The losses one compiled train step computes, the one it runs chosen by its state: the step
+    reads `state(loss)` (the loss's index in `names`, every listed loss's option values and the
+    threshold decay) as traced data and calls the loss through `lax.switch`, which runs only the
+    chosen branch. `of` lists every registered loss, so the ceiling and all students of a model
+    share one program; a table of one loss is that loss's own program (no switch)."""
+
+    names: tuple[str, ...]
+    threshold_batch: int = 0
+
+    @classmethod
+    def of(cls, loss: Loss) -> "LossTable":
+        """The table of every registered loss, for `loss`'s threshold grouping (a shape)."""
+        return cls(tuple(LOSSES.names()), loss.threshold_batch)
+
+    def state(self, loss: Loss) -> dict[str, Any]:
+        """What the step reads for `loss`: its index, the option values of every loss of the table
+        (`loss`'s own, the others' defaults: the state's structure is the same for every loss)."""
+        if loss.name not in self.names or loss.threshold_batch != self.threshold_batch:
+            raise ValueError(f"loss {loss.name!r} (threshold_batch {loss.threshold_batch}) is not in {self}.")
+        options = {n: {k: np.float32(v) for k, v in _defaults(LOSSES.get(n)).items()} for n in self.names}
+        options[loss.name] = loss.option_values()
+        return {"kind": np.int32(self.names.index(loss.name)), "options": options,
+                "threshold_decay": np.float32(loss.threshold_decay)}
+
+    def needs_threshold(self, kind: Array) -> bool | Array:
+        """Whether the loss of index `kind` reads the balanced threshold: a Python bool when every
+        loss of the table agrees, else traced."""
+        needs = [needs_threshold(LOSSES.get(n)) for n in self.names]
+        return needs[0] if len(set(needs)) == 1 else jnp.asarray(needs)[kind]
+
+    def __call__(self, logits: Array, targets: Array, *, step_frac: Array, class1_threshold: Array,
+                 state: Mapping[str, Any]) -> Array:
+        def branch(name: str) -> Callable[..., Array]:
+            return lambda *args, options: _apply(name, *args, options[name])
+
+        branches = [branch(name) for name in self.names]
+        args = (logits, targets, step_frac, class1_threshold)
+        if len(branches) == 1:
+            return branches[0](*args, options=state["options"])
+        return jax.lax.switch(state["kind"], [functools.partial(b, options=state["options"]) for b in branches], *args)
+
+    def thresholds(self, logits: Array, targets: Array, running: Array, step: Array,
+                   state: Mapping[str, Any]) -> tuple[Array, Array]:
+        return step_thresholds(logits, targets, running, step, state["threshold_decay"], self.threshold_batch)
 
 
 def known_losses() -> list[str]:
