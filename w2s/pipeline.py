@@ -376,7 +376,7 @@ class Stages:
         `split` will run (one per model whatever its loss: w2s.losses.LossTable), for every batch
         width its batches will have, so the stage's first step does not wait for XLA. Linear probes
         and multi-process runs (whose widths are agreed batch by batch) compile as they go."""
-        if self.probe is not None or jax.process_count() > 1:
+        if spec.probe is not None or jax.process_count() > 1:
             return
         model, tokenizer = spec.abstract(self.seed)
         widths = batch_widths(self._texts(tokenizer, spec, split), spec.train_cfg, self.seed)
@@ -402,7 +402,7 @@ class Stages:
         cfg = spec.train_cfg if spec.probe is None else spec.probe
         train_inputs, test_inputs = inputs(split), inputs("test")
         if prefix := train_prefix(loss_name, self.loss_options):
-            if self.probe is not None:
+            if spec.probe is not None:
                 raise ConfigError(f"{stage}: student {loss_name!r} prefixes its training inputs; a linear probe "
                                   "trains on features computed once without it. Finetune it (no probe).")
             train_inputs = train_inputs.prefixed(prefix)
