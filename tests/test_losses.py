@@ -155,7 +155,7 @@ def test_threshold_and_hard_targets_carry_no_gradient():
 
 
 def test_unknown_loss_and_option_are_named():
-    with pytest.raises(ValueError, match="Did you mean 'aux_conf'.*Known losses: aux_conf, product, reverse_xent"):
+    with pytest.raises(ValueError, match="Did you mean 'aux_conf'.*Known losses: aux_conf, .*reverse_xent"):
         losses.make_loss("auxconf")
     with pytest.raises(ValueError, match="alpha"):
         losses.make_loss("aux_conf", alpha=0.5)

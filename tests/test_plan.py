@@ -48,9 +48,11 @@ def test_plan_of_abstract_arrays_is_what_the_real_step_compiles_to_on_8_devices(
     got = plan.plan_step(plan.abstract_classifier(LLAMA, "last", jnp.bfloat16), mesh, train_cfg)
     param_bytes, opt_bytes, memory = real_step_memory(LLAMA, mesh, train_cfg)
     assert (got.param_bytes, got.opt_bytes) == (param_bytes, opt_bytes)
-    assert (got.argument_bytes, got.output_bytes, got.alias_bytes, got.temp_bytes) == (
-        memory.argument_size_in_bytes, memory.output_size_in_bytes, memory.alias_size_in_bytes,
-        memory.temp_size_in_bytes)
+    assert (got.argument_bytes, got.output_bytes, got.alias_bytes) == (
+        memory.argument_size_in_bytes, memory.output_size_in_bytes, memory.alias_size_in_bytes)
+    # The plan compiles with faster CPU code generation, whose schedule may place a few temporaries
+    # differently (64 bytes of 6.9 MB measured with the shared loss-table step).
+    assert got.temp_bytes == pytest.approx(memory.temp_size_in_bytes, rel=1e-3)
     assert got.mesh == (2, 2, 2) and got.temp_bytes > 0
     # Donation: the new state is written into the old one's buffers, so the peak counts it once.
     assert got.alias_bytes > 0.9 * (got.param_bytes + got.opt_bytes)

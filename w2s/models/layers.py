@@ -66,7 +66,10 @@ def run_block(block: nnx.Module, *args: Any) -> Any:
     """block(*args), rematerialised inside remat_blocks(True)."""
     if not _REMAT_BLOCKS.get():
         return block(*args)
-    return nnx.remat(lambda b, *a: b(*a))(block, *args)
+    # A pure function of the block's arrays under jax.checkpoint: a block's forward changes no state,
+    # and nnx.remat would write its variables back, which fails inside the step's lax.switch/cond.
+    graphdef, state = nnx.split(block)
+    return jax.checkpoint(lambda s, *a: nnx.merge(graphdef, s)(*a))(state, *args)
 
 
 def check_length(input_ids: jax.Array, cfg: TransformerConfig) -> int:
