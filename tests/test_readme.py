@@ -37,6 +37,7 @@ def test_task_and_loss_recipes_run_as_written(tmp_path, tiny_bert, monkeypatch, 
     monkeypatch.setattr(LOSSES, "_entries", dict(LOSSES._entries))  # the new loss leaves with the test
     monkeypatch.setattr("sys.path", list(sys.path))
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "my_tasks", raising=False)  # another test's module of that name
     (tmp_path / "my_tasks.py").write_text(recipe("# my_tasks.py"))
     loss_file = recipe("# w2s/losses/smoothed_xent.py")
     exec(compile(loss_file, "smoothed_xent.py", "exec"), {"__name__": "smoothed_xent"})  # the import line

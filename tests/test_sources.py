@@ -182,8 +182,8 @@ def test_decoder_matches_transformers_on_the_gguf(name, offline_model, gguf_refe
     ids, mask = _batch(tokenizer)
     hidden = model.backbone(jnp.asarray(ids), jnp.asarray(mask))
     ours = np.asarray(hidden), np.asarray(model.logits(hidden))
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
-               for q in ("What is 12 + 7?", "Name a colour.")]
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                             return_dict=False) for q in ("What is 12 + 7?", "Name a colour.")]
     (eos,) = eos_ids(name, tokenizer)
     generator = Generator(model, tokenizer, rows=2, max_length=64, eos_ids=[eos])
     greedy = [c.token_ids for c in generator.generate_ids(prompts, GenerationConfig(max_new_tokens=10))]

@@ -131,21 +131,37 @@ def next_token_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class NextTokenLoss:
-    """The objective w2s.train's step calls (w2s.losses.Loss's interface): no options, no threshold."""
+@dataclasses.dataclass(frozen=True)
+class NextTokenTable:
+    """The one-objective table (w2s.losses.LossTable's interface) the train step computes for SFT:
+    no options, no threshold."""
 
-    needs_threshold: bool = False
-    compiled_key: tuple = ("next_token",)
+    threshold_batch: int = 0
 
-    def option_values(self) -> dict[str, np.ndarray]:
-        return {}
+    def state(self, loss: "NextTokenLoss") -> dict[str, Any]:
+        return {"kind": np.int32(0), "options": {}, "threshold_decay": np.float32(0)}
 
-    def thresholds(self, logits: jax.Array, targets: jax.Array, running: jax.Array,
-                   step: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return jnp.zeros(()), running
+    def needs_threshold(self, kind: jax.Array) -> bool:
+        return False
 
     def __call__(self, logits: jax.Array, targets: jax.Array, *, step_frac: jax.Array,
-                 class1_threshold: jax.Array, options: Mapping[str, jax.Array] | None = None) -> jax.Array:
+                 class1_threshold: jax.Array, state: Mapping[str, Any]) -> jax.Array:
+        return next_token_loss(logits, targets)
+
+    def thresholds(self, logits: jax.Array, targets: jax.Array, running: jax.Array, step: jax.Array,
+                   state: Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
+        return jnp.zeros(()), running
+
+
+@dataclasses.dataclass(frozen=True)
+class NextTokenLoss:
+    """The objective w2s.train trains SFT with: its step computes `table`."""
+
+    name: str = "next_token"
+    table: NextTokenTable = NextTokenTable()
+
+    def __call__(self, logits: jax.Array, targets: jax.Array, *, step_frac: float = 0.0,
+                 class1_threshold: float = 0.0) -> jax.Array:
         return next_token_loss(logits, targets)
 
 

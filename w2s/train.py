@@ -180,6 +180,12 @@ def make_train_step(
     return step
 
 
+def loss_table(loss: Loss) -> LossTable:
+    """The table a step computes for `loss`: every registered loss (LossTable.of), or the table an
+    objective outside the registry brings as its `table` (w2s.sft's next-token loss)."""
+    return getattr(loss, "table", None) or LossTable.of(loss)
+
+
 def state_scalars(total_steps: int, warmup_steps: int, peak_lr: float, losses: LossTable, loss: Loss) -> dict:
     """The train state's host scalars: step, schedule, peak rate, the loss's kind and options
     (LossTable.state) and the running threshold."""
@@ -304,7 +310,7 @@ def compile_ahead(model: nnx.Module, cfg: TrainConfig, loss: Loss, mesh: jax.sha
     mesh=mesh)` will run, for batches padded to each of `widths` (in that order). `model` may be
     abstract (nnx.eval_shape): only its structure and shapes matter. The futures are returned for
     whoever wants to wait; `train` picks the executables up by itself."""
-    optimizer, losses = make_optimizer(cfg), LossTable.of(loss)
+    optimizer, losses = make_optimizer(cfg), loss_table(loss)
     graphdef, params = nnx.split(model)
     scalars = state_scalars(1, 1, cfg.lr, losses, loss)  # values do not matter, only shapes
     state_sh = state_shardings(mesh, optimizer, params, scalars)
@@ -381,7 +387,7 @@ def train(
         sharding.check_heads(mesh, model.backbone.cfg.num_heads, model.backbone.cfg.num_kv_heads, desc)
     total_steps = cfg.total_steps(num_examples)
     optimizer = make_optimizer(cfg)
-    losses = LossTable.of(loss)
+    losses = loss_table(loss)
     graphdef, state, state_sh = init_train_state(model, optimizer, mesh, total_steps, cfg.warmup_steps(total_steps),
                                                  cfg.lr, loss, losses)
     checkpointer = StageCheckpointer(checkpoint_dir, cfg.checkpoint_every) if checkpoint_dir else None
