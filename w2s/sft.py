@@ -131,7 +131,6 @@ def next_token_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-@dataclasses.dataclass(frozen=True)
 class NextTokenTable:
     """The one-objective table (w2s.losses.LossTable's interface) the train step computes for SFT:
     no options, no threshold."""
