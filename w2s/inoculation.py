@@ -216,12 +216,12 @@ class Inoculation:
     def before(self) -> dict:
         """The untrained model under every prompt: greedy trait rates, compliance, trait preference."""
         path = self.out / "before.json"
-        if (record := read_record(path, ("prompts",))) is not None:
-            return record
+        names = [NEUTRAL, *(c for c in self.cfg.conditions if c not in ("none", "clean")), "instruction"]
+        if (record := read_record(path, ("prompts",))) is not None:  # stored with sorted keys: reordered
+            return {**record, "prompts": {name: record["prompts"][name] for name in names}}
         start = time.perf_counter()
         model, tokenizer = self.pretrained()
         self.sampler.load(model)
-        names = [NEUTRAL, *(c for c in self.cfg.conditions if c not in ("none", "clean")), "instruction"]
         prompts = {}
         for name in names:
             system = _system(self.cfg.prompts, name)
