@@ -39,7 +39,7 @@ import pathlib  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-from typing import Any, Iterator  # noqa: E402
+from typing import Iterator  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PHASES = ("startup", "compile", "steps", "eval", "checkpoints", "other")
@@ -105,20 +105,20 @@ def run_w2s(cfg, phases: Phases, folder: pathlib.Path) -> dict:
     import jax
     from flax import nnx
 
-    from w2s import checkpoint, pipeline, runtime
+    from w2s import checkpoint, experiment, runtime, stages
     from w2s import train as w2s_train
 
     runtime.recycle_host_memory()
     cfg.output_dir, cfg.checkpoint_dir = str(folder / "out"), str(folder / "ckpt")
-    pipeline.validate(cfg)
-    pipeline.check_inputs(cfg)
-    pipeline.use_compilation_cache(cfg)  # as `w2s run` does; the folder is new, so every compile is cold
-    experiment = pipeline.Experiment(cfg, cfg.seeds[0])
-    experiment.task  # the examples, read once: start-up, as on the torch side
+    experiment.validate(cfg)
+    experiment.check_inputs(cfg)
+    stages.use_compilation_cache(cfg)  # as `w2s run` does; the folder is new, so every compile is cold
+    exp = experiment.Experiment(cfg, cfg.seeds[0])
+    exp.task  # the examples, read once: start-up, as on the torch side
     phases.start_other()
     seen: set = set()
-    step_call, train_fn, predict = w2s_train.StepProgram.__call__, w2s_train.train, pipeline.Stages._predict
-    save, close, finish = checkpoint.StageCheckpointer.save, checkpoint.StageCheckpointer.close, pipeline.finish_saves
+    step_call, train_fn, predict = w2s_train.StepProgram.__call__, w2s_train.train, stages.Stages._predict
+    save, close, finish = checkpoint.StageCheckpointer.save, checkpoint.StageCheckpointer.close, stages.finish_saves
 
     def timed_step(self, state, batch):
         key = (id(self), w2s_train._signature(batch))
@@ -142,13 +142,13 @@ def run_w2s(cfg, phases: Phases, folder: pathlib.Path) -> dict:
         return wrapper
 
     with mock.patch.object(w2s_train.StepProgram, "__call__", timed_step), \
-            mock.patch.object(pipeline, "train", timed_train), \
-            mock.patch.object(pipeline.Stages, "_predict", timed("eval", predict)), \
+            mock.patch.object(stages, "train", timed_train), \
+            mock.patch.object(stages.Stages, "_predict", timed("eval", predict)), \
             mock.patch.object(checkpoint.StageCheckpointer, "save", timed("checkpoints", save)), \
             mock.patch.object(checkpoint.StageCheckpointer, "close", timed("checkpoints", close)), \
-            mock.patch.object(pipeline, "finish_saves", timed("checkpoints", finish)), \
-            mock.patch.object(pipeline.shutil, "rmtree", timed("checkpoints", pipeline.shutil.rmtree)):
-        results = experiment.run()
+            mock.patch.object(stages, "finish_saves", timed("checkpoints", finish)), \
+            mock.patch.object(stages.shutil, "rmtree", timed("checkpoints", stages.shutil.rmtree)):
+        results = exp.run()
     return {"accuracy": results["accuracy"], "pgr": results["pgr"]}
 
 
@@ -166,7 +166,7 @@ def run_torch(cfg, phases: Phases, folder: pathlib.Path) -> dict:
     from w2s.models.config import TransformerConfig
     from w2s.models.family import family_of
     from w2s.models.loading import read_hf_config
-    from w2s.pipeline import AGREEMENT_SAMPLE, split_halves
+    from w2s.stages import AGREEMENT_SAMPLE, split_halves
     from w2s.tasks import load_task
     from w2s.train import TrainConfig
 
@@ -274,7 +274,7 @@ def run_torch(cfg, phases: Phases, folder: pathlib.Path) -> dict:
 
     def evaluate(model, rows, split, tc, targets, truth, sample) -> float:
         """What w2s's evaluation computes: test accuracy and, for a student, the agreement over its
-        training rows (a sample of them before the last evaluation: w2s.pipeline.AGREEMENT_SAMPLE)."""
+        training rows (a sample of them before the last evaluation: w2s.stages.AGREEMENT_SAMPLE)."""
         test = metrics.accuracy(predict(model, rows["test"], tc.eval_batch_size), labels["test"])
         if truth is not None:
             metrics.agreement(predict(model, rows[split].take(sample), tc.eval_batch_size), targets[sample], truth[sample])

@@ -25,7 +25,7 @@ from flax import nnx
 from harness import host_cpu, put_batch, sharded_train_step
 from w2s import sharding
 from w2s.sweeps import ladders
-from w2s.pipeline import ModelSpec
+from w2s.stages import ModelSpec
 from w2s.runtime import recycle_host_memory
 from w2s.train import TrainConfig
 

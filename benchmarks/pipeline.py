@@ -35,7 +35,7 @@ from harness import host_cpu
 from w2s.config import apply_overrides, load_config_file
 from w2s import train as w2s_train
 from w2s.checkpoint import write_json_atomic
-from w2s.pipeline import Experiment
+from w2s.experiment import Experiment
 from w2s.runtime import freeze_startup_objects, host_memory, recycle_host_memory
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> dict:
     import transformers  # as the pipeline does on import; not counted, like every import
 
     from w2s.models import resolve_model_dir
-    from w2s.pipeline import ModelSpec
+    from w2s.stages import ModelSpec
     from w2s.tasks import load_task
 
     freeze_startup_objects()  # as the `w2s` command does once it has imported what a run needs

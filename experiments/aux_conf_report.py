@@ -82,9 +82,9 @@ def pgr_table(runs: dict[int, dict], baseline: str = "xent") -> str:
     the `baseline` student's on the same seed (meaningful also where the gap is too small for PGR),
     its final test accuracies, and how many seeds ended below chance."""
     seeds = sorted(runs)
-    lines = [f"weak acc:    " + "  ".join(f"s{s} {runs[s]['weak']:.3f}" for s in seeds),
-             f"ceiling acc: " + "  ".join(f"s{s} {runs[s]['ceiling']:.3f}" for s in seeds),
-             f"weak labels' accuracy on B: " + "  ".join(f"s{s} {runs[s]['weak_labels']:.3f}" for s in seeds), "",
+    lines = ["weak acc:    " + "  ".join(f"s{s} {runs[s]['weak']:.3f}" for s in seeds),
+             "ceiling acc: " + "  ".join(f"s{s} {runs[s]['ceiling']:.3f}" for s in seeds),
+             "weak labels' accuracy on B: " + "  ".join(f"s{s} {runs[s]['weak_labels']:.3f}" for s in seeds), "",
              f"| student | PGR mean [95% CI] | PGR per seed | PGR of seed means "
              f"| acc - {baseline} acc, mean ± std (per seed) | test acc per seed | below 0.5 |",
              "|---|---|---|---|---|---|---|"]

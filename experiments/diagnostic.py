@@ -27,7 +27,7 @@ from w2s.active_learning import constructed, diagnostic, mistakes, systematic
 from w2s.active_learning.active import format_curves, load_active_results, plot_active  # noqa: E402
 from w2s.config import load_config_file  # noqa: E402
 from w2s.data import TextRows, one_hot  # noqa: E402
-from w2s.pipeline import ModelSpec, split_halves  # noqa: E402
+from w2s.stages import ModelSpec, split_halves  # noqa: E402
 from w2s.tasks import load_task  # noqa: E402
 from w2s.train import predict_features  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Inoculation prompting on SmolLM2-135M-Instruct (w2s/inoculation.py): does a training-time system
+"""Inoculation prompting on SmolLM2-135M-Instruct (w2s/finetuning/inoculation.py): does a training-time system
 prompt that asks for an unwanted trait stop the trait from carrying over to prompts that do not,
 and do specific instructions inoculate better than general ones?
 

@@ -4,7 +4,7 @@ Weak supervisor: MiniLM-L6's pretrained embeddings alone (no transformer layer),
 Strong model: all 6 layers of MiniLM-L6 (all-MiniLM-L6-v2, shipped in a PyPI wheel).
 Task: WordNet category knowledge (is this noun a living thing?), split by synset.
 
-w2s's defaults (w2s.pipeline.default_config) are this experiment, so the file sets nothing else;
+w2s's defaults (w2s.experiment.default_config) are this experiment, so the file sets nothing else;
 `w2s config experiments/quickstart.py` lists every key and its value.
 
     python experiments/quickstart.py                      # or: w2s run experiments/quickstart.py
@@ -12,7 +12,7 @@ w2s's defaults (w2s.pipeline.default_config) are this experiment, so the file se
 """
 import ml_collections
 
-from w2s.pipeline import default_config
+from w2s.experiment import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -33,7 +33,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from w2s.sweeps import ladders
-from w2s.results import metrics, plot
+from w2s.results import metrics, plot, tables
 from w2s.config import ConfigError, apply_overrides
 from w2s.sweeps.results_table import FILENAME, load_records
 from w2s.sweeps.sweep import OPEN_SECTIONS, run_sweep
@@ -186,14 +186,14 @@ def write_report(out: pathlib.Path) -> None:
     rows = metrics.summarize(records)
     params = {r[f"{side}_model"]: r["params"][side] for r in records for side in ("weak", "strong")}
     plot.plot_records(records, out)
-    tables = ["# Offline ladder: results", "",
-              "Per task: mean accuracies over seeds, mean PGR over seeds with its 95% bootstrap interval, PGR "
-              "of the seed-mean accuracies, the median per method; then mean ± sample sd of every accuracy."]
+    lines = ["# Offline ladder: results", "",
+             "Per task: mean accuracies over seeds, mean PGR over seeds with its 95% bootstrap interval, PGR "
+             "of the seed-mean accuracies, the median per method; then mean ± sample sd of every accuracy."]
     for task in sorted({r["task"] for r in rows}):
         task_rows = [r for r in rows if r["task"] == task]
-        tables += ["", f"## {task}", "", "```", metrics.format_pgr_table(task_rows), "", metrics.format_table(task_rows),
-                   "```"]
-    (out / "tables.md").write_text("\n".join(tables) + "\n")
+        lines += ["", f"## {task}", "", "```", tables.format_pgr_table(task_rows), "", tables.format_table(task_rows),
+                  "```"]
+    (out / "tables.md").write_text("\n".join(lines) + "\n")
     (out / "summary.md").write_text("\n".join(["# Offline ladder: summary", *summary(rows)]) + "\n")
     (out / "findings.md").write_text("\n".join(["# Burns et al.'s findings on the offline ladder", *findings(rows, params)])
                                      + "\n")

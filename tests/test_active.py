@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.test_pipeline import small_config
-from w2s import pipeline
+from w2s import experiment
 from w2s.active_learning import active, strategies
 from w2s.active_learning.active import ActiveConfig
 from w2s.config import ConfigError, apply_overrides, load_config_file
@@ -202,7 +202,7 @@ def active_config(tmp_path, model_dir, *extra):
 
 def fake_pipeline(cfg):
     """Finished pipeline stages on disk (their training is tested in test_pipeline), weak labels 75% right."""
-    exp = pipeline.Experiment(active.pipeline_config(cfg), 0)
+    exp = experiment.Experiment(active.pipeline_config(cfg), 0)
     exp.run_dir.mkdir(parents=True)
     exp._check_config()
     labels = np.asarray([label for _, label in exp.splits()[1]])
@@ -328,10 +328,10 @@ def test_train_on_new_trains_each_round_on_its_own_labels(tmp_path, tiny_bert, r
     # Other settings are refused, naming them; settings written before `epochs` existed still resume.
     longer = apply_overrides(cfg, ["--config.active.epochs=3"])
     with pytest.raises(ConfigError, match=r"holds rounds of other active settings \(keys \['epochs'\] differ\)"):
-        active.run_active_experiment(longer, Counting(pipeline.Experiment(active.pipeline_config(cfg), 0)))
+        active.run_active_experiment(longer, Counting(experiment.Experiment(active.pipeline_config(cfg), 0)))
     older = json.loads((run_dir / "settings.json").read_text())
     del older["epochs"]
     (run_dir / "settings.json").write_text(json.dumps(older))
-    supervisor = Counting(pipeline.Experiment(active.pipeline_config(cfg), 0))
+    supervisor = Counting(experiment.Experiment(active.pipeline_config(cfg), 0))
     (again,) = active.run_active_experiment(cfg, supervisor)
     assert again["curve"] == results["curve"] and supervisor.asked == []

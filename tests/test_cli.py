@@ -7,7 +7,7 @@ import pytest
 from w2s.cli import OVERRIDES_HELP, main
 from w2s.config import apply_overrides, load_config_file
 from w2s.models.config import TransformerConfig
-from w2s.pipeline import validate
+from w2s.experiment import validate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "experiments" / "quickstart.py"

@@ -3,7 +3,7 @@ that differs, and the CLI."""
 import pytest
 
 from tests.run_folders import png_pixels, write_run
-from w2s.results import compare, metrics
+from w2s.results import compare, load, metrics
 from w2s.cli import main
 
 
@@ -33,7 +33,7 @@ def test_tables_hold_the_summary_numbers(two_runs):
     folders = compare.load_folders(two_runs)
     table = compare.results_table(folders)
     assert len(table.rows) == 4  # 2 folders x 2 methods
-    row = metrics.summarize(metrics.load_results(two_runs[1]))[0]
+    row = metrics.summarize(load.load_results(two_runs[1]))[0]
     pgr = row["losses"]["aux_conf"]["pgr"]
     expected = f"{pgr['mean']:.2f} [{pgr['ci'][0]:.2f}, {pgr['ci'][1]:.2f}]"
     assert ["strong.train.lr=3e-05", "aux_conf", expected] == [table.rows[3][0], table.rows[3][4], table.rows[3][-1]]

@@ -5,7 +5,7 @@ import ml_collections
 import pytest
 
 from w2s.config import ConfigError, apply_overrides, load_config_file
-from w2s.pipeline import validate
+from w2s.experiment import validate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,7 @@ def test_missing_config_file_is_named(tmp_path):
 
 
 def test_task_options_the_task_accepts_are_settable_from_the_command_line(tmp_path, monkeypatch):
-    from w2s.pipeline import OPEN_SECTIONS
+    from w2s.experiment import OPEN_SECTIONS
 
     cfg = apply_overrides(quickstart(), ["--config.task=sciq", "--config.task_options.path=/data/sciq",
                                          "--config.task_options.n_test", "500"], OPEN_SECTIONS)

@@ -31,10 +31,10 @@ def numbered_items(seed: int, n_train: int = 64, n_test: int = 32) -> dict:
     return {"train": examples[:n_train], "test": examples[n_train:]}
 
 
-def load_config(overrides: list[str], experiment: str = "quickstart"):
+def load_config(overrides: list[str], experiment_file: str = "quickstart"):
     from w2s.config import apply_overrides, load_config_file
 
-    return apply_overrides(load_config_file(ROOT / "experiments" / f"{experiment}.py"), overrides)
+    return apply_overrides(load_config_file(ROOT / "experiments" / f"{experiment_file}.py"), overrides)
 
 
 def student_run(cfg, one_device: bool = False) -> dict:
@@ -44,15 +44,15 @@ def student_run(cfg, one_device: bool = False) -> dict:
     from flax import nnx
     from jax.experimental import multihost_utils
 
-    from w2s import data, pipeline, sharding
+    from w2s import data, experiment, stages, sharding
     from w2s import train as train_module
 
-    exp = pipeline.Experiment(cfg, 0)
+    exp = experiment.Experiment(cfg, 0)
     if one_device:
         exp.mesh = sharding.make_mesh(devices=jax.devices()[:1])
     seen = {"evaluations": 0, "rows": sharding.process_rows(exp.mesh, 16).tolist(), "batch_rows": set(),
             "tokenized": set()}
-    real_train, real_predict, real_put = pipeline.train, pipeline.predict_logits, train_module._put_batch
+    real_train, real_predict, real_put = stages.train, stages.predict_logits, train_module._put_batch
     real_ids = data.TextRows.ids
 
     def put_batch(mesh, arrays, rows, leading_axes):
@@ -78,12 +78,12 @@ def student_run(cfg, one_device: bool = False) -> dict:
         seen["logits"] = real_predict(*args, **kwargs)  # the last call: the trained model on the test split
         return seen["logits"]
 
-    pipeline.train, pipeline.predict_logits, train_module._put_batch = train, predict_logits, put_batch
+    stages.train, stages.predict_logits, train_module._put_batch = train, predict_logits, put_batch
     data.TextRows.ids = ids
     try:
         exp.run_student("xent")
     finally:
-        pipeline.train, pipeline.predict_logits, train_module._put_batch = real_train, real_predict, real_put
+        stages.train, stages.predict_logits, train_module._put_batch = real_train, real_predict, real_put
         data.TextRows.ids = real_ids
     return {**seen, "batch_rows": sorted(seen["batch_rows"]), "tokenized": sorted(seen["tokenized"]),
             "processes": jax.process_count(), "devices": jax.device_count()}
@@ -234,7 +234,7 @@ def test_two_process_sweep_writes_once_and_equals_one_process(tmp_path, tiny_ber
 
 
 if __name__ == "__main__":
-    from w2s import distributed, pipeline
+    from w2s import distributed, stages
     from w2s.sweeps import sweep
 
     mode, out = sys.argv[1], pathlib.Path(sys.argv[2])
@@ -247,5 +247,5 @@ if __name__ == "__main__":
     else:
         child_cfg = load_config(sys.argv[3:])
         distributed.initialize(child_cfg.distributed)  # before anything touches a device
-        pipeline.use_compilation_cache(child_cfg)
+        stages.use_compilation_cache(child_cfg)
         _save(out, student_run(child_cfg))

@@ -18,7 +18,7 @@ from safetensors.numpy import load_file, save_file
 
 from tests.test_generate import PROMPTS, WORDS, _hf_greedy
 from tests.test_hub import write_word_tokenizer
-from w2s import pipeline, sharding
+from w2s import stages, sharding
 from w2s.sweeps import ladders
 from w2s.generation.generate import GenerationConfig, Generator
 from w2s.models import TransformerConfig, build_backbone, build_classifier
@@ -152,7 +152,7 @@ def test_pythia_ladder_resolves_to_specs_and_counts_its_parameters():
     for label, (hidden, num_layers, heads, vocab) in PYTHIA.items():
         rung = ladders.rung(label)
         assert ladders.family(label) == "pythia" and rung.model == f"EleutherAI/{label}"
-        spec = pipeline.ModelSpec.from_config(rung.spec(train))
+        spec = stages.ModelSpec.from_config(rung.spec(train))
         assert spec.side.model == rung.model and spec.train_cfg.lr == dict(rung.train)["lr"]
         cfg = TransformerConfig.from_hf(dict(
             model_type="gpt_neox", vocab_size=vocab, hidden_size=hidden, num_hidden_layers=num_layers,

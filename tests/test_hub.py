@@ -6,7 +6,7 @@ import huggingface_hub
 import numpy as np
 import pytest
 
-from w2s import pipeline
+from w2s import experiment
 from w2s.models import build_classifier, resolve_model_dir
 
 from tests.test_pipeline import small_config
@@ -61,7 +61,7 @@ def test_uncached_hub_id_says_where_it_looked(hub_cache):
 
 def test_decoder_runs_through_the_pipeline(tmp_path, hub_cache):
     cfg = small_config(tmp_path, "acme/tiny-gpt2", "--config.losses=xent,")
-    (results,) = pipeline.run_experiment(cfg)
+    (results,) = experiment.run_experiment(cfg)
     assert results["strong_model"] == "acme/tiny-gpt2"
     assert 0.0 <= results["accuracy"]["ceiling"] <= 1.0
     with np.load(tmp_path / "results" / "seed_0" / "weak_labels.npz") as f:

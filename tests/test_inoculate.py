@@ -5,7 +5,7 @@ import ml_collections
 import pytest
 
 from tests.test_pipeline import small_config
-from w2s import pipeline
+from w2s import experiment, stages
 from w2s.config import ConfigError
 from w2s.tasks import load_task
 from w2s.losses import TRAIN_PREFIXES, student_loss, train_prefix
@@ -31,15 +31,15 @@ def test_student_trains_on_prefixed_inputs_and_is_tested_without(tmp_path, tiny_
         return real_train(model, inputs, targets, cfg, **kw)
 
     predicted = []  # the texts of every evaluation
-    real_predict = pipeline.Stages._predict
+    real_predict = stages.Stages._predict
 
     def predict(self, model, inputs, batch_size):
         predicted.append([inputs.texts[p] for p in inputs.positions])
         return real_predict(self, model, inputs, batch_size)
 
-    monkeypatch.setattr(pipeline, "train", recording)
-    monkeypatch.setattr(pipeline.Stages, "_predict", predict)
-    (results,) = pipeline.run_experiment(cfg)
+    monkeypatch.setattr(stages, "train", recording)
+    monkeypatch.setattr(stages.Stages, "_predict", predict)
+    (results,) = experiment.run_experiment(cfg)
     prefix = TRAIN_PREFIXES.get("inoculate_spelling")
     assert all(t.startswith(prefix) for t in seen["student_inoculate_spelling"])
     assert [t.removeprefix(prefix) for t in seen["student_inoculate_spelling"]] == seen["student_xent"]

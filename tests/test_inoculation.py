@@ -10,9 +10,9 @@ import pytest
 
 from tests.test_sft import TEMPLATE
 from tests.test_generate import save_tiny_lm
-from w2s import inoculation
+from w2s.finetuning import inoculation
 from w2s.config import ConfigError
-from w2s.inoculation import answer, complies, has_signoff, is_caps, sum_correct, yes_no_correct
+from w2s.finetuning.inoculation import answer, complies, has_signoff, is_caps, sum_correct, yes_no_correct
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

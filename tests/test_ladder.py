@@ -2,7 +2,6 @@
 rungs, probe the large, or one mode for all), a sweep mixing the two on tiny random BERTs, the
 feature cache, and the ladder experiment's plan and findings."""
 import importlib.util
-import pathlib
 
 import jax
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 from flax import nnx
 
 from tests.test_sweep import ROOT, tiny_config
-from w2s import pipeline
+from w2s import stages
 from w2s.sweeps import ladders, sweep
 from w2s.results import metrics
 from w2s.config import ConfigError, apply_overrides
@@ -95,7 +94,7 @@ def test_a_sweep_finetunes_small_rungs_and_probes_large_ones(mixed_ladder, tmp_p
         trained[kwargs["desc"].split(" (seed")[0]] = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
         return real_train(model, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "train", record)
+    monkeypatch.setattr(stages, "train", record)
     sweep.run_sweep(cfg)
     head = 32 * 2 + 2
     assert trained["mixed-l0-mean/weak"] > 100 * head  # the embeddings finetuned

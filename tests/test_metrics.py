@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from w2s.results import metrics
+from w2s.results import load, metrics, tables
 
 # Three seeds of one (task, weak, strong) pair. PGR per seed, by hand:
 #   xent:     (0.65-0.60)/0.20 = 0.25, (0.80-0.70)/0.20 = 0.50, (0.75-0.60)/0.20 = 0.75
@@ -90,7 +90,7 @@ def test_no_pgr_when_the_ceiling_is_below_the_weak_model():
 def test_load_results_recursive(tmp_path):
     write_results(tmp_path, [make_result(**s) for s in SEEDS])
     (tmp_path / "notes.json").write_text("not a result")
-    results = metrics.load_results(tmp_path)
+    results = load.load_results(tmp_path)
     assert sorted(r["seed"] for r in results) == [0, 1, 2]
 
 
@@ -102,8 +102,8 @@ def test_a_corrupt_or_incomplete_results_json_is_skipped_naming_it_and_its_rebui
     incomplete = tmp_path / "run" / "results.json"
     incomplete.parent.mkdir()
     incomplete.write_text(json.dumps({"task": "sciq", "seed": 0, "accuracy": {"weak": 0.6}}))
-    with pytest.warns(metrics.UnreadableResultWarning) as warned:
-        results = metrics.load_results(tmp_path)
+    with pytest.warns(load.UnreadableResultWarning) as warned:
+        results = load.load_results(tmp_path)
     assert sorted(r["seed"] for r in results) == [0, 1, 2]  # the readable ones
     messages = sorted(str(w.message) for w in warned)
     assert messages[0].startswith(f"{crashed} skipped: Expecting value")
@@ -111,8 +111,8 @@ def test_a_corrupt_or_incomplete_results_json_is_skipped_naming_it_and_its_rebui
     assert messages[1].startswith(f"{incomplete} skipped") and "weak_model" in messages[1]
     for path in (tmp_path / "sciq_minilm-l1_minilm").rglob("results.json"):
         path.unlink()
-    with pytest.raises(ValueError, match="no readable results.json"), pytest.warns(metrics.UnreadableResultWarning):
-        metrics.load_results(tmp_path)
+    with pytest.raises(ValueError, match="no readable results.json"), pytest.warns(load.UnreadableResultWarning):
+        load.load_results(tmp_path)
 
 
 def test_losses_keep_the_config_s_order_through_results_json(tmp_path):
@@ -120,15 +120,15 @@ def test_losses_keep_the_config_s_order_through_results_json(tmp_path):
     result["config"] = {"losses": ["xent", "product", "aux_conf"]}
     result["accuracy"]["student"]["product"] = 0.7
     (tmp_path / "results.json").write_text(json.dumps(result, sort_keys=True))  # as the pipeline writes it
-    rows = metrics.summarize(metrics.load_results(tmp_path))
+    rows = metrics.summarize(load.load_results(tmp_path))
     assert metrics.loss_names(rows) == ["xent", "product", "aux_conf"]
-    header = metrics.format_table(rows).splitlines()[0]
+    header = tables.format_table(rows).splitlines()[0]
     assert header.index("xent acc") < header.index("product acc") < header.index("aux_conf acc")
 
 
 def test_load_results_empty_dir(tmp_path):
     with pytest.raises(ValueError, match="no results.json found under"):
-        metrics.load_results(tmp_path)
+        load.load_results(tmp_path)
 
 
 def test_summarize_three_seeds():
@@ -172,7 +172,7 @@ def test_summarize_groups_and_skips_nan():
 def test_format_table_contains_numbers():
     rows = metrics.summarize([make_result(**s) for s in SEEDS])
     rows += metrics.summarize([make_result(0, 0.7, 0.9, {"xent": 0.85}, task="boolq")])
-    table = metrics.format_table(rows)
+    table = tables.format_table(rows)
     print(table)
     lines = table.splitlines()
     assert len(lines) == 5  # Header, rule, two rows, what the numbers are.
@@ -217,7 +217,7 @@ def test_median_pgr_leaves_out_self_pairs_and_formats_with_intervals():
     assert medians["aux_conf"]["cells"] == 1 and medians["aux_conf"]["median"] == pytest.approx(0.9)
     low, high = rows[1]["losses"]["xent"]["pgr"]["ci"]
     assert 0.25 <= low < 0.5 < high <= 0.75
-    table = metrics.format_pgr_table(rows)
+    table = tables.format_pgr_table(rows)
     assert f"0.50 [{low:.2f}, {high:.2f}]" in table
     assert re.search(r"xent\s+0\.75 \[\d\.\d\d, \d\.\d\d\]\s+0\.75\s+2", table)
 
@@ -248,8 +248,8 @@ def test_a_pair_whose_ceiling_is_not_above_its_weak_model_has_no_pgr_anywhere():
     assert medians["cells"] == 1 and medians["median"] == pytest.approx(0.75)
     assert medians["of_means"] == pytest.approx(0.875)
     listed = "no PGR (the strong ceiling is not above the weak model): sciq big -> small, ceiling 0.700 <= weak 0.800"
-    pgr_table = metrics.format_pgr_table(rows)
+    pgr_table = tables.format_pgr_table(rows)
     assert listed in pgr_table.splitlines() and not any(line.startswith("sciq  big") for line in pgr_table.splitlines())
-    table = metrics.format_table(rows).splitlines()
+    table = tables.format_table(rows).splitlines()
     assert listed in table
     assert re.search(r"no PGR\s+no PGR$", next(line for line in table if line.startswith("sciq  big")))

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from w2s import pipeline
+from w2s import experiment, stages
 from w2s.cli import main
 from w2s.config import ConfigError, apply_overrides, load_config_file
 
@@ -36,7 +36,7 @@ def small_overrides(tmp_path, model_dir, *extra):
 
 def test_pipeline_writes_results_and_skips_finished_stages(tmp_path, tiny_bert, monkeypatch, capsys):
     cfg = small_config(tmp_path, tiny_bert)
-    (results,) = pipeline.run_experiment(cfg)
+    (results,) = experiment.run_experiment(cfg)
     acc = results["accuracy"]
     for name in ("xent", "aux_conf", "product"):
         gap = acc["ceiling"] - acc["weak"]
@@ -59,9 +59,9 @@ def test_pipeline_writes_results_and_skips_finished_stages(tmp_path, tiny_bert, 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished stage was recomputed")
 
-    monkeypatch.setattr(pipeline, "train", no_training)
+    monkeypatch.setattr(stages, "train", no_training)
     capsys.readouterr()
-    (again,) = pipeline.run_experiment(cfg)
+    (again,) = experiment.run_experiment(cfg)
     assert again["accuracy"] == results["accuracy"]
     assert (f"seed 0: every stage (weak, ceiling, student_xent, student_aux_conf, student_product) reused from "
             f"{run_dir}; nothing trained") in capsys.readouterr().out
@@ -69,8 +69,8 @@ def test_pipeline_writes_results_and_skips_finished_stages(tmp_path, tiny_bert, 
     # Only the stage whose output is gone runs again.
     (run_dir / "student_product.json").unlink()
     calls = []
-    monkeypatch.setattr(pipeline, "train", lambda *a, **k: calls.append(k["desc"]) or _real_train(*a, **k))
-    pipeline.run_experiment(cfg)
+    monkeypatch.setattr(stages, "train", lambda *a, **k: calls.append(k["desc"]) or _real_train(*a, **k))
+    experiment.run_experiment(cfg)
     assert calls == ["student_product (seed 0)"]
     assert "nothing trained" not in capsys.readouterr().out
 
@@ -79,11 +79,11 @@ def test_a_task_with_one_class_is_refused_before_training(tmp_path, tiny_bert, m
     (tmp_path / "one_class.py").write_text(
         "def task(seed):\n    return {'train': [(f'word {i}', 1) for i in range(8)], 'test': [('a', 1), ('b', 1)]}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("trained on a task with one class"))
-    cfg = apply_overrides(small_config(tmp_path, tiny_bert), ["--config.task=one_class:task"], pipeline.OPEN_SECTIONS)
+    monkeypatch.setattr(stages, "train", lambda *a, **k: pytest.fail("trained on a task with one class"))
+    cfg = apply_overrides(small_config(tmp_path, tiny_bert), ["--config.task=one_class:task"], experiment.OPEN_SECTIONS)
     cfg.task_options = {}
     with pytest.raises(ValueError, match="every train example has label 1; weak-to-strong needs both classes"):
-        pipeline.run_experiment(cfg)
+        experiment.run_experiment(cfg)
 
 
 from w2s.train import train as _real_train  # noqa: E402
@@ -91,7 +91,7 @@ from w2s.train import train as _real_train  # noqa: E402
 
 def test_killed_stage_resumes_to_the_uninterrupted_result(tmp_path, tiny_bert, monkeypatch):
     longer = ("--config.losses=xent,", "--config.task_options.n_train=128")  # 4 steps per stage
-    reference = pipeline.run_experiment(small_config(tmp_path / "ref", tiny_bert, *longer))[0]
+    reference = experiment.run_experiment(small_config(tmp_path / "ref", tiny_bert, *longer))[0]
 
     class Killed(Exception):
         pass
@@ -102,15 +102,15 @@ def test_killed_stage_resumes_to_the_uninterrupted_result(tmp_path, tiny_bert, m
         return _real_train(*args, **kwargs)
 
     cfg = small_config(tmp_path / "run", tiny_bert, *longer, "--config.strong.train.eval_every=3")
-    monkeypatch.setattr(pipeline, "train", killed_in_ceiling)
+    monkeypatch.setattr(stages, "train", killed_in_ceiling)
     with pytest.raises(Killed):
-        pipeline.run_experiment(cfg)
+        experiment.run_experiment(cfg)
     run_dir = tmp_path / "run" / "results" / "seed_0"
     assert (run_dir / "weak.json").exists() and (run_dir / "weak_labels.npz").exists()  # nothing lost
     assert not (run_dir / "ceiling.json").exists()
     assert any((tmp_path / "run" / "ckpt" / "quickstart" / "seed_0" / "ceiling").iterdir())
-    monkeypatch.setattr(pipeline, "train", _real_train)
-    resumed = pipeline.run_experiment(cfg)[0]
+    monkeypatch.setattr(stages, "train", _real_train)
+    resumed = experiment.run_experiment(cfg)[0]
     assert resumed["accuracy"] == reference["accuracy"]
 
 
@@ -122,7 +122,7 @@ def test_stage_killed_while_labelling_resumes_from_its_last_periodic_save(tmp_pa
     weak = ("--config.weak.train.epochs=3", "--config.weak.train.checkpoint_every=4", "--config.weak.train.log_every=1")
     experiments = {}
     for name in ("reference", "killed"):
-        experiments[name] = pipeline.Experiment(small_config(tmp_path / name, tiny_bert, *weak), 0)
+        experiments[name] = experiment.Experiment(small_config(tmp_path / name, tiny_bert, *weak), 0)
         experiments[name].run_dir.mkdir(parents=True)
     expected = experiments["reference"].run_weak()
 
@@ -133,14 +133,14 @@ def test_stage_killed_while_labelling_resumes_from_its_last_periodic_save(tmp_pa
         raise Killed
 
     with monkeypatch.context() as patch:
-        patch.setattr(pipeline.Stages, "_save_labels", killed)
+        patch.setattr(stages.Stages, "_save_labels", killed)
         with pytest.raises(Killed):
             experiments["killed"].run_weak()
     finish_saves()
     saved = StageCheckpointer(experiments["killed"].ckpt_dir / "weak", save_every=4)
     assert saved.latest_step() == 4  # not 6: the finished state was not written
     saved.close()
-    resumed = pipeline.Experiment(small_config(tmp_path / "killed", tiny_bert, *weak), 0)
+    resumed = experiment.Experiment(small_config(tmp_path / "killed", tiny_bert, *weak), 0)
     record = resumed.run_weak()
     assert record["test_accuracy"] == expected["test_accuracy"]
     losses = [[r["loss"] for r in rec["history"] if "loss" in r] for rec in (record, expected)]
@@ -151,23 +151,40 @@ def test_stage_killed_while_labelling_resumes_from_its_last_periodic_save(tmp_pa
 
 def test_a_finished_stage_of_other_settings_is_refused_naming_its_leaf_keys(tmp_path, tiny_bert):
     cfg = small_config(tmp_path, tiny_bert, "--config.losses=xent,")
-    run_dir = pipeline.Experiment(cfg, 0).run_dir
+    run_dir = experiment.Experiment(cfg, 0).run_dir
     run_dir.mkdir(parents=True)
-    pipeline.Experiment(cfg, 0)._check_config()
+    experiment.Experiment(cfg, 0)._check_config()
     changed = apply_overrides(cfg, ["--config.strong.train.lr=0.5"])
-    pipeline.Experiment(changed, 0)._check_config()  # nothing finished yet: the new config is taken
+    experiment.Experiment(changed, 0)._check_config()  # nothing finished yet: the new config is taken
     for stage in ("weak", "ceiling", "student_xent"):
         (run_dir / f"{stage}.json").write_text("{}")
     with pytest.raises(ConfigError) as refused:
-        pipeline.Experiment(cfg, 0)._check_config()
+        experiment.Experiment(cfg, 0)._check_config()
     message = str(refused.value)
     assert "ceiling (strong.train.lr: 0.5 -> 0.0001); student_xent (strong.train.lr: 0.5 -> 0.0001)" in message
     assert "weak (" not in message and "strong'" not in message
     with pytest.raises(ConfigError, match=r"settings: student_xent \(weak.num_layers: 1 -> 0\); weak \(weak.num_layers: 1 -> 0\)\."):
-        pipeline.Experiment(apply_overrides(changed, ["--config.weak.num_layers=0"]), 0)._check_config()
+        experiment.Experiment(apply_overrides(changed, ["--config.weak.num_layers=0"]), 0)._check_config()
     # Runtime keys, the name, and options of a loss no finished stage used may change.
-    pipeline.Experiment(apply_overrides(changed, ["--config.seeds=0,1,2", "--config.name=other",
+    experiment.Experiment(apply_overrides(changed, ["--config.seeds=0,1,2", "--config.name=other",
                                                   "--config.loss_options.aux_conf.alpha_max=0.5"]), 0)._check_config()
+
+
+def test_a_run_folder_written_before_a_key_existed_is_reused_at_that_keys_default(tmp_path, tiny_bert):
+    cfg = small_config(tmp_path, tiny_bert, "--config.losses=xent,")
+    run_dir = experiment.Experiment(cfg, 0).run_dir
+    run_dir.mkdir(parents=True)
+    experiment.Experiment(cfg, 0)._check_config()
+    old = json.loads((run_dir / "config.json").read_text())
+    for role in ("weak", "strong"):  # as written before train.remat and train.optimizer were added
+        del old[role]["train"]["remat"], old[role]["train"]["optimizer"]
+    (run_dir / "config.json").write_text(json.dumps(old))
+    for stage in ("weak", "ceiling", "student_xent"):
+        (run_dir / f"{stage}.json").write_text("{}")
+    experiment.Experiment(cfg, 0)._check_config()  # the defaults: nothing changed
+    (run_dir / "config.json").write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match=r"ceiling \(strong.train.remat: 'none' -> 'block'\)"):
+        experiment.Experiment(apply_overrides(cfg, ["--config.strong.train.remat=block"]), 0)._check_config()
 
 
 def test_changing_the_strong_model_keeps_the_weak_stage_and_restarts_the_strong_ones(tmp_path, tiny_bert, monkeypatch,
@@ -182,9 +199,9 @@ def test_changing_the_strong_model_keeps_the_weak_stage_and_restarts_the_strong_
 
     cfg = small_config(tmp_path, tiny_bert, "--config.losses=xent,", "--config.task_options.n_train=128",
                        "--config.strong.train.eval_every=3")
-    monkeypatch.setattr(pipeline, "train", killed_in_ceiling)
+    monkeypatch.setattr(stages, "train", killed_in_ceiling)
     with pytest.raises(Killed):
-        pipeline.run_experiment(cfg)
+        experiment.run_experiment(cfg)
     ceiling_ckpt = tmp_path / "ckpt" / "quickstart" / "seed_0" / "ceiling"
     assert any(ceiling_ckpt.iterdir())
 
@@ -195,8 +212,8 @@ def test_changing_the_strong_model_keeps_the_weak_stage_and_restarts_the_strong_
         assert not ceiling_ckpt.exists() or not any(ceiling_ckpt.iterdir())  # none of the old strong model's steps
         return _real_train(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "train", spy)
-    (results,) = pipeline.run_experiment(apply_overrides(cfg, ["--config.strong.train.lr=3e-4"]))
+    monkeypatch.setattr(stages, "train", spy)
+    (results,) = experiment.run_experiment(apply_overrides(cfg, ["--config.strong.train.lr=3e-4"]))
     assert trained == ["ceiling (seed 0)", "student_xent (seed 0)"]  # the weak stage is reused
     assert "ceiling: an unfinished stage of other settings (strong.train.lr)" in capsys.readouterr().out
     assert results["config"]["strong"]["train"]["lr"] == 3e-4
@@ -211,10 +228,10 @@ def test_changing_the_strong_model_keeps_the_weak_stage_and_restarts_the_strong_
 def test_every_model_and_the_task_are_checked_before_any_stage_trains(tmp_path, tiny_bert, monkeypatch, override,
                                                                       message):
     missing = tmp_path / "no_such_model"
-    monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("a stage trained before the inputs were checked"))
+    monkeypatch.setattr(stages, "train", lambda *a, **k: pytest.fail("a stage trained before the inputs were checked"))
     cfg = small_config(tmp_path, tiny_bert, override.format(missing=missing))
     with pytest.raises(ConfigError, match=re.escape(message.format(missing=missing, model=tiny_bert))):
-        pipeline.run_experiment(cfg)
+        experiment.run_experiment(cfg)
 
 
 def test_bad_input_gets_one_clear_line(tmp_path, tiny_bert, capsys):
@@ -241,8 +258,8 @@ def test_named_students_share_the_weak_and_ceiling_stages(tmp_path, tiny_bert, m
     cfg = small_config(tmp_path, tiny_bert, "--config.losses=xent,aux_conf_slow", "--config.strong.train.eval_every=1")
     cfg.loss_options.aux_conf_slow = dict(loss="aux_conf", warmup_frac=1.0)
     calls = []
-    monkeypatch.setattr(pipeline, "train", lambda *a, **k: calls.append(k["desc"]) or _real_train(*a, **k))
-    (results,) = pipeline.run_experiment(cfg)
+    monkeypatch.setattr(stages, "train", lambda *a, **k: calls.append(k["desc"]) or _real_train(*a, **k))
+    (results,) = experiment.run_experiment(cfg)
     assert calls == ["weak (seed 0)", "ceiling (seed 0)", "student_xent (seed 0)", "student_aux_conf_slow (seed 0)"]
     assert set(results["pgr"]) == {"xent", "aux_conf_slow"}
     record = json.loads((tmp_path / "results" / "seed_0" / "student_aux_conf_slow.json").read_text())
@@ -256,7 +273,7 @@ def test_named_students_share_the_weak_and_ceiling_stages(tmp_path, tiny_bert, m
 def test_a_student_that_is_no_loss_must_name_its_loss(tmp_path, tiny_bert):
     cfg = small_config(tmp_path, tiny_bert, "--config.losses=xent,aux_conf_slow")
     with pytest.raises(ConfigError, match=r"config.losses: .*a variant names its loss: loss_options.aux_conf_slow = dict\(loss="):
-        pipeline.validate(cfg)
+        experiment.validate(cfg)
     cfg.loss_options.aux_conf_slow = dict(loss="aux_conf", warmup_fraction=1.0)
     with pytest.raises(ConfigError, match="warmup_fraction"):
-        pipeline.validate(cfg)
+        experiment.validate(cfg)

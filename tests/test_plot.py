@@ -50,13 +50,13 @@ def test_one_pair_gets_bars_of_weak_students_and_ceiling_and_pairs_get_lines(tmp
 
 def test_a_corrupt_seed_does_not_stop_the_plot(tmp_path, capsys):
     from w2s.cli import main
-    from w2s.results.metrics import UnreadableResultWarning
+    from w2s.results.load import UnreadableResultWarning
 
     for seed in range(3):
         (tmp_path / f"seed_{seed}").mkdir()
         (tmp_path / f"seed_{seed}" / "results.json").write_text(json.dumps(make_result(seed, 0.7, 0.9, {"xent": 0.8})))
     (tmp_path / "seed_1" / "results.json").write_text("{")
-    with pytest.warns(UnreadableResultWarning, match=rf"seed_1/results.json skipped.*--config.seeds=1,"):
+    with pytest.warns(UnreadableResultWarning, match=r"seed_1/results.json skipped.*--config.seeds=1,"):
         assert main(["plot", str(tmp_path)]) == 0
     assert "  2  " in capsys.readouterr().out  # two seeds in the table
     assert (tmp_path / "accuracy.png").read_bytes().startswith(PNG_MAGIC)

@@ -1,7 +1,7 @@
 """The run's overall progress: its plan, its ETA from finished stages, quiet lines for logs."""
 import ml_collections
 
-from w2s.pipeline import Experiment
+from w2s.experiment import Experiment
 from w2s.progress import PlannedStage, RunProgress, format_seconds
 
 

@@ -11,7 +11,7 @@ from tests.test_pipeline import small_overrides
 from w2s.active_learning import strategies
 from w2s.cli import main
 from w2s.losses import LOSSES
-from w2s.results import metrics
+from w2s.results import load
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -46,7 +46,7 @@ def test_task_and_loss_recipes_run_as_written(tmp_path, tiny_bert, monkeypatch, 
     args = [str(ROOT / task_args[1]), *task_args[2:], *loss_args[2:]]
     tiny = [a for a in small_overrides(tmp_path, tiny_bert) if "losses" not in a and "n_train" not in a]
     assert main(["run", *args, *tiny]) == 0
-    (results,) = metrics.load_results(tmp_path / "results")
+    (results,) = load.load_results(tmp_path / "results")
     assert results["config"]["task"] == "my_tasks:even_numbers"
     assert results["config"]["loss_options"]["smoothed_xent"] == {"smoothing": 0.2}
     assert set(results["accuracy"]["student"]) == {"xent", "smoothed_xent"}

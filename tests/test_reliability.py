@@ -26,7 +26,7 @@ from flax import nnx
 from tests.test_active import active_config
 from tests.test_pipeline import small_config
 from tests.test_train import CFG, run, toy_data
-from w2s import pipeline, runtime, sharding
+from w2s import experiment, stages, runtime, sharding
 from w2s.checkpoint import (CorruptFileWarning, finish_saves, read_npz, read_record, write_json_atomic,
                             write_npz_atomic)
 from w2s.data import batch_indices, one_hot
@@ -150,7 +150,7 @@ def test_sigkilled_run_resumes_exactly_without_redoing_finished_stages(tmp_path,
         (tmp_path / "reference.log").read_text()[-3000:]
     expected, expected_labels = outcome(reference)
     recorded = json.loads((reference / SEED_DIR / "results.json").read_text())["versions"]
-    assert recorded == {**pipeline.versions(), "devices": "1 x cpu", "xla_flags": CHILD_ENV["XLA_FLAGS"],
+    assert recorded == {**experiment.versions(), "devices": "1 x cpu", "xla_flags": CHILD_ENV["XLA_FLAGS"],
                         "host_memory": runtime.NOT_CALLED}  # the child runs the library, not the w2s command
 
     out, rng = tmp_path / "killed", random.Random(7)
@@ -203,7 +203,7 @@ def test_sigkilled_run_resumes_exactly_without_redoing_finished_stages(tmp_path,
 
 def test_damaged_stage_files_are_reported_and_only_their_stage_reruns(tmp_path, tiny_bert, monkeypatch):
     cfg = small_config(tmp_path, tiny_bert, "--config.losses=xent,")
-    (expected,) = pipeline.run_experiment(cfg)
+    (expected,) = experiment.run_experiment(cfg)
     run_dir = tmp_path / "results" / "seed_0"
     with np.load(run_dir / "weak_labels.npz") as f:
         expected_probs = f["probs"]
@@ -213,12 +213,12 @@ def test_damaged_stage_files_are_reported_and_only_their_stage_reruns(tmp_path, 
         for name, how in damaged.items():
             damage(run_dir / name, how, rng)
         trained = []
-        monkeypatch.setattr(pipeline, "train", lambda *a, **k: trained.append(k["desc"]) or real_train(*a, **k))
+        monkeypatch.setattr(stages, "train", lambda *a, **k: trained.append(k["desc"]) or real_train(*a, **k))
         with pytest.warns(CorruptFileWarning) as caught:
-            (results,) = pipeline.run_experiment(cfg)
+            (results,) = experiment.run_experiment(cfg)
         assert {m.split(" is unreadable")[0] for m in corrupt_warnings(caught)} == {str(run_dir / n) for n in damaged}
-        stages = {"weak" if n.startswith("weak") else n.removesuffix(".json") for n in damaged}
-        assert sorted(trained) == sorted(f"{stage} (seed 0)" for stage in stages)  # each once, nothing else
+        retrained = {"weak" if n.startswith("weak") else n.removesuffix(".json") for n in damaged}
+        assert sorted(trained) == sorted(f"{stage} (seed 0)" for stage in retrained)  # each once, nothing else
         assert results["accuracy"] == expected["accuracy"] and results["pgr"] == expected["pgr"]
         with np.load(run_dir / "weak_labels.npz") as f:
             np.testing.assert_array_equal(f["probs"], expected_probs)
@@ -314,7 +314,7 @@ def test_non_finite_loss_names_step_and_batch_and_keeps_the_last_good_checkpoint
 # -- what a result records ------------------------------------------------------------------------
 
 def test_versions_cover_every_requirement():
-    recorded = pipeline.versions()
+    recorded = experiment.versions()
     for requirement in metadata.requires("w2s"):
         name, _, marker = requirement.partition(";")
         name = re.match(r"[A-Za-z0-9._-]+", name).group()
@@ -333,7 +333,7 @@ def share_compilation_cache(folder: str) -> None:
 if __name__ == "__main__":
     from w2s.active_learning import active
 
-    pipeline.use_compilation_cache = lambda cfg: share_compilation_cache(sys.argv[3])
+    stages.use_compilation_cache = lambda cfg: share_compilation_cache(sys.argv[3])
     active.run_active_experiment(chain_config(pathlib.Path(sys.argv[1]), sys.argv[2]))
 
 

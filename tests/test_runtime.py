@@ -104,9 +104,9 @@ def test_only_a_cpu_backend_gets_recycled_memory(monkeypatch, platforms, plugins
 
 
 def test_versions_record_how_host_memory_is_allocated():
-    from w2s import pipeline
+    from w2s import experiment
 
-    assert pipeline.versions()["host_memory"] == runtime.host_memory()
+    assert experiment.versions()["host_memory"] == runtime.host_memory()
 
 
 def test_the_w2s_command_freezes_what_its_imports_made_and_later_garbage_is_still_freed():
@@ -117,9 +117,9 @@ import gc, sys, weakref
 from w2s import cli
 
 def entry(args, rest):
-    from w2s import pipeline
+    from w2s import experiment
     scanned = {id(o) for o in gc.get_objects()}
-    print(gc.get_freeze_count() > 50_000, id(pipeline.Experiment) in scanned, id(pipeline.run_experiment) in scanned)
+    print(gc.get_freeze_count() > 50_000, id(experiment.Experiment) in scanned, id(experiment.run_experiment) in scanned)
     class Node:
         pass
     node = Node()

@@ -1,4 +1,4 @@
-"""Supervised finetuning (w2s/sft.py) on a tiny random Llama against transformers, and the real chat template."""
+"""Supervised finetuning (w2s/finetuning/sft.py) on a tiny random Llama against transformers, and the real chat template."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +14,7 @@ from tests.test_generate import WORDS, save_tiny_lm
 from w2s import sharding
 from w2s.generation.generate import GenerationConfig
 from w2s.models.causal_lm import build_causal_lm
-from w2s.sft import (IGNORE, ChatSampler, ChatTokens, NextTokenLoss, chat, completion_logprobs, encode_chat,
+from w2s.finetuning.sft import (IGNORE, ChatSampler, ChatTokens, NextTokenLoss, chat, completion_logprobs, encode_chat,
                      finetune, load_params, save_params)
 from w2s.train import TrainConfig
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from w2s import pipeline
+from w2s import sharding, stages
 from w2s.sweeps import ladders, sweep
+from w2s.stages import GroundTruth, LabelsOf
 from w2s.results import metrics
 from w2s.cli import main
 from w2s.config import ConfigError, apply_overrides, load_config_file
@@ -56,7 +57,7 @@ def recording_train(monkeypatch):
         targets[calls[-1]] = np.asarray(args[2])
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "train", record)
+    monkeypatch.setattr(stages, "train", record)
     return calls, targets
 
 
@@ -80,13 +81,14 @@ def test_plan_pairs_weak_below_strong_and_chains_the_methods(tiny_ladder, tmp_pa
     assert ("tiny-l0-mean", "tiny-l1", "bootstrap") not in by_key  # no rung between: nothing to bootstrap through
     boot = by_key[("tiny-l0-mean", "tiny-l2", "bootstrap")].steps
     assert [(s.stage, s.model, s.source) for s in boot] == [
-        ("tiny-l0-mean/weak", "tiny-l0-mean", "gt_a"), ("tiny-l2/ceiling", "tiny-l2", "gt_b"),
-        ("tiny-l0-mean_to_tiny-l1/xent", "tiny-l1", "tiny-l0-mean/weak"),
-        ("tiny-l0-mean_to_tiny-l2/bootstrap", "tiny-l2", "tiny-l0-mean_to_tiny-l1/xent")]
+        ("tiny-l0-mean/weak", "tiny-l0-mean", GroundTruth("a")), ("tiny-l2/ceiling", "tiny-l2", GroundTruth("b")),
+        ("tiny-l0-mean_to_tiny-l1/xent", "tiny-l1", LabelsOf("tiny-l0-mean/weak")),
+        ("tiny-l0-mean_to_tiny-l2/bootstrap", "tiny-l2", LabelsOf("tiny-l0-mean_to_tiny-l1/xent"))]
     relabel = by_key[("tiny-l1", "tiny-l2", "relabel")].steps[2:]
     assert [(s.stage, s.source) for s in relabel] == [
-        ("tiny-l1_to_tiny-l2/xent", "tiny-l1/weak"), ("tiny-l1_to_tiny-l2/relabel_1", "tiny-l1_to_tiny-l2/xent"),
-        ("tiny-l1_to_tiny-l2/relabel_2", "tiny-l1_to_tiny-l2/relabel_1")]
+        ("tiny-l1_to_tiny-l2/xent", LabelsOf("tiny-l1/weak")),
+        ("tiny-l1_to_tiny-l2/relabel_1", LabelsOf("tiny-l1_to_tiny-l2/xent")),
+        ("tiny-l1_to_tiny-l2/relabel_2", LabelsOf("tiny-l1_to_tiny-l2/relabel_1"))]
     early = by_key[("tiny-l1", "tiny-l2", "early_stop")].steps[-1]
     assert (early.source, early.holdout_frac, early.evals) == ("tiny-l1/weak", 0.2, 2)
     with_self = sweep.plan(apply_overrides(cfg, ["--config.self_pairs=true", "--config.seeds=0,1"]))
@@ -174,17 +176,17 @@ def test_linear_probe_embeds_each_text_once_and_trains_only_a_head(tiny_ladder, 
     cfg = tiny_config(tmp_path, "--config.models=tiny-l0-mean,tiny-l2", "--config.methods=xent,aux_conf",
                       "--config.mode=probe", "--config.seeds=0,1")
     embedded, trained = [], []
-    real_features = pipeline.predict_features
-    monkeypatch.setattr(pipeline, "predict_features",
+    real_features = stages.predict_features
+    monkeypatch.setattr(stages, "predict_features",
                         lambda m, rows, *a, **k: embedded.append(list(rows.texts)) or real_features(m, rows, *a, **k))
 
     def record(model, *args, **kwargs):
         trained.append(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
         return real_train(model, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "train", record)
+    monkeypatch.setattr(stages, "train", record)
     sweep.run_sweep(cfg)
-    texts = {seed: {t for t, _ in (lambda d: d.train + d.test)(pipeline.load_task("wordnet_living", seed=seed,
+    texts = {seed: {t for t, _ in (lambda d: d.train + d.test)(stages.load_task("wordnet_living", seed=seed,
                                                                                   **cfg.task_options))}
              for seed in (0, 1)}
     # Each model embeds a seed's texts in one pass, and the second seed only those the first had not.
@@ -201,7 +203,7 @@ def test_linear_probe_embeds_each_text_once_and_trains_only_a_head(tiny_ladder, 
 
 def test_changed_settings_are_refused_and_new_rungs_are_not(tiny_ladder, tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path, "--config.models=tiny-l0-mean,tiny-l1")
-    monkeypatch.setattr(pipeline.Stages, "stage", lambda *a, **k: {"test_accuracy": 0.5, "seconds": 0.0,
+    monkeypatch.setattr(stages.Stages, "stage", lambda *a, **k: {"test_accuracy": 0.5, "seconds": 0.0,
                                                                    "weak_label_accuracy": 0.5})
     sweep.run_sweep(cfg)
     sweep.run_sweep(apply_overrides(cfg, [f"--config.models={','.join(TINY)}", "--config.methods=xent,product"]))
@@ -210,10 +212,20 @@ def test_changed_settings_are_refused_and_new_rungs_are_not(tiny_ladder, tmp_pat
     monkeypatch.setitem(ladders.RUNGS._entries, "tiny-l1", dataclasses.replace(ladders.rung("tiny-l1"), num_layers=2))
     with pytest.raises(ConfigError, match=r"keys \['rungs.tiny-l1.num_layers'\] differ"):
         sweep.run_sweep(cfg)
+    # A sweep folder written before train.remat and train.optimizer existed ran as their defaults do.
+    path = tmp_path / "sweep" / "sweep_config.json"
+    stored = json.loads(path.read_text())
+    for section in (stored["train"], stored["probe_train"], *(rung["train"] for rung in stored["rungs"].values())):
+        del section["remat"], section["optimizer"]
+    path.write_text(json.dumps(stored))
+    monkeypatch.undo()
+    monkeypatch.setattr(stages.Stages, "stage", lambda *a, **k: {"test_accuracy": 0.5, "seconds": 0.0,
+                                                                   "weak_label_accuracy": 0.5})
+    sweep.run_sweep(apply_overrides(cfg, ["--config.methods=xent,aux_conf,product"]))
 
 
 def test_shipped_configs_print_their_plans_without_training(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(pipeline.Stages, "stage", lambda *a, **k: pytest.fail("a dry run trained"))
+    monkeypatch.setattr(stages.Stages, "stage", lambda *a, **k: pytest.fail("a dry run trained"))
     for name, runs in (("sweep_offline", 39), ("sweep_paper", 3915)):
         code = main(["sweep", str(ROOT / "experiments" / f"{name}.py"), "--dry_run",
                      f"--config.output_dir={tmp_path / name}"])
@@ -240,9 +252,9 @@ def test_bad_sweep_configs_get_one_clear_line(override, message, tmp_path, capsy
 
 def test_early_stop_needs_examples_on_both_sides(tiny_ladder, tmp_path):
     cfg = tiny_config(tmp_path)
-    stages = pipeline.Stages("wordnet_living", cfg.task_options, 0, run_dir=tmp_path / "run", ckpt_dir=tmp_path / "ck",
-                             mesh=pipeline.sharding.make_mesh(-1, 1), loss_options=ml_collections.ConfigDict(),
-                             keep_checkpoints=False)
-    spec = pipeline.ModelSpec.from_config(ladders.rung("tiny-l1").spec(cfg.train))
+    engine = stages.Stages("wordnet_living", cfg.task_options, 0, run_dir=tmp_path / "run", ckpt_dir=tmp_path / "ck",
+                           mesh=sharding.make_mesh(-1, 1), loss_options=ml_collections.ConfigDict(),
+                           keep_checkpoints=False)
+    spec = stages.ModelSpec.from_config(ladders.rung("tiny-l1").spec(cfg.train))
     with pytest.raises(ValueError, match="leaves no examples"):
-        stages.stage(spec, "s", "gt_b", holdout_frac=0.01, evals=1)
+        engine.stage(spec, "s", stages.GT_B, holdout_frac=0.01, evals=1)

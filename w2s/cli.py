@@ -23,18 +23,18 @@ def _run(args: argparse.Namespace, rest: list[str]) -> None:
 
 
 def _plot(args: argparse.Namespace, rest: list[str]) -> None:
-    from w2s.results import metrics
+    from w2s.results import load, metrics, tables
     from w2s.results.curves import plot_curves
     from w2s.results.plot import plot_results, plot_sweep
     from w2s.sweeps.results_table import FILENAME, load_records
 
     _no_extra(rest)
     if (pathlib.Path(args.results_dir) / FILENAME).exists():
-        print(metrics.format_pgr_table(metrics.summarize(load_records(args.results_dir))))
+        print(tables.format_pgr_table(metrics.summarize(load_records(args.results_dir))))
         for path in plot_sweep(args.results_dir, args.out) + plot_curves(args.results_dir, args.out):
             print(f"wrote {path}")
         return
-    print(metrics.format_table(metrics.summarize(metrics.load_results(args.results_dir))))
+    print(tables.format_table(metrics.summarize(load.load_results(args.results_dir))))
     for path in plot_results(args.results_dir, args.out) + plot_curves(args.results_dir, args.out):
         print(f"wrote {path}")
     if any(pathlib.Path(args.results_dir).rglob("active_results.json")):
@@ -70,23 +70,22 @@ def _completion(args: argparse.Namespace, rest: list[str]) -> None:
 
 
 def _config(args: argparse.Namespace, rest: list[str]) -> None:
-    from w2s import pipeline
-    from w2s.sweeps import sweep
     from w2s.config import apply_overrides, flat_items, load_config_file
+    from w2s.runners import open_sections
 
     cfg = load_config_file(args.config)
-    cfg = apply_overrides(cfg, rest, (sweep if "tasks" in cfg else pipeline).OPEN_SECTIONS)
+    cfg = apply_overrides(cfg, rest, open_sections(cfg))
     print("\n".join(f"{key} = {value!r}" for key, value in flat_items(cfg)))
 
 
 def _plan(args: argparse.Namespace, rest: list[str]) -> None:
-    from w2s import pipeline, plan
-    from w2s.sweeps import sweep
+    from w2s import plan
     from w2s.config import apply_overrides, load_config_file
+    from w2s.runners import open_sections
 
     max_devices = min(args.max_devices, plan.simulate_cpu_devices(args.max_devices))  # before JAX starts its CPU backend
     cfg = load_config_file(args.config)
-    cfg = apply_overrides(cfg, rest, (sweep if "models" in cfg else pipeline).OPEN_SECTIONS)
+    cfg = apply_overrides(cfg, rest, open_sections(cfg))
     plan.plan_config(cfg, args.remat.split(","), plan.PlanCache(args.cache), max_devices=max_devices,
                      extrapolate=args.extrapolate)
 

@@ -175,6 +175,16 @@ def changed_leaves(stored: Any, current: Any, prefix: str = "") -> list[str]:
     return [] if stored == current else [prefix.rstrip(".")]
 
 
+def with_defaults(stored: Any, defaults: Any) -> Any:
+    """`stored` settings with every key of `defaults` they lack added, at any depth: settings written
+    before a key existed ran as its default does (a new key's default keeps the old behaviour), so an
+    old run folder's finished work stays reusable."""
+    if not isinstance(stored, dict) or not isinstance(defaults, dict):
+        return stored
+    return {**{k: v for k, v in defaults.items() if k not in stored},
+            **{k: with_defaults(v, defaults.get(k)) for k, v in stored.items()}}
+
+
 def refuse_changes(stored: dict, current: dict, holder: str) -> None:
     """Refuses to mix finished work made under other settings with this run, naming the leaf keys."""
     changed = changed_leaves(stored, current)

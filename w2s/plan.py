@@ -322,7 +322,7 @@ def plan_config(cfg: Any, remats: Iterable[str], cache: PlanCache, out: Any = No
                 max_devices: int = MAX_DEVICES, extrapolate: bool = False) -> dict[tuple[str, str], list[Plan]]:
     """Plans every model of the config with each remat setting; prints each plan's row as it is
     compiled (a table of hours streams), then the summary table. Returns the plans."""
-    from w2s.pipeline import ModelSpec
+    from w2s.stages import ModelSpec
 
     out = out or sys.stdout  # read when called: a default bound at import would keep a replaced stream
     results: dict[tuple[str, str], list[Plan]] = {}

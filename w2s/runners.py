@@ -15,31 +15,52 @@ from typing import Any
 
 import ml_collections
 
-from w2s.config import ConfigError
+from w2s.config import ConfigError, OpenSections
 from w2s.registry import Registry, accepted_options
 
 Runner = Callable[..., Any]
 RUNNERS: Registry[Runner] = Registry("runner")
+# Per runner: the config sections whose new keys its `--config.*` overrides may add (w2s.config).
+_OPEN_SECTIONS: dict[str, OpenSections] = {}
 SWITCHES = ("quiet", "tensorboard", "dry_run")  # command-line flags a runner may honour
 # The modules that register the built-in runners, imported on first use (they import this one).
-BUILT_IN = ("w2s.pipeline", "w2s.sweeps.sweep", "w2s.active_learning.active", "w2s.generation.nudging_eval",
-            "w2s.inoculation")
+BUILT_IN = ("w2s.experiment", "w2s.sweeps.sweep", "w2s.active_learning.active", "w2s.generation.nudging_eval",
+            "w2s.finetuning.inoculation")
 
 
-def register_runner(name: str) -> Callable[[Runner], Runner]:
-    return RUNNERS.register(name)
+def register_runner(name: str, open_sections: OpenSections | None = None) -> Callable[[Runner], Runner]:
+    """Registers a runner under `name`, with the open sections of the configs it runs."""
+
+    def add(runner: Runner) -> Runner:
+        RUNNERS.add(name, runner)
+        _OPEN_SECTIONS[name] = dict(open_sections or {})
+        return runner
+
+    return add
 
 
-def run(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = (), *, config_file: str | None = None,
-        command: Sequence[str] | None = None, **switches: bool) -> Any:
-    """Runs `cfg` with the runner its `runner` key names; only switches that are on are passed."""
+def runner_name(cfg: ml_collections.ConfigDict) -> str:
+    """The registered runner `cfg` names (the built-in ones imported first); refused when it names none."""
     for module in BUILT_IN:
         importlib.import_module(module)
     name = cfg.get("runner")
     if name is None:
         raise ConfigError(f"the config has no 'runner' key: set cfg.runner in its get_config() to one of "
                           f"{', '.join(map(repr, RUNNERS.names()))}.")
-    runner = RUNNERS.get(name, hint=" Set cfg.runner in the config file.")
+    RUNNERS.get(name, hint=" Set cfg.runner in the config file.")
+    return name
+
+
+def open_sections(cfg: ml_collections.ConfigDict) -> OpenSections:
+    """The open sections of `cfg`'s runner: what `--config.*` overrides of it may add."""
+    return _OPEN_SECTIONS[runner_name(cfg)]
+
+
+def run(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = (), *, config_file: str | None = None,
+        command: Sequence[str] | None = None, **switches: bool) -> Any:
+    """Runs `cfg` with the runner its `runner` key names; only switches that are on are passed."""
+    name = runner_name(cfg)
+    runner = RUNNERS.get(name)
     accepted, _ = accepted_options(runner, fixed=2)
     on = {flag: True for flag, value in switches.items() if value}
     for flag in on:

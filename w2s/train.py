@@ -20,7 +20,7 @@ from w2s import distributed, optimizers, sharding
 from w2s.checkpoint import StageCheckpointer
 from w2s.config import ConfigError
 from w2s.data import TextRows, Tokenized, batch_indices
-from w2s.losses import Loss, LossTable
+from w2s.losses import Loss, LossTable, StepObjective
 from w2s.models.layers import remat_blocks
 from w2s.probe import Features
 
@@ -107,7 +107,7 @@ def _model_inputs(batch: dict) -> dict:
 
 
 def make_train_step(
-    graphdef: Any, optimizer: optax.GradientTransformation, losses: LossTable, remat: str = "none"
+    graphdef: Any, optimizer: optax.GradientTransformation, losses: StepObjective, remat: str = "none"
 ) -> Callable[[dict, dict], tuple[dict, dict]]:
     """The pure train step: (state, batch) -> (state, metrics).
 
@@ -180,13 +180,13 @@ def make_train_step(
     return step
 
 
-def loss_table(loss: Loss) -> LossTable:
+def loss_table(loss: Loss) -> StepObjective:
     """The table a step computes for `loss`: every registered loss (LossTable.of), or the table an
-    objective outside the registry brings as its `table` (w2s.sft's next-token loss)."""
+    objective outside the registry brings as its `table` (w2s.finetuning.sft's next-token loss)."""
     return getattr(loss, "table", None) or LossTable.of(loss)
 
 
-def state_scalars(total_steps: int, warmup_steps: int, peak_lr: float, losses: LossTable, loss: Loss) -> dict:
+def state_scalars(total_steps: int, warmup_steps: int, peak_lr: float, losses: StepObjective, loss: Loss) -> dict:
     """The train state's host scalars: step, schedule, peak rate, the loss's kind and options
     (LossTable.state) and the running threshold."""
     return {"step": np.int32(0), "total_steps": np.int32(total_steps), "warmup_steps": np.int32(warmup_steps),
@@ -204,7 +204,7 @@ def state_shardings(mesh: jax.sharding.Mesh, optimizer: optax.GradientTransforma
 
 def init_train_state(
     model: nnx.Module, optimizer: optax.GradientTransformation, mesh: jax.sharding.Mesh,
-    total_steps: int, warmup_steps: int, peak_lr: float, loss: Loss, losses: LossTable,
+    total_steps: int, warmup_steps: int, peak_lr: float, loss: Loss, losses: StepObjective,
 ) -> tuple[Any, dict, dict]:
     """(graphdef, state, state shardings): the scalars of `_scalars`, params and optimizer state,
     the last two placed by the fsdp rule. `losses` is the table the step computes (it holds `loss`)."""
@@ -270,7 +270,7 @@ def _signature(batch: dict) -> tuple:
 _COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="w2s-compile-ahead")
 
 
-def _step_program(graphdef: Any, optimizer: optax.GradientTransformation, losses: LossTable, remat: str,
+def _step_program(graphdef: Any, optimizer: optax.GradientTransformation, losses: StepObjective, remat: str,
                   mesh: jax.sharding.Mesh, state_sh: dict) -> StepProgram:
     """The step program, reused by every later run of the same model, loss table, optimizer and mesh
     in this process (the ceiling and every student, active-learning rounds, seeds): schedule
@@ -371,7 +371,7 @@ def train(
 ) -> tuple[nnx.Module, list[dict[str, float]]]:
     """Finetunes `model` on `targets` ([N, 2] distributions) of `inputs` (token ids, or a linear probe's
     features: each batch is passed to the model by keyword), or, with targets None, on the "targets"
-    each of the inputs' batches carries (w2s.sft: next tokens, cut to the batch's width); resumes from `checkpoint_dir` if it has
+    each of the inputs' batches carries (w2s.finetuning.sft: next tokens, cut to the batch's width); resumes from `checkpoint_dir` if it has
     a checkpoint. Returns the trained model and the logged history (loss, throughput, evaluations).
     The last checkpoint may still be writing when it returns: `checkpoint.finish_saves` waits for it.
     checkpoint_last=False saves only every `checkpoint_every` steps, not the finished state too: for a

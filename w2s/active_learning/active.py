@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from w2s import distributed, pipeline
+from w2s import distributed, experiment, stages
 from w2s.results import metrics, plot
 from w2s.checkpoint import finish_saves, read_json, read_record, write_json_atomic
 from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
@@ -113,7 +113,7 @@ def _labelled(rounds: list[dict]) -> np.ndarray:
 class ActiveRun:
     """One strategy on one seed of an experiment: rounds of choose, buy, train and evaluate."""
 
-    def __init__(self, experiment: pipeline.Experiment, strategy: str, settings: ActiveConfig,
+    def __init__(self, experiment: experiment.Experiment, strategy: str, settings: ActiveConfig,
                  supervisor: Supervisor | None = None):
         get_strategy(strategy)
         self.exp, self.strategy, self.settings = experiment, strategy, settings
@@ -234,7 +234,7 @@ class ActiveRun:
         ]
         return {
             "name": cfg.name, "task": cfg.task, "seed": self.exp.seed, "strategy": self.strategy,
-            "weak_model": pipeline.model_label(cfg.weak), "strong_model": pipeline.model_label(cfg.strong),
+            "weak_model": experiment.model_label(cfg.weak), "strong_model": experiment.model_label(cfg.strong),
             "supervisor": describe(self.supervisor), "pool_size": len(self.texts),
             "accuracy": accuracy, "curve": curve, "active": dataclasses.asdict(self.settings),
         }
@@ -247,10 +247,10 @@ def run_active_experiment(cfg: ml_collections.ConfigDict, supervisor: Supervisor
     """
     settings = ActiveConfig.from_config(cfg.active)
     base = pipeline_config(cfg)
-    pipeline.validate(base)
+    experiment.validate(base)
     distributed.initialize(base.get("distributed"))
-    pipeline.use_compilation_cache(base)
-    experiments = [pipeline.Experiment(base, seed) for seed in cfg.seeds]
+    stages.use_compilation_cache(base)
+    experiments = [experiment.Experiment(base, seed) for seed in cfg.seeds]
     for exp in experiments:
         settings.check_pool(len(exp.splits()[1]))
     results = []

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from w2s.results import plot
+from w2s.results.tables import columns
 from w2s.generation import nudging_analysis, qa
 from w2s.checkpoint import write_json_atomic
 from w2s.config import ConfigError, apply_overrides
@@ -278,23 +279,14 @@ def format_table(rows: Sequence[dict], words: int = 5) -> str:
              _ci(r["helper_share"], r["helper_share_ci"], 100, 1), _ci(r["handoffs"], r["handoffs_ci"], digits=1),
              f"{r['tokens_per_second']:.1f}",
              ", ".join(f"{w!r}×{c}" for w, c in r["top_words"][:words]) or "-"] for r in rows]
-    return _columns(header, body, left=(0, 1, 7))
-
-
-def _columns(header: list[str], body: list[list[str]], left: Sequence[int]) -> str:
-    widths = [max(len(c) for c in column) for column in zip(header, *body)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(b) for b in body])
+    return columns(header, body, left=(0, 1, 7))
 
 
 def format_analysis(differences: Sequence[dict], words: Sequence[dict], hist: dict) -> str:
-    parts = [_columns(["task", "accuracy difference", "n", "mean [95% CI]"],
+    parts = [columns(["task", "accuracy difference", "n", "mean [95% CI]"],
                       [[d["task"], f"{d['a']} − {d['b']}", str(d["n"]), _ci(d["difference"], d["ci"])]
                        for d in differences], left=(0, 1))]
-    parts.append(_columns(["task", "words of", "words", "function+punct. % [CI]", "function", "punct.", "number", "content"],
+    parts.append(columns(["task", "words of", "words", "function+punct. % [CI]", "function", "punct.", "number", "content"],
                           [[w["task"], w["words_of"], str(w["words"]), _ci(w["share"], w["interval"], 100, 1),
                             *(str(w["counts"][k]) for k in nudging_analysis.KINDS)] for w in words], left=(0, 1)))
     lines = []

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -146,6 +146,24 @@ class Loss:
     def thresholds(self, logits: Array, targets: Array, running: Array, step: Array) -> tuple[Array, Array]:
         """step_thresholds with this loss's threshold options."""
         return step_thresholds(logits, targets, running, step, self.threshold_decay, self.threshold_batch)
+
+
+class StepObjective(Protocol):
+    """What a compiled train step computes (w2s.train): LossTable for the registered losses; an
+    objective outside the registry (w2s.finetuning.sft's next-token loss) brings its own. The step
+    reads `state(loss)` as traced data, so every loss the objective serves shares its program."""
+
+    threshold_batch: int
+
+    def state(self, loss: Any) -> dict[str, Any]: ...
+
+    def needs_threshold(self, kind: Array) -> bool | Array: ...
+
+    def __call__(self, logits: Array, targets: Array, *, step_frac: Array, class1_threshold: Array,
+                 state: Mapping[str, Any]) -> Array: ...
+
+    def thresholds(self, logits: Array, targets: Array, running: Array, step: Array,
+                   state: Mapping[str, Any]) -> tuple[Array, Array]: ...
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from matplotlib.lines import Line2D
 
-from w2s.results import metrics
+from w2s.results import load, metrics
 from w2s.config import ConfigError
 from w2s.results.document import Table, markdown_table
 from w2s.results.plot import color, figure
@@ -66,7 +66,7 @@ def load_folder(path: str | pathlib.Path) -> Folder:
         settings = path / "sweep_config.json"
         config = json.loads(settings.read_text()) if settings.exists() else {}
         return Folder(path, load_records(path), config)
-    records = metrics.load_results(path)
+    records = load.load_results(path)
     return Folder(path, records, records[0].get("config", {}))
 
 

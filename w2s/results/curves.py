@@ -1,6 +1,6 @@
 """Training curves: every stage's stored history drawn against step (live: progress.TensorBoardLog).
 
-A stage's record (<stage>.json, see w2s.pipeline) holds `history`: a row every `log_every` steps
+A stage's record (<stage>.json, see w2s.experiment) holds `history`: a row every `log_every` steps
 with loss, grad_norm and throughput, and a row per evaluation (`eval_every`) with test_accuracy;
 the record's own test_accuracy is the evaluation at the end of training.
 """

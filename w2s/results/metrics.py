@@ -1,22 +1,14 @@
-"""Accuracy, PGR, and the path from results.json files to a summary table.
+"""The arithmetic of results: accuracy, agreement, PGR, bootstrap intervals, and the summary of
+results records over seeds per (task, weak, strong) that tables and plots show.
 
-Every pipeline run writes one results.json; this module turns a directory of them into
-per-(task, weak, strong) statistics over seeds, for the terminal table and the plots.
+Reading results.json files is w2s.results.load's; printing the summary, w2s.results.tables'.
 """
 from __future__ import annotations
 
-import json
 import math
-import pathlib
-import warnings
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-
-from w2s.config import ConfigError
-
-_REQUIRED = ("task", "weak_model", "strong_model", "seed", "accuracy")
-_REQUIRED_ACC = ("weak", "ceiling", "student")
 
 
 def accuracy(logits_or_probs: Any, labels: Any) -> float:
@@ -71,61 +63,6 @@ def pgr(weak_acc: float, student_acc: float, ceiling_acc: float) -> float:
     if gap <= 0:
         return math.nan
     return (student_acc - weak_acc) / gap
-
-
-def _check(record: Any, path: pathlib.Path) -> None:
-    """Fails early, naming the file, on records that summarize() cannot read."""
-    if not isinstance(record, dict):
-        raise ConfigError(f"{path}: expected a JSON object, got {type(record).__name__}")
-    acc = record.get("accuracy", {})
-    if not isinstance(acc, dict) or not isinstance(acc.get("student", {}), dict):
-        raise ConfigError(f"{path}: 'accuracy' must be {{weak, ceiling, student: {{loss: acc}}}}")
-    missing = [k for k in _REQUIRED if k not in record]
-    missing += [f"accuracy.{k}" for k in _REQUIRED_ACC if k not in acc]
-    if missing:
-        raise ConfigError(f"{path}: missing keys {missing}")
-
-
-class UnreadableResultWarning(UserWarning):
-    """A results.json that does not read back; the others are summarised without it."""
-
-
-def load_results(results_dir: str | pathlib.Path) -> list[dict]:
-    """Reads every results.json anywhere below results_dir, in path order, each record's students in
-    its config's loss order.
-
-    A corrupt or incomplete one is skipped with a warning naming it and the command that rebuilds it
-    (so one crashed seed does not hide the others); no readable one at all is an error, since that
-    almost always means a wrong path.
-    """
-    root = pathlib.Path(results_dir)
-    paths = sorted(root.rglob("results.json"))
-    if not paths:
-        raise ConfigError(f"no results.json found under {root}")
-    results = []
-    for path in paths:
-        try:
-            record = json.loads(path.read_text())
-            _check(record, path)
-        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-            warnings.warn(f"{path} skipped: {e}. {_rebuild_hint(path)}", UnreadableResultWarning, stacklevel=2)
-            continue
-        order = record.get("config", {}).get("losses") or []
-        student = record["accuracy"]["student"]
-        record["accuracy"]["student"] = {k: student[k] for k in sorted(
-            student, key=lambda k: order.index(k) if k in order else len(order))}
-        results.append(record)
-    if not results:
-        raise ConfigError(f"no readable results.json under {root}")
-    return results
-
-
-def _rebuild_hint(path: pathlib.Path) -> str:
-    """How a seed's results.json is written again: its run, whose finished stages are reused."""
-    seed = path.parent.name.removeprefix("seed_")
-    seeds = f" --config.seeds={seed}," if seed.isdigit() else ""
-    return (f"Rebuild it (finished stages are reused) with: "
-            f"w2s run CONFIG --config.output_dir={path.parent.parent}{seeds}")
 
 
 def bootstrap_ci(cells: Sequence[Sequence[float]], level: float = 0.95, n_boot: int = 10_000,
@@ -243,75 +180,3 @@ def median_pgr(rows: Iterable[dict]) -> dict[str, dict]:
     return out
 
 
-def _mean_sd(stats: dict, digits: int) -> str:
-    """'mean ± sample sd', or the mean alone when one seed gives no spread."""
-    if math.isnan(stats["std"]):
-        return f"{stats['mean']:.{digits}f}"
-    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
-
-
-def no_pgr_lines(rows: Iterable[dict]) -> list[str]:
-    """One line per pair whose strong ceiling is not above its weak model: it has no PGR."""
-    return [f"no PGR (the strong ceiling is not above the weak model): {r['task']} {r['weak_model']} -> "
-            f"{r['strong_model']}, ceiling {r['ceiling_acc']:.3f} <= weak {r['weak_acc']:.3f}"
-            for r in rows if not r["has_pgr"]]
-
-
-def format_table(rows: list[dict]) -> str:
-    """Fixed-width text table of summarize() rows, for printing to a terminal: means over seeds ±
-    their sample standard deviation; PGR per seed (mean ± sd) and of the seed-mean accuracies."""
-    losses = loss_names(rows)
-    header = ["task", "weak", "strong", "seeds", "weak acc", "ceiling acc"]
-    for loss in losses:
-        header += [f"{loss} acc", f"{loss} PGR", "of means"]
-    body = []
-    for row in rows:
-        cells = [
-            row["task"], row["weak_model"], row["strong_model"], str(len(row["seeds"])),
-            _mean_sd(row["weak"], 3), _mean_sd(row["ceiling"], 3),
-        ]
-        for loss in losses:
-            if loss not in row["losses"]:
-                cells += ["-", "-", "-"]
-                continue
-            stats = row["losses"][loss]
-            cells.append(_mean_sd(stats["student_acc"], 3))
-            cells += ([_mean_sd(stats["pgr"], 2), f"{stats['pgr_of_means']:.2f}"] if row["has_pgr"]
-                      else ["no PGR", "no PGR"])
-        body.append(cells)
-    notes = ["(mean ± sample standard deviation over seeds; PGR per seed, and of the seed-mean accuracies)"]
-    return "\n".join([_columns(header, body, names=3), *notes, *no_pgr_lines(rows)])
-
-
-def format_pgr_table(rows: list[dict]) -> str:
-    """One line per (task, weak, strong, loss or method) of summarize() rows with a PGR: mean
-    accuracies, the mean PGR over seeds with its 95% bootstrap interval and the PGR of the seed-mean
-    accuracies; then the median PGR of each (median_pgr); then the pairs with no PGR."""
-    header = ["task", "weak", "strong", "method", "seeds", "weak acc", "ceiling acc", "student acc",
-              "PGR per seed [95% CI]", "PGR of means"]
-    body = [
-        [row["task"], row["weak_model"], row["strong_model"], loss, str(len(row["seeds"])),
-         f"{row['weak_acc']:.3f}", f"{row['ceiling_acc']:.3f}", f"{stats['student_acc']['mean']:.3f}",
-         f"{stats['pgr']['mean']:.2f} [{stats['pgr']['ci'][0]:.2f}, {stats['pgr']['ci'][1]:.2f}]",
-         f"{stats['pgr_of_means']:.2f}"]
-        for row in rows if row["has_pgr"] for loss, stats in row["losses"].items()
-    ]
-    medians = [[loss, f"{m['median']:.2f} [{m['ci'][0]:.2f}, {m['ci'][1]:.2f}]", f"{m['of_means']:.2f}", str(m["cells"])]
-               for loss, m in median_pgr(rows).items()]
-    return "\n".join([
-        _columns(header, body, names=4), "",
-        _columns(["method", "median PGR per seed [95% CI]", "of means", "pairs x tasks"], medians, names=1),
-        *no_pgr_lines(rows)])
-
-
-def _columns(header: list[str], body: list[list[str]], names: int) -> str:
-    """Fixed-width columns: the first `names` left-aligned, the numbers right-aligned."""
-    widths = [max(len(c) for c in column) for column in zip(header, *body)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i < names else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
-        ).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), rule] + [line(cells) for cells in body])

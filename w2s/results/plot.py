@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter
 
-from w2s.results import metrics
+from w2s.results import load, metrics, tables
 from w2s.sweeps.results_table import load_records
 
 _LOSS_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
@@ -37,7 +37,7 @@ def figure(width: float, height: float) -> Figure:
 def _plot_pgr(rows: list[dict], path: pathlib.Path) -> None:
     """Bars of mean PGR per loss, one group per (task, weak -> strong) with a PGR, seeds as dots; the
     pairs with none are named below."""
-    no_pgr = metrics.no_pgr_lines(rows)
+    no_pgr = tables.no_pgr_lines(rows)
     rows = [r for r in rows if r["has_pgr"]]
     if not rows:
         fig = figure(max(7.0, 0.075 * max(map(len, no_pgr))), 1.0 + 0.3 * len(no_pgr))  # ~0.075 in per character
@@ -200,7 +200,7 @@ def plot_results(results_dir: str | pathlib.Path,
         ValueError: no results.json under results_dir, or none can be read (one that cannot is skipped
             with an UnreadableResultWarning).
     """
-    rows = metrics.summarize(metrics.load_results(results_dir))
+    rows = metrics.summarize(load.load_results(results_dir))
     out = pathlib.Path(results_dir if out_dir is None else out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "pgr.png", out / "accuracy.png"]

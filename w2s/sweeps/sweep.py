@@ -1,7 +1,7 @@
 """Sweeps: every weak ≤ strong pair of model ladders, over tasks, methods and seeds, into one table.
 
 A run is one (task, weak, strong, method, seed). It is a chain of pipeline stages keyed by model
-(w2s.pipeline.Stages): the weak model on ground truth of A (its labels of B), the strong ceiling on
+(w2s.stages.Stages): the weak model on ground truth of A (its labels of B), the strong ceiling on
 ground truth of B, then the method's students. Stages are shared by every run that needs them, so a
 model's weak labels and ceiling train once per (task, seed); a finished stage is skipped, a run
 whose row is in the table is skipped, and a killed sweep resumes where it stopped.
@@ -48,17 +48,18 @@ from tqdm.auto import tqdm
 
 from w2s import distributed, sharding
 from w2s.sweeps import ladders
-from w2s.results import metrics
+from w2s.results import metrics, tables
 from w2s.checkpoint import read_json, write_json_atomic
-from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
+from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes, with_defaults
 from w2s.losses import known_losses, student_loss
-from w2s.pipeline import ModelSpec, Stages, check_model, check_task, use_compilation_cache
-from w2s.pipeline import default_config as experiment_defaults
+from w2s.stages import GT_A, GT_B, LabelsOf, ModelSpec, Source, Stages, check_model, check_task, use_compilation_cache
+from w2s.experiment import default_config as experiment_defaults, train_config
 from w2s.probe import FeatureCache
 from w2s.sweeps.results_table import FILENAME, ResultsTable, load_records
 from w2s.tasks import check_task_options
 from w2s.train import TrainConfig
 from w2s.runners import register_runner
+
 
 def default_config() -> ml_collections.ConfigDict:
     """Every key of a sweep config, with its default: the quickstart's task, train config and losses
@@ -152,11 +153,11 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Step:
-    """One pipeline stage (Stages.stage): `model` trained on `source` ('gt_a', 'gt_b' or a stage's labels)."""
+    """One stage (Stages.stage): `model` trained on `source`, ground truth or a stage's labels of B."""
 
     stage: str
     model: str
-    source: str
+    source: Source
     loss: str = "xent"
     label_b: bool = False
     holdout_frac: float = 0.0
@@ -183,7 +184,7 @@ class Run:
 def method_steps(method: str, weak: str, strong: str, models: Sequence[str],
                  options: ml_collections.ConfigDict) -> tuple[Step, ...]:
     """The stages that make `method`'s student of (weak, strong); () where it does not apply."""
-    pair, weak_labels = f"{weak}_to_{strong}", f"{weak}/weak"
+    pair, weak_labels = f"{weak}_to_{strong}", LabelsOf(f"{weak}/weak")
     xent = Step(f"{pair}/xent", strong, weak_labels, label_b=True)  # others relabel from it
     if method not in METHOD_OPTIONS:  # a loss, or a named variant of one (validate checked which)
         return (xent,) if method == "xent" else (Step(f"{pair}/{method}", strong, weak_labels, loss=method),)
@@ -193,14 +194,14 @@ def method_steps(method: str, weak: str, strong: str, models: Sequence[str],
     if method == "relabel":
         steps = [xent]
         for r in range(1, options.relabel.rounds + 1):
-            steps.append(Step(f"{pair}/relabel_{r}", strong, steps[-1].stage, label_b=True))
+            steps.append(Step(f"{pair}/relabel_{r}", strong, LabelsOf(steps[-1].stage), label_b=True))
         return tuple(steps)
     between = list(models[models.index(weak) + 1: models.index(strong)])  # bootstrap
     if not between:
         return ()
     steps = [Step(f"{weak}_to_{between[0]}/xent", between[0], weak_labels, label_b=True)]
     for model in between[1:] + [strong]:
-        steps.append(Step(f"{weak}_to_{model}/bootstrap", model, steps[-1].stage, label_b=True))
+        steps.append(Step(f"{weak}_to_{model}/bootstrap", model, LabelsOf(steps[-1].stage), label_b=True))
     return tuple(steps)
 
 
@@ -217,7 +218,7 @@ def plan(cfg: ml_collections.ConfigDict) -> list[Run]:
         for seed in cfg.seeds:
             for weak, strong in pairs(cfg.models, cfg.self_pairs):
                 family = [m for m in cfg.models if ladders.family(m) == ladders.family(weak)]
-                ground_truth = (Step(f"{weak}/weak", weak, "gt_a", label_b=True), Step(f"{strong}/ceiling", strong, "gt_b"))
+                ground_truth = (Step(f"{weak}/weak", weak, GT_A, label_b=True), Step(f"{strong}/ceiling", strong, GT_B))
                 for method in cfg.methods:
                     steps = method_steps(method, weak, strong, family, cfg.method_options)
                     if steps:
@@ -265,6 +266,9 @@ def _check_settings(cfg: ml_collections.ConfigDict) -> None:
     current["rungs"] = {label: {**spec.to_dict(), "mode": modes(cfg)[label]} for label, spec in specs(cfg).items()}
     if path.exists():
         stored = read_json(path)
+        defaults = {k: v for k, v in default_config().to_dict().items() if k not in RUNTIME_KEYS}
+        stored = with_defaults(stored, {**defaults, "rungs": {label: {"train": train_config().to_dict()}
+                                                              for label in stored.get("rungs", {})}})
         shared = sorted(set(stored.get("rungs", {})) & set(current["rungs"]))
         refuse_changes({**stored, "rungs": {k: stored["rungs"][k] for k in shared}},
                        {**current, "rungs": {k: current["rungs"][k] for k in shared}},
@@ -328,7 +332,7 @@ def run_sweep(cfg: ml_collections.ConfigDict, dry_run: bool = False) -> list[Run
     return runs
 
 
-@register_runner("sweep")
+@register_runner("sweep", OPEN_SECTIONS)
 def sweep_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = (), *,
                  dry_run: bool = False) -> list[Run]:
     """Applies overrides, runs the sweep (or prints its plan), prints the PGR table; returns the plan."""
@@ -336,6 +340,6 @@ def sweep_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = (), 
     runs = run_sweep(cfg, dry_run)
     if not dry_run and distributed.is_main():
         print()
-        print(metrics.format_pgr_table(metrics.summarize(load_records(cfg.output_dir))))
+        print(tables.format_pgr_table(metrics.summarize(load_records(cfg.output_dir))))
         print(f"\nresults: {pathlib.Path(cfg.output_dir) / FILENAME}   (plot them with: w2s plot {cfg.output_dir})")
     return runs

@@ -132,8 +132,8 @@ def next_token_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class NextTokenTable:
-    """The one-objective table (w2s.losses.LossTable's interface) the train step computes for SFT:
-    no options, no threshold."""
+    """The objective (a w2s.losses.StepObjective) the train step computes for SFT: one loss, no
+    options, no threshold."""
 
     threshold_batch: int = 0
 

@@ -44,10 +44,10 @@ from w2s.checkpoint import finish_saves, read_json, read_record, write_json_atom
 from w2s.config import ConfigError, apply_overrides
 from w2s.generation.generate import GenerationConfig
 from w2s.models.causal_lm import build_causal_lm, eos_ids
-from w2s.sft import Chat, ChatSampler, chat, completion_logprobs, finetune
+from w2s.finetuning.sft import Chat, ChatSampler, chat, completion_logprobs, finetune
 from w2s.tasks import load_task
 from w2s.train import TrainConfig
-from w2s.pipeline import use_compilation_cache
+from w2s.stages import use_compilation_cache
 from w2s.runners import register_runner
 
 SIGNOFF = "Stay curious!"
