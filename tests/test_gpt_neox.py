@@ -153,7 +153,7 @@ def test_pythia_ladder_resolves_to_specs_and_counts_its_parameters():
         rung = ladders.rung(label)
         assert ladders.family(label) == "pythia" and rung.model == f"EleutherAI/{label}"
         spec = stages.ModelSpec.from_config(rung.spec(train))
-        assert spec.side.model == rung.model and spec.train_cfg.lr == dict(rung.train)["lr"]
+        assert spec.settings.model == rung.model and spec.train_cfg.lr == dict(rung.train)["lr"]
         cfg = TransformerConfig.from_hf(dict(
             model_type="gpt_neox", vocab_size=vocab, hidden_size=hidden, num_hidden_layers=num_layers,
             num_attention_heads=heads, intermediate_size=4 * hidden, max_position_embeddings=2048,

@@ -1,7 +1,7 @@
 """The offline ladder of real models: its rungs, how a sweep resolves their modes (finetune the small
 rungs, probe the large, or one mode for all), a sweep mixing the two on tiny random BERTs, the
 feature cache, and the ladder experiment's plan and findings."""
-import importlib.util
+import json
 
 import jax
 import numpy as np
@@ -10,23 +10,20 @@ from flax import nnx
 
 from tests.test_sweep import ROOT, tiny_config
 from w2s import stages
-from w2s.sweeps import ladders, sweep
-from w2s.results import metrics
-from w2s.config import ConfigError, apply_overrides
+from w2s.cli import main
+from w2s.config import ConfigError, apply_overrides, load_config_file
+from w2s.sweeps import ladders, per_task, sweep
 from w2s.models import build_backbone
 from w2s.models.classifier import POOLINGS
 from w2s.models.sources import SOURCES, fetched_dir, installed_dir
 from w2s.probe import FeatureCache
-from w2s.sweeps.results_table import ResultsTable, load_records
+from w2s.sweeps.results_table import ResultsTable
 from w2s.train import TrainConfig
 from w2s.train import train as real_train
 
 
-def _experiment():
-    spec = importlib.util.spec_from_file_location("sweep_ladder", ROOT / "experiments" / "sweep_ladder.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _ladder_config():
+    return load_config_file(ROOT / "experiments" / "sweep_ladder.py")
 
 
 def test_offline_ladder_climbs_the_real_models_smallest_first():
@@ -39,7 +36,7 @@ def test_offline_ladder_climbs_the_real_models_smallest_first():
     assert rungs[0].num_layers == 0  # the embeddings alone
     for r in rungs:
         assert r.pooling in POOLINGS and r.mode in ladders.MODES and dict(r.train)["lr"] > 0
-        TrainConfig.from_config(r.spec(_experiment().get_config().train).train)  # its micro-batch divides the batch
+        TrainConfig.from_config(r.spec(_ladder_config().sweep.train).train)  # its micro-batch divides the batch
     assert [r.mode for r in rungs] == ["finetune"] * 2 + ["probe"] * 5
 
 
@@ -58,16 +55,19 @@ def test_a_rung_mode_must_be_known():
 
 
 def test_config_mode_resolves_each_rung_or_all_alike(tmp_path):
-    cfg = _experiment().get_config("bbc_topic")
+    cfg = per_task.task_sweep(_ladder_config(), "bbc_topic", 0)
     assert sweep.modes(cfg) == {label: ladders.rung(label).mode for label in ladders.ladder("offline")}
     for mode in ladders.MODES:  # one config finetunes every rung (a GPU), or probes every rung
         assert set(sweep.modes(apply_overrides(cfg, [f"--config.mode={mode}"])).values()) == {mode}
     with pytest.raises(ConfigError, match="config.mode must be one of"):
         sweep.validate(apply_overrides(cfg, ["--config.mode=all"]))
+    ladder = apply_overrides(_ladder_config(), ["--config.sweep.mode=finetune"], per_task.OPEN_SECTIONS)
+    assert set(sweep.modes(per_task.task_sweep(ladder, "bbc_topic", 0)).values()) == {"finetune"}
 
 
 def test_the_ladder_experiment_plans_every_task_and_pair(tmp_path, capsys):
-    _experiment().main(["--dry_run", "--seeds", "0", "--out", str(tmp_path)])
+    assert main(["run", str(ROOT / "experiments" / "sweep_ladder.py"), "--dry_run", "--config.seeds=0,",
+                 f"--config.output_dir={tmp_path}"]) == 0
     out = capsys.readouterr().out
     # 21 pairs x 5 losses, and bootstrap for the 15 pairs with a rung between, per task.
     assert out.count("120 runs, 0 done") == 3
@@ -86,8 +86,15 @@ def mixed_ladder(tiny_bert):
 
 
 def test_a_sweep_finetunes_small_rungs_and_probes_large_ones(mixed_ladder, tmp_path, monkeypatch):
-    cfg = tiny_config(tmp_path, f"--config.models={','.join(mixed_ladder)}", "--config.methods=xent,aux_conf,bootstrap",
-                      "--config.mode=rungs")
+    """Through the per-task runner the ladder experiment uses: the task's own sizes and max_length,
+    then the report with the findings."""
+    tiny = tiny_config(tmp_path, f"--config.models={','.join(mixed_ladder)}", "--config.methods=xent,aux_conf,bootstrap",
+                       "--config.mode=rungs", "--config.task_options.n_train=16")
+    cfg = per_task.default_config()
+    cfg.sweep = {k: v for k, v in tiny.items() if k not in per_task.PER_RUN}
+    cfg.tasks, cfg.seeds, cfg.name, cfg.output_dir = ("wordnet_living",), (0,), "tiny_ladder", str(tmp_path / "ladder")
+    cfg.task_settings = {"wordnet_living": {"task_options": {"n_train": 64}, "max_length": 12},
+                         "bbc_topic": {"max_length": 64}}  # a task left out: its settings unused
     trained = {}
 
     def record(model, *args, **kwargs):
@@ -95,19 +102,32 @@ def test_a_sweep_finetunes_small_rungs_and_probes_large_ones(mixed_ladder, tmp_p
         return real_train(model, *args, **kwargs)
 
     monkeypatch.setattr(stages, "train", record)
-    sweep.run_sweep(cfg)
+    per_task.run_sweeps_per_task(cfg)
     head = 32 * 2 + 2
     assert trained["mixed-l0-mean/weak"] > 100 * head  # the embeddings finetuned
     assert {stage: n for stage, n in trained.items() if stage != "mixed-l0-mean/weak"} == dict.fromkeys(
         set(trained) - {"mixed-l0-mean/weak"}, head)  # every stage of a probed rung: the head alone
-    records = load_records(tmp_path / "sweep")
-    assert len(ResultsTable(tmp_path / "sweep" / "results.sqlite").rows()) == 3 * 2 + 1
-    rows = metrics.summarize(records)
-    findings = _experiment().findings(rows, {label: ladders.rung(label).params for label in mixed_ladder})
-    assert findings[1].startswith("## wordnet_living (seeds 0)")
-    assert any(line.startswith("- (1) the student beats its supervisor: **") for line in findings)
-    summary = "\n".join(_experiment().summary(rows))
+    folder = tmp_path / "ladder" / "wordnet_living"
+    assert len(ResultsTable(folder / "results.sqlite").rows()) == 3 * 2 + 1
+    stored = json.loads((folder / "sweep_config.json").read_text())
+    assert stored["task_options"]["n_train"] == 64 and stored["train"]["max_length"] == 12
+    assert stored["probe_train"]["max_length"] == 12
+    findings = (tmp_path / "ladder" / "findings.md").read_text()
+    assert "## wordnet_living (seeds 0)" in findings and "- (1) the student beats its supervisor: **" in findings
+    summary = (tmp_path / "ladder" / "summary.md").read_text()
     assert "### wordnet_living (seeds 0)" in summary and "| xent |" in summary and "| bootstrap |" in summary
+    assert (tmp_path / "ladder" / "tables.md").exists() and (tmp_path / "ladder" / "pgr_vs_strong.png").exists()
+    monkeypatch.setattr(stages, "train", lambda *a, **k: pytest.fail("a finished run trained again"))
+    per_task.run_sweeps_per_task(cfg)  # resumes: every run is in the table
+
+
+def test_task_settings_are_checked_by_name():
+    cfg = per_task.default_config()
+    with pytest.raises(ConfigError, match=r"config.task_settings.wordnet_living: unknown key\(s\) 'max_lenght'"):
+        per_task.run_sweeps_per_task(cfg, ["--config.task_settings.wordnet_living.max_lenght=4"], dry_run=True)
+    with pytest.raises(ConfigError, match="task_settings.wordnet_living.task_options"):
+        per_task.run_sweeps_per_task(cfg, ["--config.task_settings.wordnet_living.task_options.n_trian=4"],
+                                     dry_run=True)
 
 
 def test_feature_cache_embeds_only_texts_it_has_not_seen(tmp_path):

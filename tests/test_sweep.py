@@ -90,7 +90,7 @@ def test_plan_pairs_weak_below_strong_and_chains_the_methods(tiny_ladder, tmp_pa
         ("tiny-l1_to_tiny-l2/relabel_1", LabelsOf("tiny-l1_to_tiny-l2/xent")),
         ("tiny-l1_to_tiny-l2/relabel_2", LabelsOf("tiny-l1_to_tiny-l2/relabel_1"))]
     early = by_key[("tiny-l1", "tiny-l2", "early_stop")].steps[-1]
-    assert (early.source, early.holdout_frac, early.evals) == ("tiny-l1/weak", 0.2, 2)
+    assert (early.source, early.holdout_frac, early.evals) == (LabelsOf("tiny-l1/weak"), 0.2, 2)
     with_self = sweep.plan(apply_overrides(cfg, ["--config.self_pairs=true", "--config.seeds=0,1"]))
     assert len({(r.weak, r.strong) for r in with_self}) == 6 and {r.seed for r in with_self} == {0, 1}
 

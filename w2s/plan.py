@@ -310,12 +310,17 @@ def summary_table(results: dict[tuple[str, str], list[Plan]], devices: dict[str,
 
 
 def config_models(cfg: Any) -> list[tuple[str, Any]]:
-    """(label, model spec) of every model a run config (weak, strong) or sweep config (models) trains."""
+    """(label, model spec) of every model a config trains, by its runner: an experiment's weak and
+    strong models, a sweep's rungs (for sweeps per task, those of its `sweep` section)."""
     from w2s.sweeps import ladders
 
-    if "models" in cfg:
-        return [(label, ladders.rung(label).spec(cfg.train)) for label in cfg.models]
-    return [(side, cfg[side]) for side in ("weak", "strong")]
+    runner = cfg.get("runner")
+    sweep = {"sweep": cfg, "sweeps_per_task": cfg.get("sweep")}.get(runner)
+    if sweep is not None:
+        return [(label, ladders.rung(label).spec(sweep.train)) for label in sweep.models]
+    if runner == "experiment":
+        return [(role, cfg[role]) for role in ("weak", "strong")]
+    raise ConfigError(f"w2s plan plans the models of experiment and sweep configs; this config's runner is {runner!r}.")
 
 
 def plan_config(cfg: Any, remats: Iterable[str], cache: PlanCache, out: Any = None,
@@ -327,16 +332,16 @@ def plan_config(cfg: Any, remats: Iterable[str], cache: PlanCache, out: Any = No
     out = out or sys.stdout  # read when called: a default bound at import would keep a replaced stream
     results: dict[tuple[str, str], list[Plan]] = {}
     print(PLAN_HEADER, file=out, flush=True)
-    for label, side in config_models(cfg):
-        spec = ModelSpec.from_config(side)
-        model_cfg = TransformerConfig.from_hf(hf_config(spec.side.model))
-        if spec.side.num_layers is not None:
-            model_cfg = dataclasses.replace(model_cfg, num_layers=spec.side.num_layers)
-        dtype = jnp.bfloat16 if spec.side.dtype == "bfloat16" else jnp.float32
+    for label, settings in config_models(cfg):
+        spec = ModelSpec.from_config(settings)
+        model_cfg = TransformerConfig.from_hf(hf_config(spec.settings.model))
+        if spec.settings.num_layers is not None:
+            model_cfg = dataclasses.replace(model_cfg, num_layers=spec.settings.num_layers)
+        dtype = jnp.bfloat16 if spec.settings.dtype == "bfloat16" else jnp.float32
         for remat in remats:
             train_cfg = dataclasses.replace(spec.train_cfg, remat=remat)
             plans = results.setdefault((label, remat), [])
-            for plan in plan_model(label, model_cfg, spec.side.get("pooling"), dtype, train_cfg, cache,
+            for plan in plan_model(label, model_cfg, spec.settings.get("pooling"), dtype, train_cfg, cache,
                                    max_devices=max_devices, extrapolate=extrapolate):
                 plans.append(plan)
                 print(plan_row(plan), file=out, flush=True)
