@@ -277,3 +277,18 @@ def test_a_student_that_is_no_loss_must_name_its_loss(tmp_path, tiny_bert):
     cfg.loss_options.aux_conf_slow = dict(loss="aux_conf", warmup_fraction=1.0)
     with pytest.raises(ConfigError, match="warmup_fraction"):
         experiment.validate(cfg)
+
+
+def test_a_variant_defined_and_not_trained_stays_checked(tmp_path, tiny_bert):
+    """A config may define named variants and train a subset (--config.losses=xent,): each variant's
+    options still bind, and a key that is neither a loss nor a variant is refused."""
+    cfg = small_config(tmp_path, tiny_bert, "--config.losses=xent,")
+    cfg.loss_options.aux_conf_slow = dict(loss="aux_conf", warmup_frac=1.0)
+    experiment.validate(cfg)
+    cfg.loss_options.aux_conf_slow.warmup_fraction = 1.0
+    with pytest.raises(ConfigError, match="config.loss_options.aux_conf_slow: .*warmup_fraction"):
+        experiment.validate(cfg)
+    del cfg.loss_options["aux_conf_slow"]
+    cfg.loss_options.aux_cnof = dict(alpha_max=0.5)
+    with pytest.raises(ConfigError, match="unknown key.*'aux_cnof' \\(did you mean 'aux_conf'"):
+        experiment.validate(cfg)

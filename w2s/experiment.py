@@ -33,7 +33,7 @@ import numpy as np
 from w2s import distributed, runtime, sharding
 from w2s.checkpoint import read_json, read_record, write_json_atomic
 from w2s.config import ConfigError, changed_leaves, check_keys, with_defaults
-from w2s.losses import known_losses, student_loss
+from w2s.losses import check_loss_options, student_loss
 from w2s.progress import PlannedStage, RunProgress, TensorBoardLog
 from w2s.results import metrics, tables
 from w2s.runners import register_runner
@@ -131,13 +131,13 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
 
 
 def check_students(students: Sequence[str], loss_options: ml_collections.ConfigDict) -> None:
-    """Every student's loss and options bind; loss_options names only students or losses."""
+    """Every student is a loss or a named variant of one; loss_options names only those."""
     for name in students:
         try:
             student_loss(name, loss_options)
         except ValueError as e:
             raise ConfigError(f"config.losses: {e}") from None
-    check_keys(loss_options, [*known_losses(), *students], "config.loss_options")
+    check_loss_options(loss_options)
 
 
 

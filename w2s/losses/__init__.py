@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2s.config import ConfigError
+from w2s.config import ConfigError, check_keys
 from w2s.registry import Registry, accepted_options, check_options
 
 Array = jax.Array
@@ -252,6 +252,23 @@ def student_loss(student: str, loss_options: Mapping[str, Mapping[str, Any]]) ->
     LOSSES.get(name, hint=f" (student {student!r}: a variant names its loss: "
                           f"loss_options.{student} = dict(loss='aux_conf', ...))")
     return make_loss(name, **options)
+
+
+def loss_variants(loss_options: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The named variants of a loss that `loss_options` defines (those with a `loss` key)."""
+    return sorted(name for name, options in loss_options.items() if "loss" in options)
+
+
+def check_loss_options(loss_options: Mapping[str, Mapping[str, Any]]) -> None:
+    """Options only for registered losses and named variants of them, each binding to its loss's
+    signature: a variant defined and not trained is still checked, and may stay in a config."""
+    named = known_losses() + loss_variants(loss_options)
+    check_keys(loss_options, named, "config.loss_options (a loss, or a named variant of one: <name> = dict(loss=...))")
+    for name in named:
+        try:
+            student_loss(name, loss_options)
+        except ValueError as e:
+            raise ConfigError(f"config.loss_options.{name}: {e}") from None
 
 
 def train_prefix(student: str, loss_options: Mapping[str, Mapping[str, Any]]) -> str:

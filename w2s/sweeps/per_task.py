@@ -17,6 +17,7 @@ import ml_collections
 
 from w2s import distributed
 from w2s.config import ConfigError, apply_overrides, check_keys
+from w2s.losses import check_loss_options
 from w2s.results import metrics, plot, tables
 from w2s.runners import register_runner
 from w2s.sweeps import findings, ladders, sweep
@@ -55,7 +56,7 @@ def _check_task_settings(cfg: ml_collections.ConfigDict, options: dict | None = 
 
 
 # --config.sweep.loss_options.<loss or variant>.<option>=... as for a sweep; task_options per task.
-OPEN_SECTIONS = {"sweep.loss_options": lambda cfg, options: sweep.check_loss_options(cfg.sweep.loss_options),
+OPEN_SECTIONS = {"sweep.loss_options": lambda cfg, options: check_loss_options(cfg.sweep.loss_options),
                  "sweep.task_options": lambda cfg, options: check_task_options(cfg.tasks, options),
                  "task_settings": _check_task_settings}
 

@@ -51,7 +51,7 @@ from w2s.sweeps import ladders
 from w2s.results import metrics, tables
 from w2s.checkpoint import read_json, write_json_atomic
 from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes, with_defaults
-from w2s.losses import known_losses, student_loss
+from w2s.losses import check_loss_options, known_losses, loss_variants, student_loss
 from w2s.stages import GT_A, GT_B, LabelsOf, ModelSpec, Source, Stages, check_model, check_task, use_compilation_cache
 from w2s.experiment import default_config as experiment_defaults, train_config
 from w2s.probe import FeatureCache
@@ -99,21 +99,6 @@ MODES = ("rungs", *ladders.MODES)  # config.mode: each rung's own, or all alike
 OPEN_SECTIONS = {"task_options": lambda cfg, options: check_task_options(cfg.tasks, options),
                  "loss_options": lambda cfg, options: check_loss_options(cfg.loss_options)}
 METHOD_OPTIONS = {"bootstrap": (), "early_stop": ("holdout_frac", "evals"), "relabel": ("rounds",)}
-
-
-def check_loss_options(loss_options: ml_collections.ConfigDict) -> None:
-    """Options only for losses or named variants of them, each binding to its loss's signature."""
-    check_keys(loss_options, known_losses() + loss_variants(loss_options), "config.loss_options")
-    for name in known_losses() + loss_variants(loss_options):
-        try:
-            student_loss(name, loss_options)
-        except ValueError as e:
-            raise ConfigError(f"config.loss_options.{name}: {e}") from None
-
-
-def loss_variants(loss_options: ml_collections.ConfigDict) -> list[str]:
-    """The named variants of a loss that config.loss_options defines (those with a `loss` key)."""
-    return sorted(name for name, options in loss_options.items() if "loss" in options)
 
 
 def known_methods(loss_options: ml_collections.ConfigDict | None = None) -> list[str]:
