@@ -61,6 +61,17 @@ def test_text_rows_tokenize_only_the_rows_asked_for_and_equal_the_tokenizer():
     assert rows.batch(np.array([], np.int64))["input_ids"].shape == (0, 8)  # a process with no rows here
 
 
+def test_a_prefix_gets_room_of_its_own_and_never_truncates_the_text():
+    tokenizer = minilm_tokenizer()
+    prefix = "(label from a weak supervisor that judges words by their spelling, not their meaning) "
+    rows = TextRows.of(tokenizer, ["aardvark", "salt"], max_length=16)
+    plain, prefixed = rows.batch(np.array([0]))["input_ids"][0], rows.prefixed(prefix).batch(np.array([0]))["input_ids"][0]
+    word = [t for t in plain if t not in (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)]
+    kept = [int(t) for t in prefixed if t != tokenizer.pad_token_id]
+    assert kept[-len(word) - 1:-1] == [int(t) for t in word] and kept[-1] == tokenizer.sep_token_id
+    assert len(kept) > 16  # the prefix alone is longer than the texts' max_length
+
+
 def test_text_rows_and_tokenized_arrays_cut_batches_alike():
     tokenizer = minilm_tokenizer()
     encoded = tokenizer(TEXTS, padding="max_length", max_length=32, truncation=True, return_tensors="np")

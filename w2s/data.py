@@ -71,8 +71,11 @@ class TextRows:
         return dataclasses.replace(self, positions=self.positions[indices])
 
     def prefixed(self, prefix: str) -> TextRows:
-        """This view's texts, each after `prefix`, tokenized anew."""
-        return TextRows.of(self.tokenizer, [prefix + self.texts[p] for p in self.positions], self.max_length)
+        """This view's texts, each after `prefix`, tokenized anew with room for it: max_length grows
+        by the prefix's own tokens, so a prefix never truncates the text it comes before (at the
+        quickstart's max_length of 16 a 20-token prefix left no room for the word at all)."""
+        room = len(self.tokenizer(prefix, add_special_tokens=False)["input_ids"])
+        return TextRows.of(self.tokenizer, [prefix + self.texts[p] for p in self.positions], self.max_length + room)
 
     def ids(self, indices: np.ndarray) -> list[np.ndarray]:
         """Token ids of rows `indices` (truncated to max_length), tokenizing those not seen yet."""
