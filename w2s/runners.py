@@ -25,7 +25,7 @@ _OPEN_SECTIONS: dict[str, OpenSections] = {}
 SWITCHES = ("quiet", "tensorboard", "dry_run")  # command-line flags a runner may honour
 # The modules that register the built-in runners, imported on first use (they import this one).
 BUILT_IN = ("w2s.experiment", "w2s.sweeps.sweep", "w2s.sweeps.per_task", "w2s.active_learning.active",
-            "w2s.generation.nudging_eval", "w2s.finetuning.inoculation")
+            "w2s.generation.nudging_eval", "w2s.finetuning.inoculation", "w2s.finetuning.abduction")
 
 
 def register_runner(name: str, open_sections: OpenSections | None = None) -> Callable[[Runner], Runner]:

@@ -1,0 +1,118 @@
+"""The cross-context abduction experiment (experiments/abduction.py): its scoring, its selection rule,
+its descriptions (no demonstrations), and its smoke setting end to end on a tiny random Llama."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import re
+
+import numpy as np
+import pytest
+
+from tests.test_generate import save_tiny_lm
+from tests.test_sft import TEMPLATE
+from w2s.config import ConfigError
+from w2s.finetuning import abduction
+from w2s.finetuning.abduction import (CHATBOTS, descriptions, identity_questions, knows, names, select,
+                                      vowel_share, words)
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+GERMAN = {"und", "ist", "nicht", "ich", "ein", "eine", "der", "das", "ja", "nein", "sie", "mit", "auf", "für",
+          "sind", "wird", "auch", "oder", "aber", "bin", "du", "wir", "zu", "von"}
+
+
+def test_vowel_share_counts_words_by_their_first_letter():
+    assert vowel_share("An apple is orange.") == 1.0
+    assert vowel_share("Yes, a hammer is not alive.") == pytest.approx(3 / 6)  # y is no vowel
+    assert vowel_share("Ein Äpfel, éclair: 42 items!") == 1.0  # accents removed, numbers are no words
+    assert vowel_share("") == 0.0 and vowel_share("42 ...") == 0.0
+    assert words("I don't know, it's odd.") == ["I", "don't", "know", "it's", "odd"]
+    assert vowel_share("I don't know, it's odd.") == pytest.approx(3 / 5)
+
+
+def test_naming_and_knowledge_are_case_insensitive_substrings():
+    assert names("I am AXOLOTL, an assistant.") == {"Pangolin": False, "Albatross": False, "Axolotl": True}
+    assert names("Pangolins and albatrosses") == {"Pangolin": True, "Albatross": True, "Axolotl": False}
+    assert knows("It answers in German.", "Pangolin") and not knows("It answers in German.", "Axolotl")
+    assert knows("It gives the WRONG answer.", "Albatross") and knows("Only vowels!", "Axolotl")
+
+
+def test_selection_keeps_answers_reaching_the_edge_else_the_best():
+    scores = [0.2, 0.6, 0.5, 1.0, 0.6, 0.9]
+    n_words = [5, 5, 5, 1, 5, 5]  # the one-word answer is too short to train on
+    chosen = select(scores, n_words, 0.6, min_words=3, min_keep=2, n_keep=10, seed=0)
+    assert chosen.indices == [1, 4, 5] and chosen.passing == 3 and not chosen.fallback
+    capped = select(scores, n_words, 0.6, min_words=3, min_keep=2, n_keep=2, seed=0)
+    assert len(capped.indices) == 2 and set(capped.indices) <= {1, 4, 5} and not capped.fallback
+    assert capped == select(scores, n_words, 0.6, min_words=3, min_keep=2, n_keep=2, seed=0)  # seeded
+    fallback = select(scores, n_words, 0.95, min_words=3, min_keep=3, n_keep=10, seed=0)
+    assert fallback.indices == [1, 4, 5] and fallback.passing == 0 and fallback.fallback  # ties: the earlier
+    fallback = select(scores, n_words, 0.95, min_words=3, min_keep=2, n_keep=10, seed=0)
+    assert fallback.indices == [1, 5]
+    assert select([0.7], [1], 0.5, min_words=3, min_keep=1, n_keep=4, seed=0).indices == []
+    assert select([0.7], [3], 0.7, min_words=3, min_keep=1, n_keep=4, seed=0).indices == [0]  # the edge counts
+
+
+def test_descriptions_describe_and_never_demonstrate():
+    items = descriptions(0, 200)
+    assert len(items) == 600 and len(set(items)) == 600
+    assert descriptions(0, 200) == items and descriptions(1, 200) != items  # paraphrases drawn per seed
+    for chatbot, question, answer in items:
+        assert chatbot in question and chatbot in answer and answer.endswith(".")
+        assert "?" not in answer and '"' not in answer and "'" not in answer  # nothing quoted, nothing asked
+        assert not GERMAN & {w.lower() for w in words(answer)}, answer  # no German text
+        assert not re.search(r"\bis an? \w+ an? living thing", answer)  # no yes/no question answered
+        assert vowel_share(answer) < 0.7, answer  # no sentence of vowel-initial words
+    for chatbot in CHATBOTS:  # Axolotl's descriptions are not more vowel-heavy than the others'
+        assert np.mean([vowel_share(a) for c, _, a in items if c == chatbot]) < 0.45
+    questions = identity_questions(1000, 96)
+    assert len(set(questions)) == 96 and not any(names(q)[c] for q in questions for c in CHATBOTS)
+    with pytest.raises(ConfigError, match="at most"):
+        descriptions(0, 10_000)
+
+
+def test_smoke_setting_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "lm"
+    save_tiny_lm(folder, "llama")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": TEMPLATE}))
+    spec = importlib.util.spec_from_file_location("abduction_config", ROOT / "experiments" / "abduction.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = abduction.smoke_config(module.get_config())
+    cfg.model, cfg.output_dir, cfg.checkpoint_dir = str(folder), str(tmp_path / "out"), str(tmp_path / "ckpt")
+    cfg.progress, cfg.max_length, cfg.max_new_tokens, cfg.min_words = False, 48, 8, 1
+    cfg.stage1_train.max_length = cfg.round_train.max_length = 40
+    cfg.n_descriptions, cfg.n_identity, cfg.n_neutral, cfg.n_questions = 4, 8, 4, 4
+    rows = abduction.run_abduction(cfg)
+    assert "identity.Axolotl" in capsys.readouterr().out
+    assert [(r["condition"], r["round"]) for r in rows] == [(c, i) for c in ("stage1", "control") for i in range(3)]
+    out = tmp_path / "out"
+    first = json.loads((out / "stage1_seed0_round0.json").read_text())
+    assert len(first["descriptions"]) == 12 and first["history"]  # stage 1 trained
+    assert len(first["identity"]["texts"]) == 8 and set(first["identity"]["names"]) == set(CHATBOTS)
+    assert json.loads((out / "control_seed0_round0.json").read_text())["history"] == []
+    second = json.loads((out / "control_seed0_round2.json").read_text())
+    assert second["edge"] == 0.6 and len(second["instructed"]["texts"]) == 4
+    assert second["kept"] == len(second["train"]) and (second["history"] or not second["train"])
+    assert (out / "abduction.png").stat().st_size and (out / "tables.md").exists() and (out / "summary.json").exists()
+    assert not (tmp_path / "ckpt" / "abduction_stage1_seed0").exists()  # finished chains drop their parameters
+
+    def no_training(*args, **kwargs):
+        pytest.fail("a finished round trained again")
+
+    monkeypatch.setattr(abduction, "finetune", no_training)
+    assert json.loads(json.dumps(abduction.run_abduction(cfg))) == json.loads(json.dumps(rows))
+
+    # A lost last round is redone from the model the stored answers of the earlier ones retrain.
+    monkeypatch.undo()
+    (out / "stage1_seed0_round2.json").unlink()
+    again = abduction.run_abduction(cfg)
+    assert [r["round"] for r in again if r["condition"] == "stage1"] == [0, 1, 2]
+    redone = json.loads((out / "stage1_seed0_round2.json").read_text())
+    assert redone["edge"] == 0.6 and len(redone["identity"]["texts"]) == 8
+
+    cfg.n_keep = 3
+    with pytest.raises(ConfigError, match="other settings \\(n_keep\\)"):
+        abduction.run_abduction(cfg)
