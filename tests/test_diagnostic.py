@@ -134,6 +134,8 @@ def test_arms_share_the_seed_set_buy_within_budget_and_resume(tmp_path):
     results = diagnostic.run_comparison(data, sup, arms, task="synthetic", seed=0, out=tmp_path, schedule=schedule)
     for r in results:
         assert [p["queries"] for p in r["curve"]] == [20, 40, 60]
+    assert diagnostic.Schedule().rounds() == 5  # 100, 400, 700, 1000, 1300: the budget is spent
+    assert diagnostic.Schedule(seed_size=100, query_batch=300, budget=1200).rounds() == 5  # the last buys 200
     first = {r["curve"][0]["test_accuracy"] for r in results}
     assert len(first) == 1  # the same seed set, so the same first point
     assert results[0]["curve"][-1]["constructed_queries"] == 0
