@@ -1,6 +1,8 @@
 """Diagnostic queries: the forward loss by hand, mistake models on synthetic supervisors, the
 diagnostic strategy's score, rule-based supervisors, constructed cases and the probe-mode arms."""
+import importlib.util
 import math
+import pathlib
 
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +15,8 @@ from w2s.config import ConfigError
 from w2s.data import one_hot
 from w2s.active_learning.strategies import Context, select
 from w2s.tasks import wordnet
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _logits(p1):
@@ -174,3 +178,15 @@ def test_arms_share_the_seed_set_buy_within_budget_and_resume(tmp_path):
     again = diagnostic.run_comparison(data, sup, arms, task="synthetic", seed=0, out=tmp_path, schedule=schedule,
                                       log=lambda line: pytest.fail(f"re-ran an arm: {line}"))
     assert again == results
+    # The benchmark's table: per arm, accuracies over seeds and paired differences from random.
+    spec = importlib.util.spec_from_file_location("benchmark_diagnostic", ROOT / "benchmarks" / "diagnostic.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    s = benchmark.summary(results)
+    assert set(s["arms"]) == set(arms) and "random" not in s["arms"]["random"]["difference"]
+    d = s["arms"]["diagnostic"]
+    acc = {r["strategy"]: {p["queries"]: p["test_accuracy"] for p in r["curve"]} for r in results}
+    assert d["difference"]["random"][60] == pytest.approx([acc["diagnostic"][60] - acc["random"][60]] * 3)
+    assert d["accuracy"][20] == pytest.approx([acc["random"][20]] * 3)  # one seed: a point interval
+    table = benchmark.format_summary(s, "synthetic")
+    assert "| diagnostic | random |" in table and "| diagnostic+constructed |" in table
