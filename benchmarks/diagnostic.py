@@ -47,22 +47,30 @@ def summary(results: list[dict], fraction: float = 0.95, baselines: tuple[str, .
     keys = ("weak", "ceiling", "student_xent", "student_mistakes")
     spread = {k: interval([a[k] for a in first.values()]) for k in keys}
     mean = {k: v[0] for k, v in spread.items()}
+    full_pgr = next(iter(efficiency.values()))["full_weak_pgr"]
+    # 95% of a PGR is a target only where the full-answers student gains on its supervisor at all.
     out = {"accuracy": mean, "accuracy_interval": spread, "pgr_meaningful": mean["weak"] < mean["ceiling"],
-           "seeds": sorted(first), "target_pgr": next(iter(efficiency.values()))["target_pgr"], "arms": {}}
+           "pgr_target_meaningful": bool(mean["weak"] < mean["ceiling"] and full_pgr > 0), "full_pgr": full_pgr,
+           "seeds": sorted(first), "target_pgr": fraction * full_pgr, "arms": {}}
     arms = {r["strategy"] for r in results}
-    accuracy = {s: _by_seed([r for r in results if r["strategy"] == s], "test_accuracy") for s in arms}
+    students = {"plain": "test_accuracy", "mistake model": "mistake_test_accuracy"}
+    by_seed = {(s, k): _by_seed([r for r in results if r["strategy"] == s], key) for s in arms
+               for k, key in students.items()}
     for strategy, points in curves(results).items():
         queries = sorted(points)
         acc = [float(np.mean(points[q]["test_accuracy"])) for q in queries]
         arm = [r for r in results if r["strategy"] == strategy]
-        mistake = _by_seed(arm, "mistake_test_accuracy")
+        mistake = by_seed[strategy, "mistake model"]
         built = float(np.mean([r["curve"][-1]["constructed_queries"] / r["curve"][-1]["queries"] for r in arm]))
-        differences = {}
+        differences = {}  # baseline -> student -> queries -> interval
         for base in baselines:
-            if base in accuracy and base != strategy:
-                seeds = sorted(set(accuracy[base]) & set(accuracy[strategy]))
-                differences[base] = {q: interval([accuracy[strategy][s][q] - accuracy[base][s][q] for s in seeds])
-                                     for q in queries}
+            if base in arms and base != strategy:
+                differences[base] = {}
+                for student in students:
+                    mine, theirs = by_seed[strategy, student], by_seed[base, student]
+                    seeds = sorted(set(mine) & set(theirs))
+                    differences[base][student] = {q: interval([mine[s][q] - theirs[s][q] for s in seeds])
+                                                  for q in queries}
         out["arms"][strategy] = {
             "seeds": len(arm), "first_reach_pgr": efficiency[strategy]["first_reach"],
             "first_reach_pgr_per_seed": efficiency[strategy]["per_seed"],
@@ -92,26 +100,35 @@ def format_summary(s: dict, title: str) -> str:
              ""]
     if not s["pgr_meaningful"]:
         lines += ["supervisor >= ceiling: PGR not meaningful; read the accuracy columns.", ""]
+    elif not s["pgr_target_meaningful"]:
+        lines += [f"the full-answers student's mean PGR is {s['full_pgr']:.2f} (not above its supervisor): 95% of it "
+                  "is no target, so first reach is not meaningful; read the accuracy columns.", ""]
     arms = s["arms"]
     counts = sorted(next(iter(arms.values()))["accuracy"])
     lines += [f"First reach: the first query count whose mean PGR over seeds reaches 95% of the full-answers "
-              f"plain student's (target PGR {s['target_pgr']:.3f}); per seed in brackets.", "",
+              f"plain student's (target PGR {s['target_pgr']:.3f}); per seed in brackets. First within 0.01: the "
+              "first count whose mean accuracy is within 0.01 of the full-answers plain student's.", "",
               "| arm | first reach 95% PGR | first within 0.01 of full acc | "
-              + " | ".join(f"acc@{q}" for q in counts) + f" | mistake-model acc@{counts[-1]} | constructed share |",
-              "|---" * (5 + len(counts)) + "|"]
+              + " | ".join(f"acc@{q}" for q in counts) + " | constructed share |",
+              "|---" * (4 + len(counts)) + "|"]
     for strategy, arm in arms.items():
         per_seed = ", ".join(_fmt(q) if q is not None else "-" for _, q in sorted(arm["first_reach_pgr_per_seed"].items()))
-        lines.append(f"| {strategy} | {_fmt(arm['first_reach_pgr'])} ({per_seed}) | {_fmt(arm['first_reach_accuracy'])} | "
-                     + " | ".join(_ci(arm["accuracy"][q]) for q in counts)
-                     + f" | {_ci(arm['mistake_accuracy'][counts[-1]])} | {arm['constructed_share']:.0%} |")
+        reach = f"{_fmt(arm['first_reach_pgr'])} ({per_seed})" if s["pgr_target_meaningful"] else "n/a"
+        lines.append(f"| {strategy} | {reach} | {_fmt(arm['first_reach_accuracy'])} | "
+                     + " | ".join(_ci(arm["accuracy"][q]) for q in counts) + f" | {arm['constructed_share']:.0%} |")
+    lines += ["", "The student with a mistake model on the same answers (its true-label head):", "",
+              "| arm | " + " | ".join(f"acc@{q}" for q in counts) + " |", "|---" * (1 + len(counts)) + "|"]
+    for strategy, arm in arms.items():
+        lines.append(f"| {strategy} | " + " | ".join(_ci(arm["mistake_accuracy"][q]) for q in counts) + " |")
     bases = sorted({b for arm in arms.values() for b in arm["difference"]})
     lines += ["", "Paired accuracy difference from each baseline arm (same seeds), mean [95% bootstrap interval]:", "",
-              "| arm | minus | " + " | ".join(f"@{q}" for q in counts[1:]) + " |", "|---" * (2 + len(counts) - 1) + "|"]
+              "| arm | minus | student | " + " | ".join(f"@{q}" for q in counts[1:]) + " |",
+              "|---" * (3 + len(counts) - 1) + "|"]
     for strategy, arm in arms.items():
         for base in bases:
-            if base in arm["difference"]:
-                lines.append(f"| {strategy} | {base} | "
-                             + " | ".join(_ci(arm["difference"][base][q], signed=True) for q in counts[1:]) + " |")
+            for student, cells in arm["difference"].get(base, {}).items():
+                lines.append(f"| {strategy} | {base} | {student} | "
+                             + " | ".join(_ci(cells[q], signed=True) for q in counts[1:]) + " |")
     return "\n".join(lines)
 
 

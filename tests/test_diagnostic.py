@@ -186,7 +186,8 @@ def test_arms_share_the_seed_set_buy_within_budget_and_resume(tmp_path):
     assert set(s["arms"]) == set(arms) and "random" not in s["arms"]["random"]["difference"]
     d = s["arms"]["diagnostic"]
     acc = {r["strategy"]: {p["queries"]: p["test_accuracy"] for p in r["curve"]} for r in results}
-    assert d["difference"]["random"][60] == pytest.approx([acc["diagnostic"][60] - acc["random"][60]] * 3)
+    assert d["difference"]["random"]["plain"][60] == pytest.approx([acc["diagnostic"][60] - acc["random"][60]] * 3)
+    assert set(d["difference"]["random"]) == {"plain", "mistake model"}
     assert d["accuracy"][20] == pytest.approx([acc["random"][20]] * 3)  # one seed: a point interval
     table = benchmark.format_summary(s, "synthetic")
-    assert "| diagnostic | random |" in table and "| diagnostic+constructed |" in table
+    assert "| diagnostic | random | mistake model |" in table and "| diagnostic+constructed |" in table
