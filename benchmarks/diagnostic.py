@@ -2,7 +2,7 @@
 efficiency (w2s.active_learning.active.label_efficiency: the first query count whose mean PGR over seeds reaches
 95% of the full-answers student's), its accuracy at every query count and that of the student
 with a mistake model (w2s.active_learning.mistakes) on the same answers, with 95% bootstrap
-intervals over seeds, and each arm's paired difference from random and from typical.
+intervals over seeds, and each arm's paired difference from random, typical and bald (where run).
 
     python experiments/diagnostic.py --task wordnet_living --out /work/runs/diagnostic   # the runs
     python benchmarks/diagnostic.py /work/runs/diagnostic [--plots docs] [--json PATH]
@@ -38,10 +38,14 @@ def _by_seed(arm: list[dict], key: str) -> dict[int, dict[int, float]]:
     return {r["seed"]: {p["queries"]: p[key] for p in r["curve"]} for r in arm}
 
 
-def summary(results: list[dict], fraction: float = 0.95, baselines: tuple[str, ...] = ("random", "typical")) -> dict:
+BASELINES = ("random", "typical", "bald")  # the existing strategies each arm is compared with, where run
+
+
+def summary(results: list[dict], fraction: float = 0.95, baselines: tuple[str, ...] = BASELINES) -> dict:
     """Per arm: first reach of the PGR target (mean curve, and per seed), of the accuracy target,
     accuracies with intervals over seeds, and paired differences from each baseline arm (the arms of
-    a seed share its split, seed set and supervisor, so a difference is taken seed by seed)."""
+    a seed share its split, seed set and supervisor, so a difference is taken seed by seed); a
+    baseline arm only from the baselines before it (typical - random, not also random - typical)."""
     efficiency = label_efficiency(results, fraction)
     first = {r["seed"]: r["accuracy"] for r in results}
     keys = ("weak", "ceiling", "student_xent", "student_mistakes")
@@ -64,7 +68,9 @@ def summary(results: list[dict], fraction: float = 0.95, baselines: tuple[str, .
         built = float(np.mean([r["curve"][-1]["constructed_queries"] / r["curve"][-1]["queries"] for r in arm]))
         differences = {}  # baseline -> student -> queries -> interval
         for base in baselines:
-            if base in arms and base != strategy:
+            if base == strategy:
+                break
+            if base in arms:
                 differences[base] = {}
                 for student in students:
                     mine, theirs = by_seed[strategy, student], by_seed[base, student]

@@ -125,7 +125,8 @@ def rule_answers(task_name: str, s: Seed, keys: tuple[str, ...]) -> tuple[dict, 
 
 
 def run_seed(task_name: str, seed: int, out: pathlib.Path, task_seed: int,
-             supervisors: tuple[str, ...] = ("weak", "systematic")) -> list[dict]:
+             supervisors: tuple[str, ...] = ("weak", "systematic"), strategies: tuple[str, ...] = tuple(STRATEGIES)
+             ) -> list[dict]:
     """Every arm of one seed, against each supervisor."""
     s = load_seed(task_name, seed, out, task_seed)
     data = diagnostic.Data(b=s.strong["b"], test=s.strong["test"], constructed=s.strong["constructed"],
@@ -140,7 +141,8 @@ def run_seed(task_name: str, seed: int, out: pathlib.Path, task_seed: int,
     results = []
     for folder, sup in (("weak", weak_sup), ("systematic", rule_sup)):
         if folder in supervisors:
-            results += diagnostic.run_comparison(data, sup, STRATEGIES, task=task_name, seed=seed, out=out / folder)
+            results += diagnostic.run_comparison(data, sup, list(strategies), task=task_name, seed=seed,
+                                                 out=out / folder)
     return results
 
 
@@ -149,12 +151,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task", choices=sorted(TASKS), default="wordnet_living")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--supervisors", nargs="+", choices=["weak", "systematic"], default=["weak", "systematic"])
+    parser.add_argument("--strategies", nargs="+", default=STRATEGIES,
+                        help="arms (strategies of w2s.active_learning.strategies; +constructed: may ask about "
+                             "constructed cases), beside any already run")
     parser.add_argument("--task_seed", type=int, default=0, help="the task sample's seed, shared by the seeds")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results/diagnostic"))
     args = parser.parse_args(argv)
     out = args.out / args.task if args.out.name != args.task else args.out
     for seed in args.seeds:
-        run_seed(args.task, seed, out, args.task_seed, tuple(args.supervisors))
+        run_seed(args.task, seed, out, args.task_seed, tuple(args.supervisors), tuple(args.strategies))
     for folder in args.supervisors:
         print(f"\n{folder} supervisor, {args.task} (linear probes):")
         print(format_curves(load_active_results(out / folder)))
