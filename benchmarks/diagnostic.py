@@ -1,7 +1,8 @@
 """The diagnostic-queries comparison as tables: per task and supervisor, each arm's label
 efficiency (w2s.active_learning.active.label_efficiency: the first query count whose mean PGR over seeds reaches
-95% of the full-answers student's), its accuracy at a few query counts, and the accuracy of the
-student with a mistake model (w2s.active_learning.mistakes) on the same answers.
+95% of the full-answers student's), its accuracy at every query count and that of the student
+with a mistake model (w2s.active_learning.mistakes) on the same answers, with 95% bootstrap
+intervals over seeds, and each arm's paired difference from random, typical and bald (where run).
 
     python experiments/diagnostic.py --task wordnet_living --out /work/runs/diagnostic   # the runs
     python benchmarks/diagnostic.py /work/runs/diagnostic [--plots docs] [--json PATH]
@@ -20,35 +21,121 @@ import numpy as np
 
 from w2s.active_learning.active import curves, label_efficiency, load_active_results, plot_active
 from w2s.checkpoint import write_json_atomic
+from w2s.results import metrics
 
 
 def _first(queries: list[int], values: list[float], target: float) -> int | None:
     return next((q for q, v in zip(queries, values) if v >= target), None)
 
 
-def summary(results: list[dict], fraction: float = 0.95) -> dict:
-    """Per arm: first reach of the PGR target, of the accuracy target, and mean accuracies."""
+def interval(values: list[float]) -> list[float]:
+    """[mean, low, high]: the mean over seeds and its 95% bootstrap interval (with 3 seeds it is
+    never wider than their range)."""
+    return list(metrics.bootstrap_ci([values]))
+
+
+def _by_seed(arm: list[dict], key: str) -> dict[int, dict[int, float]]:
+    return {r["seed"]: {p["queries"]: p[key] for p in r["curve"]} for r in arm}
+
+
+BASELINES = ("random", "typical", "bald")  # the existing strategies each arm is compared with, where run
+
+
+def summary(results: list[dict], fraction: float = 0.95, baselines: tuple[str, ...] = BASELINES) -> dict:
+    """Per arm: first reach of the PGR target (mean curve, and per seed), of the accuracy target,
+    accuracies with intervals over seeds, and paired differences from each baseline arm (the arms of
+    a seed share its split, seed set and supervisor, so a difference is taken seed by seed); a
+    baseline arm only from the baselines before it (typical - random, not also random - typical)."""
     efficiency = label_efficiency(results, fraction)
-    first = {(r["seed"]): r["accuracy"] for r in results}.values()
-    mean = {k: float(np.mean([a[k] for a in first])) for k in ("weak", "ceiling", "student_xent", "student_mistakes")}
-    out = {"accuracy": mean, "pgr_meaningful": mean["weak"] < mean["ceiling"], "arms": {}}
+    first = {r["seed"]: r["accuracy"] for r in results}
+    keys = ("weak", "ceiling", "student_xent", "student_mistakes")
+    spread = {k: interval([a[k] for a in first.values()]) for k in keys}
+    mean = {k: v[0] for k, v in spread.items()}
+    full_pgr = next(iter(efficiency.values()))["full_weak_pgr"]
+    # 95% of a PGR is a target only where the full-answers student gains on its supervisor at all.
+    out = {"accuracy": mean, "accuracy_interval": spread, "pgr_meaningful": mean["weak"] < mean["ceiling"],
+           "pgr_target_meaningful": bool(mean["weak"] < mean["ceiling"] and full_pgr > 0), "full_pgr": full_pgr,
+           "seeds": sorted(first), "target_pgr": fraction * full_pgr, "arms": {}}
+    arms = {r["strategy"] for r in results}
+    students = {"plain": "test_accuracy", "mistake model": "mistake_test_accuracy"}
+    by_seed = {(s, k): _by_seed([r for r in results if r["strategy"] == s], key) for s in arms
+               for k, key in students.items()}
     for strategy, points in curves(results).items():
         queries = sorted(points)
         acc = [float(np.mean(points[q]["test_accuracy"])) for q in queries]
         arm = [r for r in results if r["strategy"] == strategy]
-        mistake = {q: float(np.mean([p["mistake_test_accuracy"] for r in arm for p in r["curve"] if p["queries"] == q]))
-                   for q in queries}
+        mistake = by_seed[strategy, "mistake model"]
         built = float(np.mean([r["curve"][-1]["constructed_queries"] / r["curve"][-1]["queries"] for r in arm]))
+        differences = {}  # baseline -> student -> queries -> interval
+        for base in baselines:
+            if base == strategy:
+                break
+            if base in arms:
+                differences[base] = {}
+                for student in students:
+                    mine, theirs = by_seed[strategy, student], by_seed[base, student]
+                    seeds = sorted(set(mine) & set(theirs))
+                    differences[base][student] = {q: interval([mine[s][q] - theirs[s][q] for s in seeds])
+                                                  for q in queries}
         out["arms"][strategy] = {
             "seeds": len(arm), "first_reach_pgr": efficiency[strategy]["first_reach"],
+            "first_reach_pgr_per_seed": efficiency[strategy]["per_seed"],
             "first_reach_accuracy": _first(queries, acc, mean["student_xent"] - 0.01),
-            "accuracy": dict(zip(queries, acc)), "mistake_accuracy": mistake, "constructed_share": built,
+            "accuracy": {q: interval(points[q]["test_accuracy"]) for q in queries},
+            "mistake_accuracy": {q: interval([m[q] for m in mistake.values()]) for q in queries},
+            "difference": differences, "constructed_share": built,
         }
     return out
 
 
 def _fmt(q: int | None) -> str:
     return "not reached" if q is None else str(q)
+
+
+def _ci(cell: list[float], signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return f"{cell[0]:{sign}.3f} [{cell[1]:{sign}.3f}, {cell[2]:{sign}.3f}]"
+
+
+def format_summary(s: dict, title: str) -> str:
+    a = s["accuracy_interval"]
+    lines = [f"{title}; seeds {s['seeds']}; mean [95% bootstrap interval] over seeds", "",
+             "| supervisor | ceiling | student, plain, all answers | student, mistake model, all answers |",
+             "|---|---|---|---|",
+             f"| {_ci(a['weak'])} | {_ci(a['ceiling'])} | {_ci(a['student_xent'])} | {_ci(a['student_mistakes'])} |",
+             ""]
+    if not s["pgr_meaningful"]:
+        lines += ["supervisor >= ceiling: PGR not meaningful; read the accuracy columns.", ""]
+    elif not s["pgr_target_meaningful"]:
+        lines += [f"the full-answers student's mean PGR is {s['full_pgr']:.2f} (not above its supervisor): 95% of it "
+                  "is no target, so first reach is not meaningful; read the accuracy columns.", ""]
+    arms = s["arms"]
+    counts = sorted(next(iter(arms.values()))["accuracy"])
+    lines += [f"First reach: the first query count whose mean PGR over seeds reaches 95% of the full-answers "
+              f"plain student's (target PGR {s['target_pgr']:.3f}); per seed in brackets. First within 0.01: the "
+              "first count whose mean accuracy is within 0.01 of the full-answers plain student's.", "",
+              "| arm | first reach 95% PGR | first within 0.01 of full acc | "
+              + " | ".join(f"acc@{q}" for q in counts) + " | constructed share |",
+              "|---" * (4 + len(counts)) + "|"]
+    for strategy, arm in arms.items():
+        per_seed = ", ".join(_fmt(q) if q is not None else "-" for _, q in sorted(arm["first_reach_pgr_per_seed"].items()))
+        reach = f"{_fmt(arm['first_reach_pgr'])} ({per_seed})" if s["pgr_target_meaningful"] else "n/a"
+        lines.append(f"| {strategy} | {reach} | {_fmt(arm['first_reach_accuracy'])} | "
+                     + " | ".join(_ci(arm["accuracy"][q]) for q in counts) + f" | {arm['constructed_share']:.0%} |")
+    lines += ["", "The student with a mistake model on the same answers (its true-label head):", "",
+              "| arm | " + " | ".join(f"acc@{q}" for q in counts) + " |", "|---" * (1 + len(counts)) + "|"]
+    for strategy, arm in arms.items():
+        lines.append(f"| {strategy} | " + " | ".join(_ci(arm["mistake_accuracy"][q]) for q in counts) + " |")
+    bases = sorted({b for arm in arms.values() for b in arm["difference"]})
+    lines += ["", "Paired accuracy difference from each baseline arm (same seeds), mean [95% bootstrap interval]:", "",
+              "| arm | minus | student | " + " | ".join(f"@{q}" for q in counts[1:]) + " |",
+              "|---" * (3 + len(counts) - 1) + "|"]
+    for strategy, arm in arms.items():
+        for base in bases:
+            for student, cells in arm["difference"].get(base, {}).items():
+                lines.append(f"| {strategy} | {base} | {student} | "
+                             + " | ".join(_ci(cells[q], signed=True) for q in counts[1:]) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -62,22 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
         results = load_active_results(folder)
         s = summary(results)
         out[str(folder)] = s
-        a = s["accuracy"]
         task, supervisor = folder.parent.name, folder.name
-        print(f"\n{task}, {supervisor} supervisor ({results[0]['supervisor']}); pool {results[0]['pool_size']}; "
-              f"accuracy: supervisor {a['weak']:.3f}, ceiling {a['ceiling']:.3f}, students on all answers: "
-              f"plain {a['student_xent']:.3f}, mistake model {a['student_mistakes']:.3f}"
-              + ("" if s["pgr_meaningful"] else "; supervisor >= ceiling: PGR not meaningful"))
-        counts = sorted(next(iter(s["arms"].values()))["accuracy"])
-        shown = [counts[0], counts[len(counts) // 3], counts[2 * len(counts) // 3], counts[-1]]
-        print("| arm | seeds | first reach 95% PGR | first within 0.01 of full acc | "
-              + " | ".join(f"acc@{q}" for q in shown) + f" | mistake-model acc@{shown[-1]} | constructed share |")
-        print("|---" * (7 + len(shown) - 1) + "|")
-        for strategy, arm in s["arms"].items():
-            print(f"| {strategy} | {arm['seeds']} | {_fmt(arm['first_reach_pgr'])} | "
-                  f"{_fmt(arm['first_reach_accuracy'])} | "
-                  + " | ".join(f"{arm['accuracy'][q]:.3f}" for q in shown)
-                  + f" | {arm['mistake_accuracy'][shown[-1]]:.3f} | {arm['constructed_share']:.0%} |")
+        print(f"\n### {task}, {supervisor} supervisor\n")
+        print(format_summary(s, f"{results[0]['supervisor']}; pool {results[0]['pool_size']}"))
         if args.plots:
             args.plots.mkdir(parents=True, exist_ok=True)
             shutil.copy(plot_active(folder), args.plots / f"diagnostic_{task}_{supervisor}.png")

@@ -61,6 +61,10 @@ class Schedule:
     budget: int = 1300
     ensemble_size: int = 4
 
+    def rounds(self) -> int:
+        """The seed round and as many query rounds as the rest of the budget needs (the last may be smaller)."""
+        return 1 + -(-(self.budget - self.seed_size) // self.query_batch)
+
 
 def head_accuracy(scale: Scale, train: np.ndarray, answers: np.ndarray, test: np.ndarray,
                   test_labels: np.ndarray, flips: bool, seed: int) -> float:
@@ -85,7 +89,7 @@ def run_arm(data: Data, sup: Supervision, strategy: str, seed: int, schedule: Sc
     scale = mistakes.standardiser(data.b)  # by the pool's spread: a few labels estimate it badly
     bought = np.random.default_rng([seed, 2]).choice(len(data.b), schedule.seed_size, replace=False)
     curve = []
-    for r in range(schedule.budget // schedule.query_batch):
+    for r in range(schedule.rounds()):
         if r:
             rest = np.setdiff1d(np.arange(len(features)), bought)
             rng = np.random.default_rng([seed, 3, r])
