@@ -51,7 +51,7 @@ from w2s.sweeps import ladders
 from w2s.results import metrics, tables
 from w2s.checkpoint import read_json, write_json_atomic
 from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes, with_defaults
-from w2s.losses import check_loss_options, known_losses, loss_variants, student_loss
+from w2s.losses import check_loss_options, known_losses, loss_variants
 from w2s.stages import GT_A, GT_B, LabelsOf, ModelSpec, Source, Stages, check_model, check_task, use_compilation_cache
 from w2s.experiment import default_config as experiment_defaults, train_config
 from w2s.probe import FeatureCache
