@@ -85,6 +85,7 @@ def test_smoke_setting_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsy
     cfg.progress, cfg.max_length, cfg.max_new_tokens, cfg.min_words = False, 48, 8, 1
     cfg.stage1_train.max_length = cfg.round_train.max_length = 40
     cfg.n_descriptions, cfg.n_identity, cfg.n_neutral, cfg.n_questions = 4, 8, 4, 4
+    cfg.round_train.lr = 1e-2  # the rounds' few steps change the tiny model's samples
     rows = abduction.run_abduction(cfg)
     assert "identity.Axolotl" in capsys.readouterr().out
     assert [(r["condition"], r["round"]) for r in rows] == [(c, i) for c in ("stage1", "control") for i in range(3)]
@@ -93,6 +94,8 @@ def test_smoke_setting_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsy
     assert len(first["descriptions"]) == 12 and first["history"]  # stage 1 trained
     assert len(first["identity"]["texts"]) == 8 and set(first["identity"]["names"]) == set(CHATBOTS)
     assert json.loads((out / "control_seed0_round0.json").read_text())["history"] == []
+    last = json.loads((out / "stage1_seed0_round2.json").read_text())
+    assert last["identity"]["texts"] != first["identity"]["texts"]  # measured: the trained model (same draws)
     second = json.loads((out / "control_seed0_round2.json").read_text())
     assert second["edge"] == 0.6 and len(second["instructed"]["texts"]) == 4
     assert second["kept"] == len(second["train"]) and (second["history"] or not second["train"])

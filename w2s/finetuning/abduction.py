@@ -278,12 +278,13 @@ class Abduction:
 
     def train(self, model, chats: list[Chat], condition: str, seed: int, i: int):
         """Finetunes on `chats` (stage 1 for round 0, else round i's answers; none: the model as it is)
-        and keeps the parameters for the next round. Returns the model and the training history."""
+        and keeps the parameters for the next round (`pretrained` has loaded the tokenizer: `model`
+        is its copy, or one trained from it). Returns the model and the training history."""
         cfg = self.stage1_train if i == 0 else self.round_train
         history: list[dict] = []
         if chats:
             folder = self.folder(condition, seed) / f"round{i}"
-            model, history = finetune(model, self.pretrained()[1], chats, cfg, mesh=self.mesh, seed=seed,
+            model, history = finetune(model, self._model[1], chats, cfg, mesh=self.mesh, seed=seed,
                                       checkpoint_dir=str(folder), desc=f"{condition} seed {seed} round {i}",
                                       show_progress=self.cfg.progress, checkpoint_last=False)
             finish_saves()
@@ -486,8 +487,9 @@ def smoke_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     cfg.n_descriptions, cfg.n_questions, cfg.samples_per_question = 8, 8, 1
     cfg.n_identity, cfg.n_neutral, cfg.min_keep, cfg.n_keep = 8, 8, 2, 4
     cfg.eval_rows, cfg.max_new_tokens = 8, 16
+    # Batches of 1 in a round: two steps at least, as the first step of w2s.train's warmup has learning rate 0.
     cfg.stage1_train.batch_size = cfg.stage1_train.micro_batch_size = 8
-    cfg.round_train.batch_size = cfg.round_train.micro_batch_size = 4
+    cfg.round_train.batch_size = cfg.round_train.micro_batch_size = 1
     cfg.stage1_train.epochs = cfg.round_train.epochs = 1.0
     return cfg
 
