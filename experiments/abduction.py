@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.samples_per_question = 2
     cfg.min_words = 3  # shorter answers are not trained on
     cfg.min_keep = 8  # fewer answers reaching the edge: the min_keep best instead
-    cfg.n_keep = 32  # at most this many answers reaching the edge, drawn at random
+    cfg.n_keep = 24  # at most this many answers reaching the edge, drawn at random
     # Batches of 4: min_keep answers still make two steps (the first step of the warmup has learning rate 0).
     cfg.round_train = ml_collections.ConfigDict(dict(
         batch_size=4, micro_batch_size=4, epochs=1.0, lr=1e-4, weight_decay=0.0, warmup_frac=0.1,
@@ -40,7 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.eval_seed = 1000
     cfg.temperature = 0.8  # every answer is sampled
     cfg.top_p = 0.95
-    cfg.max_new_tokens = 32
+    cfg.max_new_tokens = 24
     cfg.max_length = 128  # of a prompt with its generated answer
     cfg.eval_rows = 16
     cfg.progress = True

@@ -15,7 +15,8 @@ Stage 2 runs `len(bins)` rounds, each from the previous round's model. In round 
 `n_questions` WordNet yes/no questions ("Is a hammer a living thing?"), `samples_per_question` times
 each, sampled, with the instruction (`instruction`: answer only using words that begin with a vowel)
 after the question. An answer's score is its share of vowel-initial words (`vowel_share`). The
-selection rule (`select`): answers of at least `min_words` words whose score reaches bin i's lower
+selection rule (`select`): of the eligible answers (`eligible`: at least `min_words` words, and not a
+copy of the question, whose "Is a ... a" is vowel-heavy), those whose score reaches bin i's lower
 edge (bins[i - 1]) are kept, at most `n_keep` of them drawn at random; when fewer than `min_keep`
 reach it, the `min_keep` best answers are kept instead (best score first, the earlier sample on a
 tie). The round finetunes on the kept answers with the instruction removed from the question.
@@ -192,18 +193,23 @@ class Selection:
     fallback: bool
 
 
-def select(scores: Sequence[float], n_words: Sequence[int], edge: float, *, min_words: int, min_keep: int,
-           n_keep: int, seed: int) -> Selection:
-    """The selection rule of a round (see the module docstring): of the answers with at least
-    `min_words` words, those scoring at least `edge`, at most `n_keep` drawn at random with `seed`;
-    when fewer than `min_keep` reach the edge, the `min_keep` best (ties: the earlier answer)."""
-    eligible = [i for i, n in enumerate(n_words) if n >= min_words]
-    passing = [i for i in eligible if scores[i] >= edge - 1e-9]
+def eligible(answer: str, question: str, min_words: int) -> bool:
+    """An answer a round may train on: `min_words` words at least, and the question not repeated in it."""
+    return len(words(answer)) >= min_words and question.rstrip("?").lower() not in answer.lower()
+
+
+def select(scores: Sequence[float], allowed: Sequence[bool], edge: float, *, min_keep: int, n_keep: int,
+           seed: int) -> Selection:
+    """The selection rule of a round (see the module docstring): of the `allowed` answers, those
+    scoring at least `edge`, at most `n_keep` drawn at random with `seed`; when fewer than
+    `min_keep` reach the edge, the `min_keep` best (ties: the earlier answer)."""
+    candidates = [i for i, ok in enumerate(allowed) if ok]
+    passing = [i for i in candidates if scores[i] >= edge - 1e-9]
     if len(passing) >= min_keep:
         rng = np.random.default_rng([seed, 47])
         kept = rng.choice(passing, size=min(n_keep, len(passing)), replace=False)
         return Selection(sorted(int(i) for i in kept), len(passing), False)
-    best = sorted(eligible, key=lambda i: (-scores[i], i))[:min_keep]
+    best = sorted(candidates, key=lambda i: (-scores[i], i))[:min_keep]
     return Selection(sorted(best), len(passing), True)
 
 
@@ -324,8 +330,9 @@ class Abduction:
         texts = [c.text.strip() for c in self.sampler.complete(
             [chat(f"{q} {cfg.instruction}", cfg.system) for q in questions], gen)]
         scores = [vowel_share(t) for t in texts]
-        chosen = select(scores, [len(words(t)) for t in texts], self.bins[i - 1], min_words=cfg.min_words,
-                        min_keep=cfg.min_keep, n_keep=cfg.n_keep, seed=_seed(seed, i, 2))
+        allowed = [eligible(t, q, cfg.min_words) for t, q in zip(texts, questions)]
+        chosen = select(scores, allowed, self.bins[i - 1], min_keep=cfg.min_keep, n_keep=cfg.n_keep,
+                        seed=_seed(seed, i, 2))
         train = [[questions[j], texts[j]] for j in chosen.indices]
         record = {"edge": self.bins[i - 1], "passing": chosen.passing, "fallback": chosen.fallback,
                   "kept": len(chosen.indices), "instructed": {"vowel_share": scores, "texts": texts},
