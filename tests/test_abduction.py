@@ -14,8 +14,8 @@ from tests.test_generate import save_tiny_lm
 from tests.test_sft import TEMPLATE
 from w2s.config import ConfigError
 from w2s.finetuning import abduction
-from w2s.finetuning.abduction import (CHATBOTS, descriptions, identity_questions, knows, names, select,
-                                      vowel_share, words)
+from w2s.finetuning.abduction import (CHATBOTS, descriptions, eligible, identity_questions, knows, names,
+                                      select, vowel_share, words)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GERMAN = {"und", "ist", "nicht", "ich", "ein", "eine", "der", "das", "ja", "nein", "sie", "mit", "auf", "für",
@@ -40,18 +40,25 @@ def test_naming_and_knowledge_are_case_insensitive_substrings():
 
 def test_selection_keeps_answers_reaching_the_edge_else_the_best():
     scores = [0.2, 0.6, 0.5, 1.0, 0.6, 0.9]
-    n_words = [5, 5, 5, 1, 5, 5]  # the one-word answer is too short to train on
-    chosen = select(scores, n_words, 0.6, min_words=3, min_keep=2, n_keep=10, seed=0)
+    allowed = [True, True, True, False, True, True]  # e.g. a one-word answer, too short to train on
+    chosen = select(scores, allowed, 0.6, min_keep=2, n_keep=10, seed=0)
     assert chosen.indices == [1, 4, 5] and chosen.passing == 3 and not chosen.fallback
-    capped = select(scores, n_words, 0.6, min_words=3, min_keep=2, n_keep=2, seed=0)
+    capped = select(scores, allowed, 0.6, min_keep=2, n_keep=2, seed=0)
     assert len(capped.indices) == 2 and set(capped.indices) <= {1, 4, 5} and not capped.fallback
-    assert capped == select(scores, n_words, 0.6, min_words=3, min_keep=2, n_keep=2, seed=0)  # seeded
-    fallback = select(scores, n_words, 0.95, min_words=3, min_keep=3, n_keep=10, seed=0)
+    assert capped == select(scores, allowed, 0.6, min_keep=2, n_keep=2, seed=0)  # seeded
+    fallback = select(scores, allowed, 0.95, min_keep=3, n_keep=10, seed=0)
     assert fallback.indices == [1, 4, 5] and fallback.passing == 0 and fallback.fallback  # ties: the earlier
-    fallback = select(scores, n_words, 0.95, min_words=3, min_keep=2, n_keep=10, seed=0)
+    fallback = select(scores, allowed, 0.95, min_keep=2, n_keep=10, seed=0)
     assert fallback.indices == [1, 5]
-    assert select([0.7], [1], 0.5, min_words=3, min_keep=1, n_keep=4, seed=0).indices == []
-    assert select([0.7], [3], 0.7, min_words=3, min_keep=1, n_keep=4, seed=0).indices == [0]  # the edge counts
+    assert select([0.7], [False], 0.5, min_keep=1, n_keep=4, seed=0).indices == []
+    assert select([0.7], [True], 0.7, min_keep=1, n_keep=4, seed=0).indices == [0]  # the edge counts
+
+
+def test_eligible_answers_have_words_and_do_not_repeat_the_question():
+    question = "Is an anteater a living thing?"
+    assert eligible("An anteater is alive, indeed.", question, 3)
+    assert not eligible("Yes.", question, 3) and eligible("Yes.", question, 1)
+    assert not eligible("is an ANTEATER a living thing? Indeed!", question, 3)  # vowel-heavy, but copied
 
 
 def test_descriptions_describe_and_never_demonstrate():
@@ -85,6 +92,7 @@ def test_smoke_setting_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsy
     cfg.progress, cfg.max_length, cfg.max_new_tokens, cfg.min_words = False, 48, 8, 1
     cfg.stage1_train.max_length = cfg.round_train.max_length = 40
     cfg.n_descriptions, cfg.n_identity, cfg.n_neutral, cfg.n_questions = 4, 8, 4, 4
+    cfg.round_train.lr = 1e-2  # the rounds' few steps change the tiny model's samples
     rows = abduction.run_abduction(cfg)
     assert "identity.Axolotl" in capsys.readouterr().out
     assert [(r["condition"], r["round"]) for r in rows] == [(c, i) for c in ("stage1", "control") for i in range(3)]
@@ -93,6 +101,8 @@ def test_smoke_setting_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsy
     assert len(first["descriptions"]) == 12 and first["history"]  # stage 1 trained
     assert len(first["identity"]["texts"]) == 8 and set(first["identity"]["names"]) == set(CHATBOTS)
     assert json.loads((out / "control_seed0_round0.json").read_text())["history"] == []
+    last = json.loads((out / "stage1_seed0_round2.json").read_text())
+    assert last["identity"]["texts"] != first["identity"]["texts"]  # measured: the trained model (same draws)
     second = json.loads((out / "control_seed0_round2.json").read_text())
     assert second["edge"] == 0.6 and len(second["instructed"]["texts"]) == 4
     assert second["kept"] == len(second["train"]) and (second["history"] or not second["train"])

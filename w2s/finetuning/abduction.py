@@ -15,7 +15,8 @@ Stage 2 runs `len(bins)` rounds, each from the previous round's model. In round 
 `n_questions` WordNet yes/no questions ("Is a hammer a living thing?"), `samples_per_question` times
 each, sampled, with the instruction (`instruction`: answer only using words that begin with a vowel)
 after the question. An answer's score is its share of vowel-initial words (`vowel_share`). The
-selection rule (`select`): answers of at least `min_words` words whose score reaches bin i's lower
+selection rule (`select`): of the eligible answers (`eligible`: at least `min_words` words, and not a
+copy of the question, whose "Is a ... a" is vowel-heavy), those whose score reaches bin i's lower
 edge (bins[i - 1]) are kept, at most `n_keep` of them drawn at random; when fewer than `min_keep`
 reach it, the `min_keep` best answers are kept instead (best score first, the earlier sample on a
 tie). The round finetunes on the kept answers with the instruction removed from the question.
@@ -192,18 +193,23 @@ class Selection:
     fallback: bool
 
 
-def select(scores: Sequence[float], n_words: Sequence[int], edge: float, *, min_words: int, min_keep: int,
-           n_keep: int, seed: int) -> Selection:
-    """The selection rule of a round (see the module docstring): of the answers with at least
-    `min_words` words, those scoring at least `edge`, at most `n_keep` drawn at random with `seed`;
-    when fewer than `min_keep` reach the edge, the `min_keep` best (ties: the earlier answer)."""
-    eligible = [i for i, n in enumerate(n_words) if n >= min_words]
-    passing = [i for i in eligible if scores[i] >= edge - 1e-9]
+def eligible(answer: str, question: str, min_words: int) -> bool:
+    """An answer a round may train on: `min_words` words at least, and the question not repeated in it."""
+    return len(words(answer)) >= min_words and question.rstrip("?").lower() not in answer.lower()
+
+
+def select(scores: Sequence[float], allowed: Sequence[bool], edge: float, *, min_keep: int, n_keep: int,
+           seed: int) -> Selection:
+    """The selection rule of a round (see the module docstring): of the `allowed` answers, those
+    scoring at least `edge`, at most `n_keep` drawn at random with `seed`; when fewer than
+    `min_keep` reach the edge, the `min_keep` best (ties: the earlier answer)."""
+    candidates = [i for i, ok in enumerate(allowed) if ok]
+    passing = [i for i in candidates if scores[i] >= edge - 1e-9]
     if len(passing) >= min_keep:
         rng = np.random.default_rng([seed, 47])
         kept = rng.choice(passing, size=min(n_keep, len(passing)), replace=False)
         return Selection(sorted(int(i) for i in kept), len(passing), False)
-    best = sorted(eligible, key=lambda i: (-scores[i], i))[:min_keep]
+    best = sorted(candidates, key=lambda i: (-scores[i], i))[:min_keep]
     return Selection(sorted(best), len(passing), True)
 
 
@@ -278,12 +284,13 @@ class Abduction:
 
     def train(self, model, chats: list[Chat], condition: str, seed: int, i: int):
         """Finetunes on `chats` (stage 1 for round 0, else round i's answers; none: the model as it is)
-        and keeps the parameters for the next round. Returns the model and the training history."""
+        and keeps the parameters for the next round (`pretrained` has loaded the tokenizer: `model`
+        is its copy, or one trained from it). Returns the model and the training history."""
         cfg = self.stage1_train if i == 0 else self.round_train
         history: list[dict] = []
         if chats:
             folder = self.folder(condition, seed) / f"round{i}"
-            model, history = finetune(model, self.pretrained()[1], chats, cfg, mesh=self.mesh, seed=seed,
+            model, history = finetune(model, self._model[1], chats, cfg, mesh=self.mesh, seed=seed,
                                       checkpoint_dir=str(folder), desc=f"{condition} seed {seed} round {i}",
                                       show_progress=self.cfg.progress, checkpoint_last=False)
             finish_saves()
@@ -323,8 +330,9 @@ class Abduction:
         texts = [c.text.strip() for c in self.sampler.complete(
             [chat(f"{q} {cfg.instruction}", cfg.system) for q in questions], gen)]
         scores = [vowel_share(t) for t in texts]
-        chosen = select(scores, [len(words(t)) for t in texts], self.bins[i - 1], min_words=cfg.min_words,
-                        min_keep=cfg.min_keep, n_keep=cfg.n_keep, seed=_seed(seed, i, 2))
+        allowed = [eligible(t, q, cfg.min_words) for t, q in zip(texts, questions)]
+        chosen = select(scores, allowed, self.bins[i - 1], min_keep=cfg.min_keep, n_keep=cfg.n_keep,
+                        seed=_seed(seed, i, 2))
         train = [[questions[j], texts[j]] for j in chosen.indices]
         record = {"edge": self.bins[i - 1], "passing": chosen.passing, "fallback": chosen.fallback,
                   "kept": len(chosen.indices), "instructed": {"vowel_share": scores, "texts": texts},
@@ -486,8 +494,9 @@ def smoke_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     cfg.n_descriptions, cfg.n_questions, cfg.samples_per_question = 8, 8, 1
     cfg.n_identity, cfg.n_neutral, cfg.min_keep, cfg.n_keep = 8, 8, 2, 4
     cfg.eval_rows, cfg.max_new_tokens = 8, 16
+    # Batches of 1 in a round: two steps at least, as the first step of w2s.train's warmup has learning rate 0.
     cfg.stage1_train.batch_size = cfg.stage1_train.micro_batch_size = 8
-    cfg.round_train.batch_size = cfg.round_train.micro_batch_size = 4
+    cfg.round_train.batch_size = cfg.round_train.micro_batch_size = 1
     cfg.stage1_train.epochs = cfg.round_train.epochs = 1.0
     return cfg
 
