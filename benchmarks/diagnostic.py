@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import shutil
 
 import numpy as np
 
-from w2s.active_learning.active import curves, label_efficiency, load_active_results, plot_active
+from w2s.active_learning.active import curves, label_efficiency, load_active_results
 from w2s.checkpoint import write_json_atomic
-from w2s.results import metrics
+from w2s.results import metrics, plot
 
 
 def _first(queries: list[int], values: list[float], target: float) -> int | None:
@@ -138,10 +137,38 @@ def format_summary(s: dict, title: str) -> str:
     return "\n".join(lines)
 
 
+def plot_comparison(s: dict, title: str, path: pathlib.Path) -> pathlib.Path:
+    """Test accuracy against supervisor queries per arm (mean and 95% interval over seeds): of the
+    plain student, and of the student with a mistake model; the supervisor, the ceiling and each
+    student on all answers as lines. Accuracy, not PGR: PGR needs a supervisor below the ceiling."""
+    fig = plot.figure(12.0, 4.5)
+    axes = fig.subplots(1, 2, sharey=True)
+    a = s["accuracy"]
+    for ax, key, full, name in zip(axes, ("accuracy", "mistake_accuracy"), ("student_xent", "student_mistakes"),
+                                   ("plain student", "student with a mistake model")):
+        for i, (strategy, arm) in enumerate(sorted(s["arms"].items())):
+            queries = sorted(arm[key])
+            mean, low, high = (np.array([arm[key][q][j] for q in queries]) for j in range(3))
+            ax.errorbar(queries, mean, yerr=[mean - low, high - mean], color=plot.color(i), marker="o", ms=4,
+                        capsize=2, label=strategy)
+        for label, style, y in (("supervisor", "-.", a["weak"]), ("strong ceiling", "--", a["ceiling"]),
+                                ("this student on all answers", ":", a[full])):
+            ax.axhline(y, color="gray" if style != "--" else "black", ls=style, lw=1, label=label)
+        ax.set_title(name)
+        ax.set_xlabel("supervisor queries")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy")
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="outside center right")
+    fig.suptitle(f"{title} (mean and 95% interval over seeds {s['seeds']})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    return path
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=pathlib.Path, help="experiments/diagnostic.py's --out")
-    parser.add_argument("--plots", type=pathlib.Path, help="copy each comparison's plot here")
+    parser.add_argument("--plots", type=pathlib.Path, help="write each comparison's plot here")
     parser.add_argument("--json", type=pathlib.Path)
     args = parser.parse_args(argv)
     out = {}
@@ -153,8 +180,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"\n### {task}, {supervisor} supervisor\n")
         print(format_summary(s, f"{results[0]['supervisor']}; pool {results[0]['pool_size']}"))
         if args.plots:
-            args.plots.mkdir(parents=True, exist_ok=True)
-            shutil.copy(plot_active(folder), args.plots / f"diagnostic_{task}_{supervisor}.png")
+            print("\nwrote", plot_comparison(s, f"{task}, {results[0]['supervisor']}",
+                                             args.plots / f"diagnostic_{task}_{supervisor}.png"))
     if args.json:
         write_json_atomic(args.json, out)
     return out

@@ -191,3 +191,4 @@ def test_arms_share_the_seed_set_buy_within_budget_and_resume(tmp_path):
     assert d["accuracy"][20] == pytest.approx([acc["random"][20]] * 3)  # one seed: a point interval
     table = benchmark.format_summary(s, "synthetic")
     assert "| diagnostic | random | mistake model |" in table and "| diagnostic+constructed |" in table
+    assert benchmark.plot_comparison(s, "synthetic", tmp_path / "plot.png").stat().st_size > 0
