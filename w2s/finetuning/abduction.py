@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import pathlib
 import re
 import shutil
@@ -49,16 +48,15 @@ import unicodedata
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax import nnx
 
 from w2s import sharding
-from w2s.checkpoint import finish_saves, read_json, read_record, write_json_atomic
+from w2s.checkpoint import finish_saves, read_record, write_json_atomic
 from w2s.config import ConfigError, apply_overrides
 from w2s.finetuning.inoculation import interval, yes_no_correct
-from w2s.finetuning.sft import Chat, ChatSampler, chat, finetune, load_params, save_params
+from w2s.finetuning.sft import (Chat, ChatSampler, check_results_config, chat, finetune, fresh_copy, load_params,
+                                save_params)
 from w2s.generation.generate import GenerationConfig
 from w2s.models.causal_lm import build_causal_lm, eos_ids
 from w2s.runners import register_runner
@@ -247,18 +245,8 @@ class Abduction:
 
     # -- folders ---------------------------------------------------------------------------------
     def check_config(self) -> None:
-        """The results in output_dir belong to one config: other settings (but the runtime keys) are refused."""
-        path = self.out / "config.json"
-        now = json.loads(json.dumps(self.cfg.to_dict()))
-        if path.exists():
-            before = read_json(path)
-            runtime = {"output_dir", "checkpoint_dir", "seeds", "conditions", "progress"}
-            changed = sorted(k for k in set(before) | set(now) if k not in runtime and before.get(k) != now.get(k))
-            if changed:
-                raise ConfigError(f"{self.out} holds results of other settings ({', '.join(changed)}); "
-                                  "choose another --config.output_dir.")
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, now)
+        """Results belong to one config: a rerun with other settings (but the runtime ones) is refused."""
+        check_results_config(self.out, self.cfg, ("output_dir", "checkpoint_dir", "seeds", "conditions", "progress"))
 
     def record_path(self, condition: str, seed: int, i: int) -> pathlib.Path:
         return self.out / f"{condition}_seed{seed}_round{i}.json"
@@ -278,9 +266,7 @@ class Abduction:
             self.sampler = ChatSampler(model, tokenizer, eos_ids(self.cfg.model, tokenizer),
                                        rows=self.cfg.eval_rows, max_length=self.cfg.max_length)
         model, tokenizer = self._model
-        graphdef, state = nnx.split(model)
-        # New buffers: training donates its parameters' buffers, and later chains need these.
-        return nnx.merge(graphdef, jax.tree.map(jnp.copy, state)), tokenizer
+        return fresh_copy(model), tokenizer
 
     def train(self, model, chats: list[Chat], condition: str, seed: int, i: int):
         """Finetunes on `chats` (stage 1 for round 0, else round i's answers; none: the model as it is)

@@ -24,7 +24,6 @@ rerun; a killed training resumes from its checkpoint under <checkpoint_dir>.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import pathlib
 import re
@@ -33,18 +32,16 @@ import time
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import scipy.stats
-from flax import nnx
 
 from w2s import sharding
-from w2s.checkpoint import finish_saves, read_json, read_record, write_json_atomic
+from w2s.checkpoint import finish_saves, read_record, write_json_atomic
 from w2s.config import ConfigError, apply_overrides
 from w2s.generation.generate import GenerationConfig
 from w2s.models.causal_lm import build_causal_lm, eos_ids
-from w2s.finetuning.sft import Chat, ChatSampler, chat, completion_logprobs, finetune
+from w2s.finetuning.sft import Chat, ChatSampler, check_results_config, fresh_copy, chat, completion_logprobs, finetune
 from w2s.tasks import load_task
 from w2s.train import TrainConfig
 from w2s.stages import use_compilation_cache
@@ -187,18 +184,7 @@ class Inoculation:
     # -- folders ---------------------------------------------------------------------------------
     def check_config(self) -> None:
         """Results belong to one config: a rerun with other settings (but the runtime ones) is refused."""
-        path = self.out / "config.json"
-        current = json.loads(json.dumps(self.cfg.to_dict()))
-        runtime = ("output_dir", "checkpoint_dir", "seeds", "conditions", "progress")
-        if path.exists():
-            stored = read_json(path)
-            changed = sorted(k for k in set(stored) | set(current)
-                             if k not in runtime and stored.get(k) != current.get(k))
-            if changed:
-                raise ConfigError(f"{self.out} holds results of other settings ({', '.join(changed)}); "
-                                  "choose another --config.output_dir.")
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, self.cfg.to_dict())
+        check_results_config(self.out, self.cfg, ("output_dir", "checkpoint_dir", "seeds", "conditions", "progress"))
 
     def pretrained(self):
         """A fresh copy of the pretrained model, and its tokenizer (loaded once)."""
@@ -208,9 +194,7 @@ class Inoculation:
             self.sampler = ChatSampler(model, tokenizer, eos_ids(self.cfg.model, tokenizer),
                                        rows=self.cfg.eval_rows, max_length=self.cfg.max_length)
         model, tokenizer = self._model
-        graphdef, state = nnx.split(model)
-        # New buffers: training donates its parameters' buffers, and the next condition needs these.
-        return nnx.merge(graphdef, jax.tree.map(jnp.copy, state)), tokenizer
+        return fresh_copy(model), tokenizer
 
     # -- stages ----------------------------------------------------------------------------------
     def before(self) -> dict:

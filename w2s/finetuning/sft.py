@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import pathlib
 from typing import Any, Callable, Mapping, Sequence
 
@@ -25,7 +26,7 @@ import optax
 from flax import nnx
 
 from w2s import sharding
-from w2s.checkpoint import read_npz, write_npz_atomic
+from w2s.checkpoint import read_json, read_npz, write_json_atomic, write_npz_atomic
 from w2s.config import ConfigError
 from w2s.data import bucket_width
 from w2s.generation.generate import Completion, GenerationConfig, Generator
@@ -227,6 +228,28 @@ class ChatSampler:
             batch_cfg = dataclasses.replace(cfg, seed=cfg.seed + b)
             out += self.generator.generate_ids(prompts[start:start + rows], batch_cfg)
         return out
+
+
+def fresh_copy(model: nnx.Module) -> nnx.Module:
+    """`model` with parameters in new buffers: training donates its parameters' buffers, and the
+    next training (another condition, chain or seed) starts from these again."""
+    graphdef, state = nnx.split(model)
+    return nnx.merge(graphdef, jax.tree.map(jnp.copy, state))
+
+
+def check_results_config(out: pathlib.Path, cfg: Any, runtime: Sequence[str]) -> None:
+    """The results in `out` belong to one config: a rerun whose settings differ in any key but the
+    `runtime` ones is refused, naming the keys; otherwise the config is recorded there."""
+    path = out / "config.json"
+    current = json.loads(json.dumps(cfg.to_dict()))
+    if path.exists():
+        stored = read_json(path)
+        changed = sorted(k for k in set(stored) | set(current) if k not in runtime and stored.get(k) != current.get(k))
+        if changed:
+            raise ConfigError(f"{out} holds results of other settings ({', '.join(changed)}); "
+                              "choose another --config.output_dir.")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, current)
 
 
 def save_params(model: nnx.Module, path: str | pathlib.Path) -> None:
