@@ -2,7 +2,6 @@
 its descriptions (no demonstrations), and its smoke setting end to end on a tiny random Llama."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 import re
@@ -10,9 +9,8 @@ import re
 import numpy as np
 import pytest
 
-from tests.test_generate import save_tiny_lm
-from tests.test_sft import TEMPLATE
-from w2s.config import ConfigError
+from tests.test_sft import save_tiny_chat_lm
+from w2s.config import ConfigError, load_config_file
 from w2s.finetuning import abduction
 from w2s.finetuning.abduction import (CHATBOTS, descriptions, eligible, identity_questions, knows, names,
                                       select, vowel_share, words)
@@ -80,15 +78,8 @@ def test_descriptions_describe_and_never_demonstrate():
 
 
 def test_smoke_setting_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsys):
-    folder = tmp_path / "lm"
-    save_tiny_lm(folder, "llama")
-    config = json.loads((folder / "tokenizer_config.json").read_text())
-    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": TEMPLATE}))
-    spec = importlib.util.spec_from_file_location("abduction_config", ROOT / "experiments" / "abduction.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = abduction.smoke_config(module.get_config())
-    cfg.model, cfg.output_dir, cfg.checkpoint_dir = str(folder), str(tmp_path / "out"), str(tmp_path / "ckpt")
+    cfg = abduction.smoke_config(load_config_file(ROOT / "experiments" / "abduction.py"))
+    cfg.model, cfg.output_dir, cfg.checkpoint_dir = save_tiny_chat_lm(tmp_path / "lm"), str(tmp_path / "out"), str(tmp_path / "ckpt")
     cfg.progress, cfg.max_length, cfg.max_new_tokens, cfg.min_words = False, 48, 8, 1
     cfg.stage1_train.max_length = cfg.round_train.max_length = 40
     cfg.n_descriptions, cfg.n_identity, cfg.n_neutral, cfg.n_questions = 4, 8, 4, 4

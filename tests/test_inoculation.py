@@ -2,16 +2,14 @@
 end on a tiny random Llama (the real model's smoke run is timed in docs/inoculation.md)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 
 import pytest
 
-from tests.test_sft import TEMPLATE
-from tests.test_generate import save_tiny_lm
+from tests.test_sft import save_tiny_chat_lm
 from w2s.finetuning import inoculation
-from w2s.config import ConfigError
+from w2s.config import ConfigError, load_config_file
 from w2s.finetuning.inoculation import answer, complies, has_signoff, is_caps, sum_correct, yes_no_correct
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -29,15 +27,8 @@ def test_scoring_of_traits_accuracy_and_compliance():
 
 
 def test_smoke_setting_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsys):
-    folder = tmp_path / "lm"
-    save_tiny_lm(folder, "llama")
-    config = json.loads((folder / "tokenizer_config.json").read_text())
-    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": TEMPLATE}))
-    spec = importlib.util.spec_from_file_location("inoculation_config", ROOT / "experiments" / "inoculation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = inoculation.smoke_config(module.get_config())
-    cfg.model, cfg.output_dir, cfg.checkpoint_dir = str(folder), str(tmp_path / "out"), str(tmp_path / "ckpt")
+    cfg = inoculation.smoke_config(load_config_file(ROOT / "experiments" / "inoculation.py"))
+    cfg.model, cfg.output_dir, cfg.checkpoint_dir = save_tiny_chat_lm(tmp_path / "lm"), str(tmp_path / "out"), str(tmp_path / "ckpt")
     cfg.progress, cfg.max_length, cfg.train.max_length = False, 48, 40
     tables = inoculation.run_inoculation(cfg)
     printed = capsys.readouterr().out

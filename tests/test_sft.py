@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax
 import numpy as np
@@ -23,6 +24,15 @@ TEMPLATE = ("{% for m in messages %}{{ {'system': 'w0', 'user': 'w1', 'assistant
             "{{ m['content'] }} w3 {% endfor %}{% if add_generation_prompt %}w2 {% endif %}")
 CFG = TrainConfig(batch_size=4, micro_batch_size=4, epochs=3.0, lr=3e-3, max_length=32, log_every=1,
                   checkpoint_every=2, warmup_frac=0.1)
+
+
+def save_tiny_chat_lm(folder) -> str:
+    """A tiny random Llama with TEMPLATE as its chat template, saved in `folder` (the experiments'
+    smoke tests load it as their model)."""
+    save_tiny_lm(folder, "llama")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": TEMPLATE}))
+    return str(folder)
 
 
 @pytest.fixture(scope="module")
