@@ -114,6 +114,7 @@ def test_a_sweep_finetunes_small_rungs_and_probes_large_ones(mixed_ladder, tmp_p
     assert stored["probe_train"]["max_length"] == 12
     findings = (tmp_path / "ladder" / "findings.md").read_text()
     assert "## wordnet_living (seeds 0)" in findings and "- (1) the student beats its supervisor: **" in findings
+    assert "| finding | wordnet_living |" in findings and "| (3) `aux_conf` gain over `xent`, largest vs" in findings
     summary = (tmp_path / "ladder" / "summary.md").read_text()
     assert "### wordnet_living (seeds 0)" in summary and "| xent |" in summary and "| bootstrap |" in summary
     assert (tmp_path / "ladder" / "tables.md").exists() and (tmp_path / "ladder" / "pgr_vs_strong.png").exists()

@@ -222,6 +222,9 @@ def test_changed_settings_are_refused_and_new_rungs_are_not(tiny_ladder, tmp_pat
     monkeypatch.setattr(stages.Stages, "stage", lambda *a, **k: {"test_accuracy": 0.5, "seconds": 0.0,
                                                                    "weak_label_accuracy": 0.5})
     sweep.run_sweep(apply_overrides(cfg, ["--config.methods=xent,aux_conf,product"]))
+    # So does a config that sets a whole train section without them (as experiments/sweep_ladder.py does).
+    cfg.train = {k: v for k, v in cfg.train.items() if k not in ("remat", "optimizer")}
+    sweep.run_sweep(cfg)
 
 
 def test_shipped_configs_print_their_plans_without_training(tmp_path, monkeypatch, capsys):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -26,19 +27,28 @@ def _fmt(value: float, low: float, high: float) -> str:
     return f"{value:.2f} [{low:.2f}, {high:.2f}]"
 
 
-def student_beats_supervisor(rows: list[dict]) -> tuple[bool, str]:
+class Check(NamedTuple):
+    """One finding on one task: whether it reproduces by its rule, the number the rule looks at (a
+    table cell), and the full account."""
+    reproduces: bool
+    cell: str
+    text: str
+
+
+def student_beats_supervisor(rows: list[dict]) -> Check:
     """(1): the xent students' median PGR over pairs is above 0 with its bootstrap interval."""
     cells = [r for r in metrics.pgr_rows(rows) if "xent" in r["losses"]]
     if not cells:
-        return False, "no pair with a PGR"
+        return Check(False, "no pair with a PGR", "no pair with a PGR")
     median, low, high = metrics.bootstrap_ci([r["losses"]["xent"]["pgr"]["values"] for r in cells])
     above = sum(r["losses"]["xent"]["student_acc"]["mean"] > r["weak_acc"] for r in cells)
     sure = sum(r["losses"]["xent"]["pgr"]["ci"][0] > 0 for r in cells)
-    return low > 0, (f"xent median PGR {_fmt(median, low, high)} over {len(cells)} pairs; the student's mean accuracy "
-                     f"is above its supervisor's in {above}/{len(cells)} pairs, its PGR interval above 0 in {sure}")
+    return Check(low > 0, _fmt(median, low, high),
+                 f"xent median PGR {_fmt(median, low, high)} over {len(cells)} pairs; the student's mean accuracy "
+                 f"is above its supervisor's in {above}/{len(cells)} pairs, its PGR interval above 0 in {sure}")
 
 
-def pgr_grows_with_size(rows: list[dict], params: dict[str, float]) -> tuple[bool, str]:
+def pgr_grows_with_size(rows: list[dict], params: dict[str, float]) -> Check:
     """(2): per weak model with at least 3 strong models that have a PGR, Spearman's rho between the
     strong model's size and its xent PGR (mean over seeds); reproduces when the median rho is > 0."""
     rhos = {}
@@ -49,20 +59,23 @@ def pgr_grows_with_size(rows: list[dict], params: dict[str, float]) -> tuple[boo
                                         [r["losses"]["xent"]["pgr"]["mean"] for r in group]).statistic
             rhos[weak] = float(rho)
     if not rhos:
-        return False, "no weak model with 3 strong models that have a PGR"
+        text = "no weak model with 3 strong models that have a PGR"
+        return Check(False, text, text)
     median = float(np.median(list(rhos.values())))
-    return median > 0, (f"median Spearman rho {median:.2f}; per weak model: "
-                        + ", ".join(f"{w} {rho:.2f}" for w, rho in rhos.items()))
+    per_weak = ", ".join(f"{w} {rho:.2f}" for w, rho in rhos.items())
+    return Check(median > 0, f"{median:.2f} (per weak model: {', '.join(f'{rho:.2f}' for rho in rhos.values())})",
+                 f"median Spearman rho {median:.2f}; per weak model: {per_weak}")
 
 
-def confidence_loss_at_large_gaps(rows: list[dict], params: dict[str, float], method: str) -> tuple[bool, str]:
+def confidence_loss_at_large_gaps(rows: list[dict], params: dict[str, float], method: str) -> Check:
     """(3): PGR(method) - PGR(xent) per seed, in the third of pairs with the largest strong/weak size
     ratio and the third with the smallest; reproduces when its median at the large gaps is above 0
     (bootstrap interval) and above the median at the small ones."""
     cells = sorted((r for r in metrics.pgr_rows(rows) if method in r["losses"] and "xent" in r["losses"]),
                    key=lambda r: params[r["strong_model"]] / params[r["weak_model"]])
     if len(cells) < 3:
-        return False, f"{len(cells)} pairs with a PGR: too few to compare gaps"
+        text = f"{len(cells)} pairs with a PGR: too few to compare gaps"
+        return Check(False, text, text)
     third = max(1, len(cells) // 3)
     parts = {}
     for name, group in (("small", cells[:third]), ("large", cells[-third:])):
@@ -73,7 +86,7 @@ def confidence_loss_at_large_gaps(rows: list[dict], params: dict[str, float], me
     large, small = parts["large"], parts["small"]
     text = "; ".join(f"{name} gaps ({p[5]} pairs, size ratio {p[3]:.3g}-{p[4]:.3g}x): PGR gain over xent "
                      f"{_fmt(*p[:3])}" for name, p in parts.items())
-    return large[1] > 0 and large[0] > small[0], text
+    return Check(large[1] > 0 and large[0] > small[0], f"{_fmt(*large[:3])} vs {_fmt(*small[:3])}", text)
 
 
 def findings(rows: list[dict], params: dict[str, float], confidence_methods: Sequence[str]) -> list[str]:
@@ -89,7 +102,31 @@ def findings(rows: list[dict], params: dict[str, float], confidence_methods: Seq
         checks += [(f"(3) {m} raises PGR at the largest gaps, less at small ones",
                     confidence_loss_at_large_gaps(task_rows, params, m))
                    for m in confidence_methods if m in metrics.loss_names(task_rows)]
-        lines += [f"- {name}: **{'reproduces' if ok else 'does not reproduce'}**. {text}." for name, (ok, text) in checks]
+        lines += [f"- {name}: **{'reproduces' if c.reproduces else 'does not reproduce'}**. {c.text}." for name, c in checks]
+    return lines
+
+
+def at_a_glance(rows: list[dict], params: dict[str, float], confidence_methods: Sequence[str]) -> list[str]:
+    """A Markdown table, one column per task: each finding's verdict by its rule and the number the rule
+    looks at ((3), for each of `confidence_methods` that ran: the median gain at the largest gaps vs at
+    the smallest), then the method with the highest median PGR (metrics.median_pgr)."""
+    tasks = sorted({r["task"] for r in rows})
+    by_task = {t: [r for r in rows if r["task"] == t] for t in tasks}
+    checks = {"(1) student beats supervisor: median `xent` PGR": student_beats_supervisor,
+              "(2) PGR grows with strong size: median Spearman ρ": lambda r: pgr_grows_with_size(r, params)}
+    for m in (m for m in confidence_methods if m in metrics.loss_names(rows)):
+        checks[f"(3) `{m}` gain over `xent`, largest vs smallest gaps"] = (
+            lambda r, m=m: confidence_loss_at_large_gaps(r, params, m))
+    lines = [f"| finding | {' | '.join(tasks)} |", "|---" * (len(tasks) + 1) + "|"]
+    for name, check in checks.items():
+        cells = [check(by_task[t]) for t in tasks]
+        lines.append(f"| {name} | " + " | ".join(f"{'yes' if c.reproduces else 'no'}: {c.cell}" for c in cells) + " |")
+    best = []
+    for t in tasks:
+        medians = metrics.median_pgr(by_task[t])
+        top = max(medians, key=lambda m: medians[m]["median"]) if medians else None
+        best.append(f"`{top}` {_fmt(medians[top]['median'], *medians[top]['ci'])}" if top else "no pair with a PGR")
+    lines.append("| best median PGR | " + " | ".join(best) + " |")
     return lines
 
 

@@ -102,8 +102,11 @@ def write_report(cfg: ml_collections.ConfigDict) -> None:
     (out / "tables.md").write_text("\n".join(lines) + "\n")
     (out / "summary.md").write_text("\n".join([f"# {cfg.name}: summary", *findings.summary(rows, cfg.sweep.models)])
                                     + "\n")
-    (out / "findings.md").write_text("\n".join([f"# {cfg.name}: Burns et al.'s findings",
-                                                *findings.findings(rows, params, cfg.confidence_methods)]) + "\n")
+    (out / "findings.md").write_text("\n".join([
+        f"# {cfg.name}: Burns et al.'s findings", "",
+        "Each finding's verdict by its rule (below), the number the rule looks at, and the best method:", "",
+        *findings.at_a_glance(rows, params, cfg.confidence_methods),
+        *findings.findings(rows, params, cfg.confidence_methods)]) + "\n")
 
 
 @register_runner("sweeps_per_task", OPEN_SECTIONS)

@@ -252,8 +252,11 @@ def _check_settings(cfg: ml_collections.ConfigDict) -> None:
     if path.exists():
         stored = read_json(path)
         defaults = {k: v for k, v in default_config().to_dict().items() if k not in RUNTIME_KEYS}
-        stored = with_defaults(stored, {**defaults, "rungs": {label: {"train": train_config().to_dict()}
-                                                              for label in stored.get("rungs", {})}})
+        # A key missing from either side (written before it existed, or a config that sets a whole
+        # section) trains as its default does.
+        stored, current = (with_defaults(side, {**defaults, "rungs": {label: {"train": train_config().to_dict()}
+                                                                      for label in side.get("rungs", {})}})
+                           for side in (stored, current))
         shared = sorted(set(stored.get("rungs", {})) & set(current["rungs"]))
         refuse_changes({**stored, "rungs": {k: stored["rungs"][k] for k in shared}},
                        {**current, "rungs": {k: current["rungs"][k] for k in shared}},
