@@ -19,9 +19,13 @@ qwen2.5-coder-0.5b-instruct`); after that the run is offline. It resumes from ou
 import ml_collections
 
 # Worked examples for the base model, which is not instruction-tuned: they show the answer's form.
+# Two one-step examples before the two-step one: with only one of each, Gemma-3 wrote two steps for
+# every question (40 held-out questions of seed 1, base alone: 0.075 with two shots, 0.175 with these).
 MATH_SHOTS = (
     "Question: Sam has 4 pens. Sam buys 3 more. How many pens does Sam have now?\n"
     "Answer: 4 + 3 = 7. The answer is 7.\n\n"
+    "Question: Eva had 9 cups and gave 4 of them to a friend. How many cups does Eva have left?\n"
+    "Answer: 9 - 4 = 5. The answer is 5.\n\n"
     "Question: Eva packs 3 boxes of 5 cups and has 2 cups left over. How many cups did Eva have?\n"
     "Answer: 3 * 5 = 15. 15 + 2 = 17. The answer is 17.\n\n"
 )
