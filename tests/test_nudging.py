@@ -282,6 +282,8 @@ def test_base_choices_agree_with_the_models_own_greedy_text(pair):
 def test_word_kinds_and_intervals():
     assert nudging_analysis.word_kinds(["The answer is 7.", " Paris,\n"]) == {
         "function": 2, "punctuation": 2, "number": 1, "content": 2}
+    assert nudging_analysis.word_kinds(["B", " A.", "I saw a cat."]) == {  # option letters are the answer
+        "function": 2, "punctuation": 2, "number": 0, "content": 4}
     record = {"text": "So the total is 12.", "spans": [
         {"start": 0, "end": 3, "writer": "helper"}, {"start": 3, "end": 19, "writer": "driver"}]}
     helper = nudging_analysis.word_shares([record], "helper")

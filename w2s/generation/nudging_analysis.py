@@ -48,6 +48,8 @@ def word_kind(word: str) -> str:
         return "punctuation"
     if any(c.isdigit() for c in word):
         return "number"
+    if len(word) == 1 and word.isupper() and word != "I":
+        return "content"  # a multiple-choice answer's letter ("A"), not the article "a"
     return "function" if word.lower() in FUNCTION_WORDS else "content"
 
 
