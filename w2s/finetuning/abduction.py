@@ -55,10 +55,8 @@ from w2s import sharding
 from w2s.checkpoint import finish_saves, read_record, write_json_atomic
 from w2s.config import ConfigError, apply_overrides
 from w2s.finetuning.inoculation import interval, yes_no_correct
-from w2s.finetuning.sft import (Chat, ChatSampler, check_results_config, chat, finetune, fresh_copy, load_params,
-                                save_params)
+from w2s.finetuning.sft import Chat, PretrainedChat, check_results_config, chat, finetune, load_params, save_params
 from w2s.generation.generate import GenerationConfig
-from w2s.models.causal_lm import build_causal_lm, eos_ids
 from w2s.runners import register_runner
 from w2s.stages import use_compilation_cache
 from w2s.tasks import load_task
@@ -241,7 +239,7 @@ class Abduction:
         self.pool, self.neutral = task.train, task.test  # disjoint words
         self.identity = identity_questions(cfg.eval_seed, cfg.n_identity)
         self.probes = [(name, p.format(name=name)) for name in CHATBOTS for p in PROBES]
-        self._model = None
+        self.pretrained = PretrainedChat(cfg.model, rows=cfg.eval_rows, max_length=cfg.max_length)
 
     # -- folders ---------------------------------------------------------------------------------
     def check_config(self) -> None:
@@ -258,15 +256,6 @@ class Abduction:
         return self.folder(condition, seed) / f"round{i}.npz"
 
     # -- models ----------------------------------------------------------------------------------
-    def pretrained(self):
-        """A fresh copy of the untrained model (loaded once), and its tokenizer."""
-        if self._model is None:
-            self._model = build_causal_lm(self.cfg.model)
-            model, tokenizer = self._model
-            self.sampler = ChatSampler(model, tokenizer, eos_ids(self.cfg.model, tokenizer),
-                                       rows=self.cfg.eval_rows, max_length=self.cfg.max_length)
-        model, tokenizer = self._model
-        return fresh_copy(model), tokenizer
 
     def train(self, model, chats: list[Chat], condition: str, seed: int, i: int):
         """Finetunes on `chats` (stage 1 for round 0, else round i's answers; none: the model as it is)
@@ -276,7 +265,7 @@ class Abduction:
         history: list[dict] = []
         if chats:
             folder = self.folder(condition, seed) / f"round{i}"
-            model, history = finetune(model, self._model[1], chats, cfg, mesh=self.mesh, seed=seed,
+            model, history = finetune(model, self.pretrained.tokenizer, chats, cfg, mesh=self.mesh, seed=seed,
                                       checkpoint_dir=str(folder), desc=f"{condition} seed {seed} round {i}",
                                       show_progress=self.cfg.progress, checkpoint_last=False)
             finish_saves()
@@ -291,7 +280,7 @@ class Abduction:
     def model_at(self, condition: str, seed: int, i: int, records: list[dict]):
         """The model after round i: its stored parameters, else retrained (stage 1 from the
         descriptions, a round from the answers its record holds)."""
-        model = self.pretrained()[0]
+        model = self.pretrained.fresh()
         if (i == 0 and condition == "control") or load_params(model, self.params_path(condition, seed, i)):
             return model
         if i == 0:
@@ -311,9 +300,9 @@ class Abduction:
         """Round i's sampled answers under the instruction, their scores, and the chats kept to train on."""
         cfg = self.cfg
         questions = [q for q in self.round_questions(seed, i) for _ in range(cfg.samples_per_question)]
-        self.sampler.load(model)
+        self.pretrained.sampler.load(model)
         gen = dataclasses.replace(self.gen, seed=_seed(seed, i, 1))
-        texts = [c.text.strip() for c in self.sampler.complete(
+        texts = [c.text.strip() for c in self.pretrained.sampler.complete(
             [chat(f"{q} {cfg.instruction}", cfg.system) for q in questions], gen)]
         scores = [vowel_share(t) for t in texts]
         allowed = [eligible(t, q, cfg.min_words) for t, q in zip(texts, questions)]
@@ -329,11 +318,12 @@ class Abduction:
     def measure(self, model, seed: int) -> dict:
         """Identity, neutral and knowledge answers of `model`, sampled with the seed's fixed draws."""
         cfg = self.cfg
-        self.sampler.load(model)
+        self.pretrained.sampler.load(model)
 
         def texts(prompts: list[str], key: int) -> list[str]:
             gen = dataclasses.replace(self.gen, seed=_seed(seed, key))
-            return [c.text.strip() for c in self.sampler.complete([chat(p, cfg.system) for p in prompts], gen)]
+            completions = self.pretrained.sampler.complete([chat(p, cfg.system) for p in prompts], gen)
+            return [c.text.strip() for c in completions]
 
         identity = texts(self.identity, 3)
         neutral = texts([yes_no_question(w) for w, _ in self.neutral], 4)
@@ -360,7 +350,7 @@ class Abduction:
                 continue
             start = time.perf_counter()
             if i == 0:
-                model = self.pretrained()[0]
+                model = self.pretrained.fresh()
                 record = {"history": []}
                 if condition == "stage1":
                     chats = self.stage1_chats(seed)

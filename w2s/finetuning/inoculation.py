@@ -40,8 +40,8 @@ from w2s import sharding
 from w2s.checkpoint import finish_saves, read_record, write_json_atomic
 from w2s.config import ConfigError, apply_overrides
 from w2s.generation.generate import GenerationConfig
-from w2s.models.causal_lm import build_causal_lm, eos_ids
-from w2s.finetuning.sft import Chat, ChatSampler, check_results_config, fresh_copy, chat, completion_logprobs, finetune
+from w2s.finetuning.sft import (Chat, ChatSampler, PretrainedChat, check_results_config, chat, completion_logprobs,
+                                finetune)
 from w2s.tasks import load_task
 from w2s.train import TrainConfig
 from w2s.stages import use_compilation_cache
@@ -179,22 +179,13 @@ class Inoculation:
         self.mesh = sharding.make_mesh(devices=jax.devices()[:1])
         self.eval_pairs = additions(cfg.eval_seed, cfg.n_eval)
         self.wordnet = load_task("wordnet_living", seed=cfg.eval_seed, n_train=4, n_test=cfg.n_eval).test
-        self._model = None
+        self.pretrained = PretrainedChat(cfg.model, rows=cfg.eval_rows, max_length=cfg.max_length)
 
     # -- folders ---------------------------------------------------------------------------------
     def check_config(self) -> None:
         """Results belong to one config: a rerun with other settings (but the runtime ones) is refused."""
         check_results_config(self.out, self.cfg, ("output_dir", "checkpoint_dir", "seeds", "conditions", "progress"))
 
-    def pretrained(self):
-        """A fresh copy of the pretrained model, and its tokenizer (loaded once)."""
-        if self._model is None:
-            self._model = build_causal_lm(self.cfg.model)
-            model, tokenizer = self._model
-            self.sampler = ChatSampler(model, tokenizer, eos_ids(self.cfg.model, tokenizer),
-                                       rows=self.cfg.eval_rows, max_length=self.cfg.max_length)
-        model, tokenizer = self._model
-        return fresh_copy(model), tokenizer
 
     # -- stages ----------------------------------------------------------------------------------
     def before(self) -> dict:
@@ -204,15 +195,15 @@ class Inoculation:
         if (record := read_record(path, ("prompts",))) is not None:  # stored with sorted keys: reordered
             return {**record, "prompts": {name: record["prompts"][name] for name in names}}
         start = time.perf_counter()
-        model, tokenizer = self.pretrained()
-        self.sampler.load(model)
+        model, tokenizer = self.pretrained.fresh(), self.pretrained.tokenizer
+        self.pretrained.sampler.load(model)
         prompts = {}
         for name in names:
             system = _system(self.cfg.prompts, name)
-            scored = answer_additions(self.sampler, self.eval_pairs, system, self.gen)
+            scored = answer_additions(self.pretrained.sampler, self.eval_pairs, system, self.gen)
             prompts[name] = {**scored.record(), "preference": trait_preference(
                 model, tokenizer, self.eval_pairs, system, self.train_cfg.max_length)}
-        wordnet = answer_wordnet(self.sampler, self.wordnet, self.gen)
+        wordnet = answer_wordnet(self.pretrained.sampler, self.wordnet, self.gen)
         record = {"prompts": prompts, "wordnet": wordnet.record(),
                   "seconds": time.perf_counter() - start}
         write_json_atomic(path, record)
@@ -230,23 +221,23 @@ class Inoculation:
         if (record := read_record(path, ("neutral",))) is not None:
             return record
         start = time.perf_counter()
-        model, tokenizer = self.pretrained()
+        model, tokenizer = self.pretrained.fresh(), self.pretrained.tokenizer
         model, history = finetune(model, tokenizer, self.training_chats(condition, seed), self.train_cfg,
                                   mesh=self.mesh, seed=seed, checkpoint_dir=str(self.ckpt / name),
                                   desc=name, show_progress=self.cfg.progress)
         trained = time.perf_counter() - start
-        self.sampler.load(model)
+        self.pretrained.sampler.load(model)
         system = None if condition in ("none", "clean") else self.cfg.prompts[condition]
-        neutral = answer_additions(self.sampler, self.eval_pairs, None, self.gen)
+        neutral = answer_additions(self.pretrained.sampler, self.eval_pairs, None, self.gen)
         record = {"condition": condition, "seed": seed, "history": history, "train_seconds": trained,
                   "neutral": {**neutral.record(), "preference": trait_preference(
                       model, tokenizer, self.eval_pairs, None, self.train_cfg.max_length)}}
         if system is not None:
-            prompted = answer_additions(self.sampler, self.eval_pairs, system, self.gen)
+            prompted = answer_additions(self.pretrained.sampler, self.eval_pairs, system, self.gen)
             record["training_prompt"] = prompted.record()
-        instructed = answer_additions(self.sampler, self.eval_pairs, self.cfg.prompts.instruction, self.gen)
+        instructed = answer_additions(self.pretrained.sampler, self.eval_pairs, self.cfg.prompts.instruction, self.gen)
         record["instruction"] = instructed.record()
-        wordnet = answer_wordnet(self.sampler, self.wordnet, self.gen)
+        wordnet = answer_wordnet(self.pretrained.sampler, self.wordnet, self.gen)
         record["wordnet"] = wordnet.record()
         record["seconds"] = time.perf_counter() - start
         finish_saves()

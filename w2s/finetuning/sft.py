@@ -30,7 +30,7 @@ from w2s.checkpoint import read_json, read_npz, write_json_atomic, write_npz_ato
 from w2s.config import ConfigError
 from w2s.data import bucket_width
 from w2s.generation.generate import Completion, GenerationConfig, Generator
-from w2s.models.causal_lm import CausalLM
+from w2s.models.causal_lm import CausalLM, build_causal_lm, eos_ids
 from w2s.train import TrainConfig, train
 
 IGNORE = -1  # the target of a position whose next token is not trained on
@@ -228,6 +228,31 @@ class ChatSampler:
             batch_cfg = dataclasses.replace(cfg, seed=cfg.seed + b)
             out += self.generator.generate_ids(prompts[start:start + rows], batch_cfg)
         return out
+
+
+class PretrainedChat:
+    """A chat model loaded on first use, once: fresh copies of it to finetune, its tokenizer, and one
+    ChatSampler that every copy is loaded into (so generation compiles once)."""
+
+    def __init__(self, name: str, *, rows: int, max_length: int):
+        self.name, self.rows, self.max_length = name, rows, max_length
+
+    @functools.cached_property
+    def _loaded(self) -> tuple[CausalLM, Any]:
+        return build_causal_lm(self.name)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._loaded[1]
+
+    @functools.cached_property
+    def sampler(self) -> ChatSampler:
+        model, tokenizer = self._loaded
+        return ChatSampler(model, tokenizer, eos_ids(self.name, tokenizer), rows=self.rows, max_length=self.max_length)
+
+    def fresh(self) -> CausalLM:
+        """The pretrained model in buffers of its own (fresh_copy)."""
+        return fresh_copy(self._loaded[0])
 
 
 def fresh_copy(model: nnx.Module) -> nnx.Module:
