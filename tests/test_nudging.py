@@ -6,6 +6,7 @@ import dataclasses
 import json
 import pathlib
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -291,6 +292,10 @@ def test_word_kinds_and_intervals():
     assert helper["share"] == 1.0 and helper["counts"]["function"] == 1
     assert driver["share"] == pytest.approx(3 / 5)  # the, is, "." of the, total, is, 12, "."
     assert word_analysis([{**record, "task": "t", "method": "nudging"}])[0]["words_of"] == "nudger's words in nudging"
+    silent = {"text": "Yes", "spans": [{"start": 0, "end": 3, "writer": "driver"}]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "All-NaN slice" warning for a writer with no words
+        assert np.isnan(nudging_analysis.word_shares([silent], "helper")["interval"]).all()
     values = np.r_[np.ones(30), np.zeros(70)]
     lo, hi = nudging_analysis.mean_interval(values)
     assert lo < 0.3 < hi and 0.1 < hi - lo < 0.25  # about ±1.96 * sqrt(.21 / 100)

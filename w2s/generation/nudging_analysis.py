@@ -71,7 +71,9 @@ def bootstrap(n: int, statistic: Callable[[np.ndarray], float], *, samples: int 
               seed: int = 0) -> tuple[float, float]:
     """The 95% percentile interval of statistic(indices) over resamples of range(n)."""
     rng = np.random.default_rng(seed)
-    values = [statistic(rng.integers(0, n, n)) for _ in range(samples)]
+    values = np.array([statistic(rng.integers(0, n, n)) for _ in range(samples)])
+    if np.isnan(values).all():  # e.g. a writer that wrote no word: no interval, and no numpy warning
+        return float("nan"), float("nan")
     tail = (1 - CONFIDENCE) / 2 * 100
     return float(np.nanpercentile(values, tail)), float(np.nanpercentile(values, 100 - tail))
 
