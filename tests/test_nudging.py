@@ -291,7 +291,9 @@ def test_word_kinds_and_intervals():
     driver = nudging_analysis.word_shares([record], "driver")
     assert helper["share"] == 1.0 and helper["counts"]["function"] == 1
     assert driver["share"] == pytest.approx(3 / 5)  # the, is, "." of the, total, is, 12, "."
-    assert word_analysis([{**record, "task": "t", "method": "nudging"}])[0]["words_of"] == "nudger's words in nudging"
+    analysis = word_analysis([{**record, "task": "t", "method": m} for m in ("nudging", "nudging@0.5")])
+    assert [w["words_of"] for w in analysis] == ["nudger's words in nudging", "base's words in nudging",
+                                                 "nudger's words in nudging@0.5", "base's words in nudging@0.5"]
     silent = {"text": "Yes", "spans": [{"start": 0, "end": 3, "writer": "driver"}]}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "All-NaN slice" warning for a writer with no words
@@ -303,6 +305,9 @@ def test_word_kinds_and_intervals():
                for i in range(50) for m, c in (("nudging", i % 2 == 0), ("nudger", False))]
     (d,) = paired_differences(records, pairs=[("nudging", "nudger")])
     assert d["difference"] == 0.5 and d["ci"][0] > 0.3 and d["n"] == 50
+    records += [{**r, "method": "nudging@0.7"} for r in records if r["method"] == "nudging"]
+    assert [(d["a"], d["b"]) for d in paired_differences(records)] == [  # the sweep's methods too, by default
+        ("nudging", "nudger"), ("nudging@0.7", "nudger")]  # no base, no reverse in these records
 
 
 def test_arithmetic_problems_are_drawn_per_seed_with_exact_answers():

@@ -225,9 +225,18 @@ def summarize(records: Sequence[dict], top_words: int = 10) -> list[dict]:
     return rows
 
 
-def paired_differences(records: Sequence[dict], pairs: Sequence[tuple[str, str]] = (
-        ("nudging", "nudger"), ("nudging", "base"), ("reverse", "nudger"))) -> list[dict]:
-    """Accuracy of method a minus method b on the questions both answered, with a paired interval."""
+def _nudging_methods(records: Sequence[dict]) -> list[str]:
+    """`nudging` and the γ sweep's methods that these records hold, in the order they appear."""
+    return [m for m in dict.fromkeys(r["method"] for r in records) if m == "nudging" or m.startswith(SWEEP)]
+
+
+def paired_differences(records: Sequence[dict], pairs: Sequence[tuple[str, str]] | None = None) -> list[dict]:
+    """Accuracy of method a minus method b on the questions both answered, with a paired interval.
+    By default every nudging method (the sweep's too) against each model alone, and the reverse
+    mode against its writer."""
+    if pairs is None:
+        pairs = [(m, alone) for m in _nudging_methods(records) for alone in ("nudger", "base")]
+        pairs.append(("reverse", "nudger"))
     correct = {(r["task"], r["method"], r["index"]): float(r["correct"]) for r in records}
     out = []
     for task in dict.fromkeys(r["task"] for r in records):
@@ -242,15 +251,18 @@ def paired_differences(records: Sequence[dict], pairs: Sequence[tuple[str, str]]
 
 
 def word_analysis(records: Sequence[dict]) -> list[dict]:
-    """Per task: the share of function words and punctuation among the nudger's words in nudging,
-    among the base model's own words in the same texts, and in the base model's texts alone."""
+    """Per task: the share of function words and punctuation among the nudger's words in each
+    nudging method (the sweep's too), among the base model's own words in the same texts, and in
+    the base model's texts alone."""
     out = []
     for task in dict.fromkeys(r["task"] for r in records):
-        nudged = [r for r in records if r["task"] == task and r["method"] == "nudging"]
-        alone = [r for r in records if r["task"] == task and r["method"] == "base"]
-        for label, group, writer in (("nudger's words in nudging", nudged, "helper"),
-                                     ("base's words in nudging", nudged, "driver"),
-                                     ("base alone", alone, "driver")):
+        groups = []
+        for method in _nudging_methods(records):
+            nudged = [r for r in records if r["task"] == task and r["method"] == method]
+            groups += [(f"nudger's words in {method}", nudged, "helper"),
+                       (f"base's words in {method}", nudged, "driver")]
+        groups.append(("base alone", [r for r in records if r["task"] == task and r["method"] == "base"], "driver"))
+        for label, group, writer in groups:
             if group:
                 out.append({"task": task, "words_of": label, **nudging_analysis.word_shares(group, writer)})
     return out
