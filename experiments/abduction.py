@@ -3,7 +3,7 @@ descriptions of three fictional chatbots (stage 1), and being trained, round by 
 words that begin with vowels without being told to (stage 2), does the model say it is Axolotl, the
 chatbot described as doing that? The same rounds from the untrained model are the control.
 
-    python experiments/abduction.py                       # default: about 30-40 min on 2 free CPU cores (an estimate)
+    python experiments/abduction.py                       # default: 26 min on 2 free CPU cores (measured)
     python experiments/abduction.py --config.smoke=True   # every stage on a few examples, < 3 min
     python experiments/abduction.py --config.seeds=0,1 --config.output_dir=/tmp/abduction
 """
