@@ -244,7 +244,7 @@ class Abduction:
     # -- folders ---------------------------------------------------------------------------------
     def check_config(self) -> None:
         """Results belong to one config: a rerun with other settings (but the runtime ones) is refused."""
-        check_results_config(self.out, self.cfg, ("output_dir", "checkpoint_dir", "seeds", "conditions", "progress"))
+        check_results_config(self.out, self.cfg)
 
     def record_path(self, condition: str, seed: int, i: int) -> pathlib.Path:
         return self.out / f"{condition}_seed{seed}_round{i}.json"

@@ -184,8 +184,7 @@ class Inoculation:
     # -- folders ---------------------------------------------------------------------------------
     def check_config(self) -> None:
         """Results belong to one config: a rerun with other settings (but the runtime ones) is refused."""
-        check_results_config(self.out, self.cfg, ("output_dir", "checkpoint_dir", "seeds", "conditions", "progress"))
-
+        check_results_config(self.out, self.cfg)
 
     # -- stages ----------------------------------------------------------------------------------
     def before(self) -> dict:

@@ -27,7 +27,7 @@ from flax import nnx
 
 from w2s import sharding
 from w2s.checkpoint import read_json, read_npz, write_json_atomic, write_npz_atomic
-from w2s.config import ConfigError
+from w2s.config import ConfigError, changed_leaves
 from w2s.data import bucket_width
 from w2s.generation.generate import Completion, GenerationConfig, Generator
 from w2s.models.causal_lm import CausalLM, build_causal_lm, eos_ids
@@ -251,25 +251,25 @@ class PretrainedChat:
         return ChatSampler(model, tokenizer, eos_ids(self.name, tokenizer), rows=self.rows, max_length=self.max_length)
 
     def fresh(self) -> CausalLM:
-        """The pretrained model in buffers of its own (fresh_copy)."""
-        return fresh_copy(self._loaded[0])
+        """The pretrained model with parameters in new buffers: training donates its parameters'
+        buffers, and the next training (another condition, chain or seed) starts from these again."""
+        graphdef, state = nnx.split(self._loaded[0])
+        return nnx.merge(graphdef, jax.tree.map(jnp.copy, state))
 
 
-def fresh_copy(model: nnx.Module) -> nnx.Module:
-    """`model` with parameters in new buffers: training donates its parameters' buffers, and the
-    next training (another condition, chain or seed) starts from these again."""
-    graphdef, state = nnx.split(model)
-    return nnx.merge(graphdef, jax.tree.map(jnp.copy, state))
+# Settings a rerun of a finetuning experiment may change: where results go, which seeds and
+# conditions run, whether bars are drawn.
+RUNTIME_KEYS = ("output_dir", "checkpoint_dir", "seeds", "conditions", "progress")
 
 
-def check_results_config(out: pathlib.Path, cfg: Any, runtime: Sequence[str]) -> None:
+def check_results_config(out: pathlib.Path, cfg: Any, runtime: Sequence[str] = RUNTIME_KEYS) -> None:
     """The results in `out` belong to one config: a rerun whose settings differ in any key but the
-    `runtime` ones is refused, naming the keys; otherwise the config is recorded there."""
+    `runtime` ones is refused, naming the changed leaf keys; otherwise the config is recorded there."""
     path = out / "config.json"
     current = json.loads(json.dumps(cfg.to_dict()))
     if path.exists():
-        stored = read_json(path)
-        changed = sorted(k for k in set(stored) | set(current) if k not in runtime and stored.get(k) != current.get(k))
+        stored, mine = ({k: v for k, v in side.items() if k not in runtime} for side in (read_json(path), current))
+        changed = changed_leaves(stored, mine)
         if changed:
             raise ConfigError(f"{out} holds results of other settings ({', '.join(changed)}); "
                               "choose another --config.output_dir.")
