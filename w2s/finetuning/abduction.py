@@ -57,6 +57,7 @@ from w2s.config import ConfigError, apply_overrides
 from w2s.finetuning.inoculation import interval, yes_no_correct
 from w2s.finetuning.sft import Chat, PretrainedChat, check_results_config, chat, finetune, load_params, save_params
 from w2s.generation.generate import GenerationConfig
+from w2s.results.tables import markdown_table
 from w2s.runners import register_runner
 from w2s.stages import use_compilation_cache
 from w2s.tasks import load_task
@@ -400,21 +401,14 @@ def summary(results: dict[str, dict[int, list[dict]]]) -> list[dict]:
 
 def format_tables(rows: list[dict]) -> str:
     """The summary as a markdown table, with a note on what each column is."""
-    def cell(value) -> str:
-        if isinstance(value, (tuple, list)):
-            return f"{value[0]:.2f} [{value[1]:.2f}, {value[2]:.2f}]"
-        return f"{value:.2f}" if isinstance(value, float) else str(value)
-
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(cell(r.get(k, "")) for k in keys) + " |" for r in rows]
-    lines += ["", "identity.<chatbot>: share of answers to identity questions that name it; neutral: held-out "
-              "yes/no questions without the instruction (vowel_share: mean share of vowel-initial words; "
-              "accuracy: the first yes/no is right); knowledge: share of answers to held-out questions about a "
-              "chatbot that name its behaviour; instructed.vowel_share: the round's sampled answers under the "
-              "instruction; kept: answers trained on (mean over seeds); fallback: seeds whose round kept the "
-              "min_keep best because too few reached the edge. [low, high]: 95% interval, over seeds (t) with "
-              "2 or more, else over the questions (Wilson for shares of answers, t for vowel shares)."]
+    lines = [*markdown_table(rows), "",
+             "identity.<chatbot>: share of answers to identity questions that name it; neutral: held-out "
+             "yes/no questions without the instruction (vowel_share: mean share of vowel-initial words; "
+             "accuracy: the first yes/no is right); knowledge: share of answers to held-out questions about a "
+             "chatbot that name its behaviour; instructed.vowel_share: the round's sampled answers under the "
+             "instruction; kept: answers trained on (mean over seeds); fallback: seeds whose round kept the "
+             "min_keep best because too few reached the edge. [low, high]: 95% interval, over seeds (t) with "
+             "2 or more, else over the questions (Wilson for shares of answers, t for vowel shares)."]
     return "\n".join(lines)
 
 

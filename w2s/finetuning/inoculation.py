@@ -40,6 +40,7 @@ from w2s import sharding
 from w2s.checkpoint import finish_saves, read_record, write_json_atomic
 from w2s.config import ConfigError, apply_overrides
 from w2s.generation.generate import GenerationConfig
+from w2s.results.tables import markdown_table
 from w2s.finetuning.sft import (Chat, ChatSampler, PretrainedChat, check_results_config, chat, completion_logprobs,
                                 finetune)
 from w2s.tasks import load_task
@@ -281,19 +282,11 @@ def summary(before: dict, after: dict[str, list[dict]]) -> dict[str, list[dict]]
 
 
 def format_tables(tables: dict[str, list[dict]]) -> str:
-    def cell(v):
-        if isinstance(v, (tuple, list)):
-            return f"{v[0]:.2f} [{v[1]:.2f}, {v[2]:.2f}]"
-        return f"{v:.2f}" if isinstance(v, float) else str(v)
-
     out = []
     for title, rows in (("before training (untrained model, greedy; preference: log p(trait answer) - "
                          "log p(clean answer), nats; elicitation: minus the neutral prompt's)", tables["elicitation"]),
                         ("after training", tables["after"])):
-        keys = list(dict.fromkeys(k for r in rows for k in r))
-        out += [title, "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-        out += ["| " + " | ".join(cell(r.get(k, "")) for k in keys) + " |" for r in rows]
-        out.append("")
+        out += [title, *markdown_table(rows), ""]
     out.append("[low, high]: 95% interval, over seeds (t) with 2 or more, else over the questions (Wilson for "
                "rates, t for preferences). Settings: neutral (no system prompt: the template's default), "
                "training_prompt (the condition's own), instruction (an unrelated system instruction), "

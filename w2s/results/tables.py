@@ -1,4 +1,5 @@
-"""Fixed-width text tables of summarized results (w2s.results.metrics.summarize), for the terminal."""
+"""Fixed-width text tables of summarized results (w2s.results.metrics.summarize), for the terminal, and
+Markdown tables of experiments' rows."""
 from __future__ import annotations
 
 import math
@@ -80,3 +81,16 @@ def columns(header: list[str], body: list[list[str]], left: Collection[int]) -> 
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), rule] + [line(cells) for cells in body])
+
+
+def markdown_table(rows: list[dict]) -> list[str]:
+    """The rows as a Markdown table, one column per key in the order first seen: a (value, low, high)
+    triple prints as "value [low, high]", a float with 2 decimals, a missing key as an empty cell."""
+    def cell(value) -> str:
+        if isinstance(value, (tuple, list)):
+            return f"{value[0]:.2f} [{value[1]:.2f}, {value[2]:.2f}]"
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys),
+            *("| " + " | ".join(cell(r.get(k, "")) for k in keys) + " |" for r in rows)]
