@@ -207,6 +207,14 @@ def test_changed_settings_are_refused_and_new_rungs_are_not(tiny_ladder, tmp_pat
                                                                    "weak_label_accuracy": 0.5})
     sweep.run_sweep(cfg)
     sweep.run_sweep(apply_overrides(cfg, [f"--config.models={','.join(TINY)}", "--config.methods=xent,product"]))
+    # A named variant is a new method, and a sweep's name only a label: both may be added to a folder...
+    variant = ml_collections.ConfigDict(cfg.to_dict())
+    variant.name, variant.methods = "renamed", ("xent", "aux_late")
+    variant.loss_options.aux_late = dict(loss="aux_conf", delay_frac=0.5)
+    sweep.run_sweep(variant)
+    # ...but a variant trained there before keeps its options.
+    with pytest.raises(ConfigError, match=r"keys \['loss_options.aux_late.delay_frac'\] differ"):
+        sweep.run_sweep(apply_overrides(variant, ["--config.loss_options.aux_late.delay_frac=0.25"]))
     with pytest.raises(ConfigError, match=r"keys \['rungs.tiny-l0-mean.train.lr', 'rungs.tiny-l1.train.lr', 'train.lr'\] differ"):
         sweep.run_sweep(apply_overrides(cfg, ["--config.train.lr=0.5"]))
     monkeypatch.setitem(ladders.RUNGS._entries, "tiny-l1", dataclasses.replace(ladders.rung("tiny-l1"), num_layers=2))

@@ -91,7 +91,7 @@ def default_config() -> ml_collections.ConfigDict:
 TOP_KEYS = tuple(default_config())
 # Keys that may change without invalidating finished stages.
 # config.mode is checked as each rung's resolved mode (_check_settings).
-RUNTIME_KEYS = ("runner", "tasks", "seeds", "models", "self_pairs", "methods", "mesh", "distributed", "output_dir",
+RUNTIME_KEYS = ("runner", "name", "tasks", "seeds", "models", "self_pairs", "methods", "mesh", "distributed", "output_dir",
                 "checkpoint_dir", "keep_checkpoints", "mode")
 MODES = ("rungs", *ladders.MODES)  # config.mode: each rung's own, or all alike
 # --config.task_options.<option>=... takes any option that every task of the sweep accepts;
@@ -245,7 +245,7 @@ def format_plan(cfg: ml_collections.ConfigDict, runs: list[Run], finished: set[t
 
 def _check_settings(cfg: ml_collections.ConfigDict) -> None:
     """Refuses to mix finished stages of other settings into this output folder, naming the keys.
-    Rungs and methods may be added; a rung whose spec changed is refused."""
+    Rungs and methods, named loss variants among them, may be added; a rung whose spec changed is refused."""
     path = pathlib.Path(cfg.output_dir) / "sweep_config.json"
     current = json.loads(json.dumps({k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS}))
     current["rungs"] = {label: {**spec.to_dict(), "mode": modes(cfg)[label]} for label, spec in specs(cfg).items()}
@@ -258,10 +258,16 @@ def _check_settings(cfg: ml_collections.ConfigDict) -> None:
                                                                       for label in side.get("rungs", {})}})
                            for side in (stored, current))
         shared = sorted(set(stored.get("rungs", {})) & set(current["rungs"]))
-        refuse_changes({**stored, "rungs": {k: stored["rungs"][k] for k in shared}},
-                       {**current, "rungs": {k: current["rungs"][k] for k in shared}},
+        # A named variant on one side only is a method the other does not train; a base loss's
+        # options (set or not) and a variant both define must match.
+        options = stored["loss_options"], current["loss_options"]
+        compared = [{name: o for name, o in side.items() if "loss" not in o or all(name in s for s in options)}
+                    for side in options]
+        refuse_changes({**stored, "rungs": {k: stored["rungs"][k] for k in shared}, "loss_options": compared[0]},
+                       {**current, "rungs": {k: current["rungs"][k] for k in shared}, "loss_options": compared[1]},
                        f"{cfg.output_dir} holds a sweep of other settings")
         current["rungs"] = {**stored["rungs"], **current["rungs"]}
+        current["loss_options"] = {**stored["loss_options"], **current["loss_options"]}
     distributed.barrier(f"sweep settings checked: {path}")  # every process looked before it changes
     write_json_atomic(path, current)
 
