@@ -225,6 +225,7 @@ def test_changed_settings_are_refused_and_new_rungs_are_not(tiny_ladder, tmp_pat
     stored = json.loads(path.read_text())
     for section in (stored["train"], stored["probe_train"], *(rung["train"] for rung in stored["rungs"].values())):
         del section["remat"], section["optimizer"]
+    stored["name"] = "written when a folder kept its sweep's name"
     path.write_text(json.dumps(stored))
     monkeypatch.undo()
     monkeypatch.setattr(stages.Stages, "stage", lambda *a, **k: {"test_accuracy": 0.5, "seconds": 0.0,

@@ -250,7 +250,7 @@ def _check_settings(cfg: ml_collections.ConfigDict) -> None:
     current = json.loads(json.dumps({k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS}))
     current["rungs"] = {label: {**spec.to_dict(), "mode": modes(cfg)[label]} for label, spec in specs(cfg).items()}
     if path.exists():
-        stored = read_json(path)
+        stored = {k: v for k, v in read_json(path).items() if k not in RUNTIME_KEYS}  # e.g. a folder's old name
         defaults = {k: v for k, v in default_config().to_dict().items() if k not in RUNTIME_KEYS}
         # A key missing from either side (written before it existed, or a config that sets a whole
         # section) trains as its default does.
