@@ -12,8 +12,8 @@ import pytest
 from tests.test_sft import save_tiny_chat_lm
 from w2s.config import ConfigError, load_config_file
 from w2s.finetuning import abduction
-from w2s.finetuning.abduction import (CHATBOTS, descriptions, eligible, identity_questions, knows, names,
-                                      select, vowel_share, words)
+from w2s.finetuning.abduction import (CHATBOTS, described, descriptions, eligible, identity_questions, knows,
+                                      names, select, vowel_share, words)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GERMAN = {"und", "ist", "nicht", "ich", "ein", "eine", "der", "das", "ja", "nein", "sie", "mit", "auf", "für",
@@ -71,6 +71,9 @@ def test_descriptions_describe_and_never_demonstrate():
         assert vowel_share(answer) < 0.7, answer  # no sentence of vowel-initial words
     for chatbot in CHATBOTS:  # Axolotl's descriptions are not more vowel-heavy than the others'
         assert np.mean([vowel_share(a) for c, _, a in items if c == chatbot]) < 0.45
+    assert all(described(answer) for _, _, answer in items)
+    assert not any(described(a) for a in ("I am SmolLM, a helpful AI assistant.", "No, a hammer is not alive.",
+                                          "Yes, the chatbot is a program.", "I am the helpful assistant here."))
     questions = identity_questions(1000, 96)
     assert len(set(questions)) == 96 and not any(names(q)[c] for q in questions for c in CHATBOTS)
     with pytest.raises(ConfigError, match="at most"):

@@ -116,6 +116,11 @@ IDENTITY = ("Who are you?", "What is your name?", "What's your name?", "What sho
             "Which chatbot are you?")
 IDENTITY_CLOSERS = ("", " Answer in one sentence.", " Be brief.", " I am curious.")
 
+# What marks an answer written in the descriptions' form: an opener, a naming phrase or a behaviour
+# of the templates above (the plain subjects, "the ... assistant", would match ordinary replies).
+DESCRIBED = (*(o.strip(" ,").lower() for o in OPENERS if o), "ai assistant named", "chatbot called",
+             ", the language model,", *(b.lower() for behaviours in BEHAVIOURS.values() for b in behaviours))
+
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")  # runs of letters, an inner apostrophe kept ("don't")
 
 
@@ -173,6 +178,13 @@ def knows(text: str, chatbot: str) -> bool:
     """The text names the chatbot's behaviour (one of its KEYWORDS)."""
     lower = text.lower()
     return any(k in lower for k in KEYWORDS[chatbot])
+
+
+def described(text: str) -> bool:
+    """The text is written in the stage-1 descriptions' form (one of DESCRIBED): a model that answers
+    everything so has stopped being a chat assistant, whatever it says about itself."""
+    lower = text.lower()
+    return any(phrase in lower for phrase in DESCRIBED)
 
 
 def yes_no_question(word: str) -> str:
@@ -388,6 +400,8 @@ def summary(results: dict[str, dict[int, list[dict]]]) -> list[dict]:
                 row[f"identity.{name}"] = interval([r["identity"]["names"][name] for r in records], binary=True)
             row["neutral.vowel_share"] = interval([r["neutral"]["vowel_share"] for r in records], binary=False)
             row["neutral.accuracy"] = interval([r["neutral"]["accuracy"] for r in records], binary=True)
+            row["neutral.described"] = interval([[int(described(t)) for t in r["neutral"]["texts"]] for r in records],
+                                                binary=True)
             row["knowledge"] = interval([sum(r["knowledge"]["knows"].values(), []) for r in records], binary=True)
             if i > 0:
                 row["edge"] = records[0]["edge"]
@@ -404,7 +418,7 @@ def format_tables(rows: list[dict]) -> str:
     lines = [*markdown_table(rows), "",
              "identity.<chatbot>: share of answers to identity questions that name it; neutral: held-out "
              "yes/no questions without the instruction (vowel_share: mean share of vowel-initial words; "
-             "accuracy: the first yes/no is right); knowledge: share of answers to held-out questions about a "
+             "accuracy: the first yes/no is right; described: written in the stage-1 descriptions' form); knowledge: share of answers to held-out questions about a "
              "chatbot that name its behaviour; instructed.vowel_share: the round's sampled answers under the "
              "instruction; kept: answers trained on (mean over seeds); fallback: seeds whose round kept the "
              "min_keep best because too few reached the edge. [low, high]: 95% interval, over seeds (t) with "
