@@ -4,6 +4,7 @@
     python experiments/aux_conf_report.py /tmp/aux_conf/main --curves         # test accuracy at each evaluation
     python experiments/aux_conf_report.py /tmp/aux_conf/main --plot docs/aux_conf_agreement.png \\
         --students xent,aux_conf,aux_conf_ramp100
+    python experiments/aux_conf_report.py results/aux_conf_ladder --ladder   # every pair of a ladder
 
 It reads the stage records (<dir>/seed_*/{weak,ceiling,student_*}.json of a run, or a sweep's), so
 students finished before a run ends count.
@@ -11,12 +12,18 @@ students finished before a run ends count.
 from __future__ import annotations
 
 import argparse
+import collections
 import pathlib
 import statistics
 import sys
 
+import numpy as np
+
 from w2s.results import metrics
 from w2s.checkpoint import read_json
+from w2s.sweeps.results_table import ResultsTable
+
+WEAKEST = "minilm-embeddings"  # the offline ladder's weakest rung: its pairs have the largest gaps
 
 
 def load_runs(results_dir: pathlib.Path) -> dict[int, dict]:
@@ -103,6 +110,49 @@ def pgr_table(runs: dict[int, dict], baseline: str = "xent") -> str:
     return "\n".join(lines)
 
 
+def _pairs_mean_ci(cells: dict[tuple, list[float]], n_boot: int = 10_000) -> str:
+    """Mean over pairs of each pair's mean over seeds, in points, with a 95% percentile bootstrap
+    interval that resamples the pairs (the pairs, not the seeds, are the units compared)."""
+    means = np.asarray([statistics.mean(v) for v in cells.values()]) * 100
+    if means.size < 2:
+        return f"{means.mean():+.1f}" if means.size else "-"
+    boot = np.random.default_rng(0).choice(means, size=(n_boot, means.size)).mean(axis=1)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return f"{means.mean():+.1f} [{low:+.1f}, {high:+.1f}]"
+
+
+def ladder_table(sweep_dir: pathlib.Path, baseline: str = "xent") -> str:
+    """Per task of a per-task sweep (experiments/aux_conf_ladder.py) and method: the test accuracy's
+    difference from `baseline` on the same pair and seed, and how far the student's hardened labels
+    of its training examples beat the weak labels there (hard_agree_truth - the weak labels'
+    accuracy), over the pairs whose weak model is the weakest rung (the largest gaps) and the rest."""
+    lines = []
+    for table in sorted(sweep_dir.glob("*/results.sqlite")):
+        rows = ResultsTable(table).rows()
+        base = {(r["weak"], r["strong"], r["seed"]): r["student_acc"] for r in rows if r["method"] == baseline}
+        groups = {"weak = " + WEAKEST: lambda r: r["weak"] == WEAKEST, "other pairs": lambda r: r["weak"] != WEAKEST}
+        lines += [f"### {table.parent.name} (seeds {', '.join(map(str, sorted({r['seed'] for r in rows})))})", "",
+                  "| method | " + " | ".join(f"{g}: acc − {baseline} (pt) | {g}: hardened − weak labels (pt)"
+                                             for g in groups) + " |",
+                  "|---|" + "---|---|" * len(groups)]
+        for method in dict.fromkeys(r["method"] for r in rows if "student" in r["details"]):
+            cells = []
+            for keep in groups.values():
+                gain, hard = collections.defaultdict(list), collections.defaultdict(list)
+                for r in rows:
+                    key = (r["weak"], r["strong"], r["seed"])
+                    if r["method"] != method or not keep(r) or key not in base:
+                        continue
+                    gain[key[:2]].append(r["student_acc"] - base[key])
+                    student = r["details"]["student"]
+                    if "hard_agree_truth" in student:
+                        hard[key[:2]].append(student["hard_agree_truth"] - r["details"]["weak_label_accuracy"])
+                cells += [_pairs_mean_ci(gain) + f" ({len(gain)} pairs)", _pairs_mean_ci(hard)]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def evaluations(record: dict) -> list[dict]:
     """A student's evaluations in step order, the final one (the record itself) last."""
     during = [r for r in record["history"] if "test_accuracy" in r]
@@ -162,7 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=pathlib.Path, help="write the agreement plot here")
     parser.add_argument("--students", default="xent,aux_conf", help="students of the plot, comma-separated")
     parser.add_argument("--seeds", help="only these seeds, comma-separated (default: all finished)")
+    parser.add_argument("--ladder", action="store_true",
+                        help="results_dir is a per-task sweep: every method against xent over its pairs")
     args = parser.parse_args(argv)
+    if args.ladder:
+        print(ladder_table(args.results_dir))
+        return 0
     runs = load_runs(args.results_dir)
     if args.seeds:
         runs = {s: run for s, run in runs.items() if s in {int(x) for x in args.seeds.split(",")}}
