@@ -1,6 +1,7 @@
 """The offline ladder of real models: its rungs, how a sweep resolves their modes (finetune the small
 rungs, probe the large, or one mode for all), a sweep mixing the two on tiny random BERTs, the
 feature cache, and the ladder experiment's plan and findings."""
+import importlib.util
 import json
 
 import jax
@@ -146,3 +147,28 @@ def test_feature_cache_embeds_only_texts_it_has_not_seen(tmp_path):
     np.testing.assert_array_equal(again["b"], [[1, 1], [4, 0]])
     FeatureCache(tmp_path).features(("m", 2), {"a": ["a"]}, embed)  # another backbone key: its own file
     assert calls[2:] == [["a"]] and len(list(tmp_path.glob("*.npz"))) == 2
+
+
+def test_the_aux_conf_ladder_plans_every_variant_and_reports_it_against_xent(tmp_path, capsys):
+    assert main(["run", str(ROOT / "experiments" / "aux_conf_ladder.py"), "--dry_run", "--config.seeds=0,",
+                 f"--config.output_dir={tmp_path}"]) == 0
+    assert capsys.readouterr().out.count("210 runs, 0 done") == 2  # 21 pairs x 10 students, BBC and tweets
+    spec = importlib.util.spec_from_file_location("aux_conf_report", ROOT / "experiments" / "aux_conf_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    (tmp_path / "bbc_topic").mkdir()
+    table = ResultsTable(tmp_path / "bbc_topic" / "results.sqlite")
+    accs = {("minilm-embeddings", "a"): (0.70, 0.90), ("minilm-embeddings", "b"): (0.60, 0.70),
+            ("minilm-l3", "b"): (0.80, 0.78)}  # (xent, aux_conf) test accuracy, seed 0
+    for (weak, strong), pair in accs.items():
+        for method, acc in zip(("xent", "aux_conf"), pair):
+            table.put({"task": "bbc_topic", "weak": weak, "strong": strong, "method": method, "seed": 0,
+                       "weak_acc": 0.6, "ceiling_acc": 0.9, "student_acc": acc, "pgr": None, "weak_params": 1,
+                       "strong_params": 2, "seconds": 0.0,
+                       "details": {"weak_label_accuracy": 0.6, "student": {"hard_agree_truth": acc + 0.05}}})
+    lines = report.ladder_table(tmp_path).splitlines()
+    aux_conf = next(line for line in lines if line.startswith("| aux_conf |"))
+    # The weakest rung's two pairs gain 20 and 10 points (mean 15, the bootstrap over pairs between);
+    # the other pair loses 2; hardened labels beat the weak labels by acc + 5 - 60 points.
+    assert aux_conf.startswith("| aux_conf | +15.0 [+10.0, +20.0] (2 pairs) | +25.0 [+15.0, +35.0] | "
+                               "-2.0 (1 pairs) | +23.0 |"), aux_conf
