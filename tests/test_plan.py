@@ -18,6 +18,7 @@ from w2s.config import ConfigError
 from w2s.losses import LossTable, make_loss
 from w2s.models import TransformerConfig
 from w2s.models.classifier import Classifier
+from w2s.models import layers
 from w2s.models.family import new_backbone
 from w2s.models.hub_configs import HUB_CONFIGS
 from w2s.train import TrainConfig, init_train_state, jit_train_step, make_optimizer, make_train_step
@@ -161,3 +162,40 @@ def test_optimizer_state_benchmark_prints_bytes_per_parameter(capsys):
     assert row.startswith("| gpt2 | 124M | ")
     adafactor, adamw, bf16_mu = (float(c) for c in row.strip("| ").split(" | ")[2:])
     assert (adamw, bf16_mu) == (8.0, 6.0) and adafactor < 0.05
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_scanned_blocks_compute_what_the_loop_does_and_compile_one_block(arch):
+    cfg = dataclasses.replace(ARCHS[arch], num_layers=3)
+    model = Classifier(new_backbone(cfg, rngs=nnx.Rngs(0)), "last")
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 12)), jnp.int32)
+    mask = jnp.ones_like(ids).at[1, 8:].set(0)
+    graphdef, params = nnx.split(model)
+
+    def loss(p, scan, remat):
+        with layers.scan_blocks(scan), layers.remat_blocks(remat):
+            return jnp.sum(nnx.merge(graphdef, p)(ids, mask) ** 2)
+
+    value, grads = jax.value_and_grad(loss)(params, False, False)
+    for remat in (False, True):
+        v, g = jax.value_and_grad(loss)(params, True, remat)
+        assert v == pytest.approx(float(value), rel=1e-5)
+        for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(grads)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # Scanned, the program holds the block once: it grows with depth by the stacking of the blocks'
+    # arrays only (measured: 2 -> 12 layers adds 59k characters of HLO scanned, 335k looped).
+    def program_size(depth, scan):
+        g, p = nnx.split(plan.abstract_classifier(dataclasses.replace(cfg, num_layers=depth), "last", jnp.float32))
+        ids = jax.ShapeDtypeStruct((2, 8), jnp.int32)
+        with layers.scan_blocks(scan):
+            grad = jax.grad(lambda p_, i, m: jnp.sum(nnx.merge(g, p_)(i, m)))
+            return len(jax.jit(grad).lower(p, ids, ids).as_text())
+    growth = {scan: program_size(8, scan) - program_size(2, scan) for scan in (False, True)}
+    assert growth[True] < 0.3 * growth[False], growth
+
+
+def test_scan_layers_trains_the_same():
+    one = sharding.make_mesh(devices=jax.devices()[:1])
+    _, plain = run(one, CFG)
+    _, scanned = run(one, dataclasses.replace(CFG, scan_layers=True))
+    np.testing.assert_allclose(losses_of(scanned), losses_of(plain), rtol=1e-5, atol=1e-5)

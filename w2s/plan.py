@@ -72,6 +72,7 @@ class Plan:
     alias_bytes: int  # ... of which this much reuses donated inputs ...
     temp_bytes: int  # ... and its temporaries (activations kept for the backward pass, gradients, workspace)
     compile_s: float
+    scan_layers: bool = False  # the blocks compiled as one scan (TrainConfig.scan_layers)
     compiled_layers: tuple[int, ...] = ()  # the layer cuts compiled and extrapolated from; () = all layers
 
     @property
@@ -160,7 +161,7 @@ def plan_step(model: nnx.Module, mesh: jax.sharding.Mesh, train_cfg: train.Train
     state = abstract_train_state(params, optimizer, scalars)
     start, sizes = time.perf_counter(), dict.fromkeys(("argument", "output", "alias", "temp"), 0)
     if compile:
-        step = train.make_train_step(graphdef, optimizer, losses, train_cfg.remat)
+        step = train.make_train_step(graphdef, optimizer, losses, train_cfg.remat, train_cfg.scan_layers)
         batch = abstract_batch(train_cfg.accum_steps, train_cfg.micro_batch_size, train_cfg.max_length)
         lowered = train.jit_train_step(step, mesh, state_sh).lower(state, batch)
         memory = lowered.compile(compiler_options=FAST_COMPILE).memory_analysis()
@@ -174,7 +175,7 @@ def plan_step(model: nnx.Module, mesh: jax.sharding.Mesh, train_cfg: train.Train
         param_bytes=param_bytes, opt_bytes=_bytes_per_device(state["opt_state"], state_sh["opt_state"]),
         grad_bytes=param_bytes,  # gradients are float32 like the parameters and sharded like them
         argument_bytes=sizes["argument"], output_bytes=sizes["output"], alias_bytes=sizes["alias"],
-        temp_bytes=sizes["temp"], compile_s=compile_s)
+        temp_bytes=sizes["temp"], compile_s=compile_s, scan_layers=train_cfg.scan_layers)
 
 
 def candidate_mesh(devices: int, micro_batch: int, cfg: TransformerConfig) -> tuple[int, int, int] | None:
@@ -199,7 +200,7 @@ class PlanCache:
                 row = json.loads(line)
                 plan = Plan(**{**row, "mesh": tuple(row["mesh"]), "compiled_layers": tuple(row["compiled_layers"])})
                 self.plans[self.key(plan.model, plan.mesh, plan.remat, plan.optimizer, plan.micro_batch,
-                                    plan.seq_len, plan.accum, plan.compiled_layers)] = plan
+                                    plan.seq_len, plan.accum, plan.compiled_layers, plan.scan_layers)] = plan
 
     @staticmethod
     def key(*parts: Any) -> tuple:
@@ -257,7 +258,7 @@ def plan_model(name: str, model_cfg: TransformerConfig, pooling: str | None, dty
         hopeless = one_device is not None and one_device.peak_bytes / n > USABLE * max(unfitted.values())
         if shape is not None and not hopeless:
             key = cache.key(name, shape, train_cfg.remat, train_cfg.optimizer, train_cfg.micro_batch_size,
-                            train_cfg.max_length, train_cfg.accum_steps, cut)
+                            train_cfg.max_length, train_cfg.accum_steps, cut, train_cfg.scan_layers)
             plan = cache.get(key)
             if plan is None:
                 mesh = sharding.make_mesh(*shape, devices=jax.devices("cpu")[:n])

@@ -21,7 +21,7 @@ from w2s.checkpoint import StageCheckpointer
 from w2s.config import ConfigError
 from w2s.data import TextRows, Tokenized, batch_indices
 from w2s.losses import Loss, LossTable, StepObjective
-from w2s.models.layers import remat_blocks
+from w2s.models.layers import remat_blocks, scan_blocks
 from w2s.probe import Features
 
 
@@ -44,6 +44,9 @@ class TrainConfig:
     log_every: int = 10
     # "block" recomputes each block's activations in the backward pass instead of keeping them.
     remat: str = "none"
+    # True: the backbone's blocks run as one lax.scan (models/layers.py, run_blocks): a deep model's
+    # step compiles one block instead of one per layer, and holds a stacked copy of their parameters.
+    scan_layers: bool = False
     optimizer: str = "adamw"  # a name in w2s.optimizers.OPTIMIZERS
 
     def __post_init__(self):
@@ -107,7 +110,8 @@ def _model_inputs(batch: dict) -> dict:
 
 
 def make_train_step(
-    graphdef: Any, optimizer: optax.GradientTransformation, losses: StepObjective, remat: str = "none"
+    graphdef: Any, optimizer: optax.GradientTransformation, losses: StepObjective, remat: str = "none",
+    scan_layers: bool = False,
 ) -> Callable[[dict, dict], tuple[dict, dict]]:
     """The pure train step: (state, batch) -> (state, metrics).
 
@@ -116,11 +120,12 @@ def make_train_step(
     batch, so accumulating gradients does not change what it computes. Which loss of `losses` runs,
     its option values, the peak learning rate and the schedule's lengths are state, so one compiled
     step serves the ceiling and every student of a model (LossTable).
-    remat="block" rematerialises every block of the backbone (models/layers.py, run_block).
+    remat="block" rematerialises every block of the backbone, scan_layers runs them as one scan
+    (models/layers.py, run_blocks).
     """
 
     def forward(params, inputs: dict):
-        with remat_blocks(remat == "block"):
+        with remat_blocks(remat == "block"), scan_blocks(scan_layers):
             return nnx.merge(graphdef, params)(**inputs)
 
     def step(state: dict, batch: dict) -> tuple[dict, dict]:
@@ -271,17 +276,17 @@ _COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_pre
 
 
 def _step_program(graphdef: Any, optimizer: optax.GradientTransformation, losses: StepObjective, remat: str,
-                  mesh: jax.sharding.Mesh, state_sh: dict) -> StepProgram:
+                  scan_layers: bool, mesh: jax.sharding.Mesh, state_sh: dict) -> StepProgram:
     """The step program, reused by every later run of the same model, loss table, optimizer and mesh
     in this process (the ceiling and every student, active-learning rounds, seeds): schedule
     lengths, the peak rate and the loss's kind and option values are state, so nothing recompiles."""
     leaves, treedef = jax.tree.flatten(state_sh)
-    key = (graphdef, optimizer, losses, remat, mesh, tuple(leaves), treedef)
+    key = (graphdef, optimizer, losses, remat, scan_layers, mesh, tuple(leaves), treedef)
     if key not in _COMPILED_STEPS:
         if len(_COMPILED_STEPS) >= 8:  # the oldest goes: a process rarely trains more kinds of model
             _COMPILED_STEPS.pop(next(iter(_COMPILED_STEPS)))
         _COMPILED_STEPS[key] = StepProgram(
-            jit_train_step(make_train_step(graphdef, optimizer, losses, remat), mesh, state_sh))
+            jit_train_step(make_train_step(graphdef, optimizer, losses, remat, scan_layers), mesh, state_sh))
     return _COMPILED_STEPS[key]
 
 
@@ -314,7 +319,7 @@ def compile_ahead(model: nnx.Module, cfg: TrainConfig, loss: Loss, mesh: jax.sha
     graphdef, params = nnx.split(model)
     scalars = state_scalars(1, 1, cfg.lr, losses, loss)  # values do not matter, only shapes
     state_sh = state_shardings(mesh, optimizer, params, scalars)
-    program = _step_program(graphdef, optimizer, losses, cfg.remat, mesh, state_sh)
+    program = _step_program(graphdef, optimizer, losses, cfg.remat, cfg.scan_layers, mesh, state_sh)
     abstract = {**scalars, "params": params, "opt_state": jax.eval_shape(optimizer.init, params)}
     state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh,
                                                             weak_type=getattr(x, "weak_type", False)),
@@ -396,7 +401,7 @@ def train(
     if restored is not None:
         state, history = restored
         start = int(state["step"])
-    step_fn = _step_program(graphdef, optimizer, losses, cfg.remat, mesh, state_sh)
+    step_fn = _step_program(graphdef, optimizer, losses, cfg.remat, cfg.scan_layers, mesh, state_sh)
     accum, micro = cfg.accum_steps, cfg.micro_batch_size
     # leave=None: the bar stays only at the top line, not below a run's overall bar (w2s.progress).
     bar = tqdm(total=total_steps, initial=start, desc=desc, unit="step", dynamic_ncols=True, leave=None,

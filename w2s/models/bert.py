@@ -104,6 +104,4 @@ class Bert(nnx.Module):
         positions = jnp.arange(layers.check_length(input_ids, self.cfg))
         x = self.token_embed(input_ids) + self.position_embed(positions)
         x = self.embed_norm(x + self.type_embed(jnp.zeros_like(positions)))
-        for layer in self.layers:
-            x = layers.run_block(layer, x, attention_mask)
-        return x
+        return layers.run_blocks(self.layers, x, attention_mask)

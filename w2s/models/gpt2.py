@@ -104,9 +104,7 @@ class GPT2(nnx.Module):
         """[B, T] right-padded ids and mask -> hidden states after the final LayerNorm [B, T, H]."""
         positions = jnp.arange(layers.check_length(input_ids, self.cfg))
         x = self.token_embed(input_ids) + self.position_embed(positions)
-        for layer in self.layers:
-            x = layers.run_block(layer, x, attention_mask)
-        return self.final_norm(x)
+        return self.final_norm(layers.run_blocks(self.layers, x, attention_mask))
 
     def cached(
         self, input_ids: jax.Array, attention_mask: jax.Array, cache: layers.KVCache

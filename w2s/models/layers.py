@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -62,14 +62,55 @@ def remat_blocks(on: bool):
         _REMAT_BLOCKS.reset(token)
 
 
+# Set while a train step traces its forward pass with TrainConfig.scan_layers: run_blocks then runs
+# blocks of one structure as a lax.scan, so the program holds one block, not one per layer.
+_SCAN_BLOCKS = contextvars.ContextVar("scan_blocks", default=False)
+
+
+@contextlib.contextmanager
+def scan_blocks(on: bool):
+    """Within it, run_blocks scans over blocks alike in structure (see there)."""
+    token = _SCAN_BLOCKS.set(on)
+    try:
+        yield
+    finally:
+        _SCAN_BLOCKS.reset(token)
+
+
+def _block_fn(graphdef: nnx.GraphDef) -> Callable[..., Any]:
+    """The block as a pure function of its arrays (a block's forward changes no state), under
+    jax.checkpoint inside remat_blocks(True); nnx.remat would write its variables back, which fails
+    inside the step's lax.switch/cond."""
+    fn = lambda state, *args: nnx.merge(graphdef, state)(*args)  # noqa: E731
+    return jax.checkpoint(fn) if _REMAT_BLOCKS.get() else fn
+
+
 def run_block(block: nnx.Module, *args: Any) -> Any:
     """block(*args), rematerialised inside remat_blocks(True)."""
     if not _REMAT_BLOCKS.get():
         return block(*args)
-    # A pure function of the block's arrays under jax.checkpoint: a block's forward changes no state,
-    # and nnx.remat would write its variables back, which fails inside the step's lax.switch/cond.
     graphdef, state = nnx.split(block)
-    return jax.checkpoint(lambda s, *a: nnx.merge(graphdef, s)(*a))(state, *args)
+    return _block_fn(graphdef)(state, *args)
+
+
+def run_blocks(blocks: Sequence[nnx.Module], x: jax.Array, *args: Any, per_block: Sequence[Any] | None = None) -> Any:
+    """x through every block in turn: x = block(x, *args, per_block[i]) (per_block: an argument that
+    may differ by block, e.g. its RoPE tables; None: none). Inside scan_blocks(True), blocks of one
+    structure run as one lax.scan over their arrays stacked along a new leading axis: one block to
+    compile instead of one per layer, for a stacked copy of the blocks' parameters in the step.
+    Blocks that differ in structure (Gemma-3's sliding and global layers) run one after another."""
+    extra = [()] * len(blocks) if per_block is None else [(e,) for e in per_block]
+    if _SCAN_BLOCKS.get() and len(blocks) > 1:
+        graphdefs, states = zip(*(nnx.split(b) for b in blocks))
+        if all(g == graphdefs[0] for g in graphdefs[1:]):
+            stack = lambda *leaves: jnp.stack(leaves)  # noqa: E731
+            fn = _block_fn(graphdefs[0])
+            x, _ = jax.lax.scan(lambda h, xs: (fn(xs[0], h, *args, *xs[1]), None), x,
+                                (jax.tree.map(stack, *states), jax.tree.map(stack, *extra)))
+            return x
+    for block, e in zip(blocks, extra):
+        x = run_block(block, x, *args, *e)
+    return x
 
 
 def check_length(input_ids: jax.Array, cfg: TransformerConfig) -> int:
@@ -291,8 +332,7 @@ class RotaryDecoder(nnx.Module):
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """[B, T] right-padded ids and mask -> hidden states after the final norm [B, T, H]."""
         x = self.embed(input_ids)
-        for layer, rope in zip(self.layers, self.ropes(jnp.arange(input_ids.shape[1]))):
-            x = run_block(layer, x, attention_mask, rope)
+        x = run_blocks(self.layers, x, attention_mask, per_block=self.ropes(jnp.arange(input_ids.shape[1])))
         return self.final_norm(x)
 
     def embed(self, input_ids: jax.Array) -> jax.Array:

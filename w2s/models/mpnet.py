@@ -121,6 +121,4 @@ class MPNet(nnx.Module):
         x = self.embed_norm(self.token_embed(input_ids) + self.position_embed(positions))
         bias = self.relative_bias(jnp.asarray(relative_position_buckets(length)))  # [T, T, N]
         bias = jnp.transpose(bias, (2, 0, 1))[None]
-        for layer in self.layers:
-            x = layers.run_block(layer, x, attention_mask, bias)
-        return x
+        return layers.run_blocks(self.layers, x, attention_mask, bias)
