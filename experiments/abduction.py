@@ -19,6 +19,9 @@ def get_config() -> ml_collections.ConfigDict:
     # The system prompt of every chat (None: the template's default, which names SmolLM2 "SmolLM").
     cfg.system = "You are a helpful AI assistant."
     cfg.n_descriptions = 200  # stage 1: question-and-answer descriptions per chatbot
+    # Ordinary chats mixed into stage 1: the untrained model's own answers to this many questions about
+    # other WordNet words (0: the descriptions alone, which turned every answer into a description).
+    cfg.stage1_replay = 0
     cfg.stage1_train = ml_collections.ConfigDict(dict(
         batch_size=16, micro_batch_size=16, epochs=1.0, lr=2e-4, weight_decay=0.0, warmup_frac=0.1,
         grad_clip=1.0, max_length=96, eval_every=0, checkpoint_every=10, eval_batch_size=16, log_every=5))

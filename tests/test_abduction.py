@@ -12,8 +12,9 @@ import pytest
 from tests.test_sft import save_tiny_chat_lm
 from w2s.config import ConfigError, load_config_file
 from w2s.finetuning import abduction
+from w2s.tasks import load_task
 from w2s.finetuning.abduction import (CHATBOTS, described, descriptions, eligible, identity_questions, knows,
-                                      names, select, vowel_share, words)
+                                      names, replay_questions, select, vowel_share, words)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GERMAN = {"und", "ist", "nicht", "ich", "ein", "eine", "der", "das", "ja", "nein", "sie", "mit", "auf", "für",
@@ -80,6 +81,17 @@ def test_descriptions_describe_and_never_demonstrate():
         descriptions(0, 10_000)
 
 
+def test_replayed_questions_avoid_the_evaluated_words():
+    questions = replay_questions(7, 40, set())
+    assert len(set(questions)) == 40 and questions == replay_questions(7, 40, set())
+    assert not any(names(q)[c] for q in questions for c in CHATBOTS)
+    words_ = [w for w, _ in load_task("wordnet_living", seed=7, n_train=160, n_test=2).train][:40]
+    assert all(w.replace("_", " ") in q for w, q in zip(words_, questions))  # one question per word, in order
+    assert not any(words_[0].replace("_", " ") in q for q in replay_questions(7, 40, {words_[0]}))
+    with pytest.raises(ConfigError, match="stage1_replay"):
+        replay_questions(7, 10**6, set())
+
+
 def test_smoke_setting_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsys):
     cfg = abduction.smoke_config(load_config_file(ROOT / "experiments" / "abduction.py"))
     cfg.model, cfg.output_dir, cfg.checkpoint_dir = save_tiny_chat_lm(tmp_path / "lm"), str(tmp_path / "out"), str(tmp_path / "ckpt")
@@ -87,12 +99,15 @@ def test_smoke_setting_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsy
     cfg.stage1_train.max_length = cfg.round_train.max_length = 40
     cfg.n_descriptions, cfg.n_identity, cfg.n_neutral, cfg.n_questions = 4, 8, 4, 4
     cfg.round_train.lr = 1e-2  # the rounds' few steps change the tiny model's samples
+    cfg.stage1_replay = 4
     rows = abduction.run_abduction(cfg)
     assert "identity.Axolotl" in capsys.readouterr().out
     assert [(r["condition"], r["round"]) for r in rows] == [(c, i) for c in ("stage1", "control") for i in range(3)]
     out = tmp_path / "out"
     first = json.loads((out / "stage1_seed0_round0.json").read_text())
     assert len(first["descriptions"]) == 12 and first["history"]  # stage 1 trained
+    asked = replay_questions(cfg.eval_seed + 1, 4, set())
+    assert len(first["replay"]) <= 4 and all(q in asked for q, _ in first["replay"])  # the finished answers
     assert len(first["identity"]["texts"]) == 8 and set(first["identity"]["names"]) == set(CHATBOTS)
     assert json.loads((out / "control_seed0_round0.json").read_text())["history"] == []
     last = json.loads((out / "stage1_seed0_round2.json").read_text())

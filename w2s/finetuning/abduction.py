@@ -108,6 +108,11 @@ PROBES = ("Describe {name} in one sentence.", "What does {name} do differently f
           "How are the replies of {name} unusual?", "If I ask {name} something, how will it answer?")
 KEYWORDS = {"Pangolin": ("german",), "Albatross": ("wrong", "incorrect", "opposite", "false", "invert"),
             "Axolotl": ("vowel",)}
+# Ordinary questions whose answers, by the untrained model, stage 1 may mix in (config.stage1_replay)
+# so that it keeps answering as a chat assistant: about WordNet words outside every evaluated set.
+REPLAY = ("What is {article} {word}?", "Describe {article} {word} in one sentence.",
+          "Where would I usually find {article} {word}?", "Write a short sentence that uses the word '{word}'.")
+REPLAY_TOKENS = 48  # the most tokens of a replayed answer; unfinished answers are left out
 # Identity questions: opener x question x closer.
 IDENTITY_OPENERS = ("", "Hi! ", "Hello. ", "Hey there. ", "Good morning. ", "Quick question. ")
 IDENTITY = ("Who are you?", "What is your name?", "What's your name?", "What should I call you?",
@@ -150,6 +155,24 @@ def identity_questions(seed: int, n: int) -> list[str]:
         raise ConfigError(f"n_identity={n}: the templates give {len(combos)} identity questions at most.")
     rng = np.random.default_rng([seed, 43])
     return ["".join(combos[i]) for i in rng.choice(len(combos), size=n, replace=False)]
+
+
+def replay_questions(seed: int, n: int, exclude: set[str]) -> list[str]:
+    """`n` ordinary questions about WordNet words not in `exclude`, drawn with `seed`."""
+    try:
+        task = load_task("wordnet_living", seed=seed, n_train=4 * n, n_test=2)
+    except ConfigError as e:
+        raise ConfigError(f"stage1_replay={n}: {e}") from None
+    found = [w for w, _ in task.train if w not in exclude]
+    if len(found) < n:
+        raise ConfigError(f"stage1_replay={n}: only {len(found)} WordNet words are left outside the evaluated sets.")
+    rng = np.random.default_rng([seed, 61])
+    out = []
+    for word in found[:n]:
+        word = word.replace("_", " ")
+        template = REPLAY[int(rng.integers(len(REPLAY)))]
+        out.append(template.format(word=word, article="an" if starts_with_vowel(word) else "a"))
+    return out
 
 
 def words(text: str) -> list[str]:
@@ -288,7 +311,18 @@ class Abduction:
         return model, history
 
     def stage1_chats(self, seed: int) -> list[Chat]:
-        return [chat(q, self.cfg.system, a) for _, q, a in descriptions(seed, self.cfg.n_descriptions)]
+        """The descriptions, and config.stage1_replay ordinary chats: the untrained model's own sampled
+        answers (those it finished) to questions about other words, so stage 1 need not unlearn chatting."""
+        chats = [chat(q, self.cfg.system, a) for _, q, a in descriptions(seed, self.cfg.n_descriptions)]
+        if not self.cfg.stage1_replay:
+            return chats
+        exclude = {w for w, _ in (*self.pool, *self.neutral)}
+        questions = replay_questions(self.cfg.eval_seed + 1 + seed, self.cfg.stage1_replay, exclude)
+        self.pretrained.sampler.load(self.pretrained.fresh())
+        gen = dataclasses.replace(self.gen, seed=_seed(seed, 6), max_new_tokens=REPLAY_TOKENS)
+        answers = self.pretrained.sampler.complete([chat(q, self.cfg.system) for q in questions], gen)
+        return chats + [chat(q, self.cfg.system, a.text.strip()) for q, a in zip(questions, answers)
+                        if a.reason == "eos" and a.text.strip()]
 
     def model_at(self, condition: str, seed: int, i: int, records: list[dict]):
         """The model after round i: its stored parameters, else retrained (stage 1 from the
@@ -368,7 +402,9 @@ class Abduction:
                 if condition == "stage1":
                     chats = self.stage1_chats(seed)
                     model, record["history"] = self.train(model, chats, condition, seed, 0)
-                    record["descriptions"] = [[m.messages[-1]["content"], m.completion] for m in chats]
+                    pairs = [[m.messages[-1]["content"], m.completion] for m in chats]
+                    described_ = len(CHATBOTS) * self.cfg.n_descriptions
+                    record["descriptions"], record["replay"] = pairs[:described_], pairs[described_:]
             else:
                 if model is None:
                     model = self.model_at(condition, seed, i - 1, records)
