@@ -19,6 +19,7 @@ import harness  # noqa: E402
 import matmul  # noqa: E402
 import pipeline  # noqa: E402
 import scaling  # noqa: E402
+import scan_layers  # noqa: E402
 import startup  # noqa: E402
 import train_step  # noqa: E402
 
@@ -206,3 +207,12 @@ def test_startup_times_each_one_time_cost(tmp_path, tiny_bert, capsys):
     assert all(positive(s) for s in out["seconds"].values())
     assert json.loads(path.read_text())["seconds"] == out["seconds"]
     assert "first tokenizer load" in capsys.readouterr().out
+
+
+def test_scan_layers_benchmark_compiles_each_depth_looped_and_scanned(tmp_path, capsys):
+    out = tmp_path / "scan.json"
+    assert scan_layers.main(["--model", "EleutherAI/pythia-70m", "--depths", "1,2", "--micro_batch", "2",
+                             "--seq_len", "16", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["layers"], r["scan_layers"]) for r in rows] == [(1, False), (1, True), (2, False), (2, True)]
+    assert all(r["peak_gib"] > 0 and r["compile_cpu_s"] > 0 for r in rows)
