@@ -44,8 +44,8 @@ class TrainConfig:
     log_every: int = 10
     # "block" recomputes each block's activations in the backward pass instead of keeping them.
     remat: str = "none"
-    # True: the backbone's blocks run as one lax.scan (models/layers.py, run_blocks): a deep model's
-    # step compiles one block instead of one per layer, and holds a stacked copy of their parameters.
+    # True: the backbone's blocks run as one lax.scan (models/layers.py, run_blocks): the program holds
+    # one block, the step a stacked copy of their parameters (docs/scale.md: no faster on XLA:CPU).
     scan_layers: bool = False
     optimizer: str = "adamw"  # a name in w2s.optimizers.OPTIMIZERS
 

@@ -96,8 +96,8 @@ def run_block(block: nnx.Module, *args: Any) -> Any:
 def run_blocks(blocks: Sequence[nnx.Module], x: jax.Array, *args: Any, per_block: Sequence[Any] | None = None) -> Any:
     """x through every block in turn: x = block(x, *args, per_block[i]) (per_block: an argument that
     may differ by block, e.g. its RoPE tables; None: none). Inside scan_blocks(True), blocks of one
-    structure run as one lax.scan over their arrays stacked along a new leading axis: one block to
-    compile instead of one per layer, for a stacked copy of the blocks' parameters in the step.
+    structure run as one lax.scan over their arrays stacked along a new leading axis: the program
+    holds one block instead of one per layer, and the step a stacked copy of the blocks' parameters.
     Blocks that differ in structure (Gemma-3's sliding and global layers) run one after another."""
     extra = [()] * len(blocks) if per_block is None else [(e,) for e in per_block]
     if _SCAN_BLOCKS.get() and len(blocks) > 1:
