@@ -193,6 +193,19 @@ def test_trust_filter_keeps_the_most_confident_weak_labels():
         float(losses.soft_cross_entropy(logits, weak)), rel=1e-5)
 
 
+def test_hard_xent_is_cross_entropy_against_the_weak_labels_argmax():
+    logits = _logits_for_p1([0.3, 0.8])
+    weak = jnp.array([[0.49, 0.51], [0.7, 0.3]])  # barely class 1; clearly class 0
+    expected = -(math.log(0.3) + math.log(0.2)) / 2
+    loss = losses.make_loss("hard_xent")
+    assert float(loss(logits, weak, step_frac=0.0, class1_threshold=None)) == pytest.approx(expected, rel=1e-5)
+    # A weak label at 0.51 pulls as a sure one would; in soft cross-entropy it pulls towards 0.51 only.
+    grad = lambda name: jax.grad(lambda z: losses.make_loss(name)(z, weak[:1], step_frac=0.0,  # noqa: E731
+                                                                   class1_threshold=None))(logits[:1])
+    assert float(grad("hard_xent")[0, 1]) == pytest.approx(0.3 - 1.0, rel=1e-4)  # p1 - 1
+    assert float(grad("xent")[0, 1]) == pytest.approx(0.3 - 0.51, rel=1e-4)  # p1 - 0.51
+
+
 def test_a_loss_declares_the_threshold_it_needs():
     assert losses.make_loss("aux_conf").needs_threshold
     assert not any(losses.make_loss(n).needs_threshold for n in ("xent", "product", "reverse_xent", "trust_filter"))

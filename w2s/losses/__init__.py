@@ -284,4 +284,4 @@ def train_prefix(student: str, loss_options: Mapping[str, Mapping[str, Any]]) ->
 
 
 # The built-in losses register themselves; imported last, as they use the helpers above.
-from w2s.losses import aux_conf, forward, inoculate, product, reverse_xent, trust_filter, xent  # noqa: E402,F401
+from w2s.losses import aux_conf, forward, hard_xent, inoculate, product, reverse_xent, trust_filter, xent  # noqa: E402,F401
