@@ -5,6 +5,7 @@
     python experiments/aux_conf_report.py /tmp/aux_conf/main --plot docs/aux_conf_agreement.png \\
         --students xent,aux_conf,aux_conf_ramp100
     python experiments/aux_conf_report.py results/aux_conf_ladder --ladder   # every pair of a ladder
+    python experiments/aux_conf_report.py results/aux_conf_ladder --weak_labels   # what the weak labels hold
 
 It reads the stage records (<dir>/seed_*/{weak,ceiling,student_*}.json of a run, or a sweep's), so
 students finished before a run ends count.
@@ -153,6 +154,23 @@ def ladder_table(sweep_dir: pathlib.Path, baseline: str = "xent") -> str:
     return "\n".join(lines)
 
 
+def weak_label_table(sweep_dir: pathlib.Path) -> str:
+    """Per task, weak rung and seed of a per-task sweep: how far its soft labels of split B leave 0.5,
+    and their accuracy by argmax against cut at their own class-1 share (the balanced threshold the
+    confidence loss applies to the student): what the labels' order holds beyond their argmax."""
+    lines = ["| task | weak rung | seed | median abs(p - 0.5) | argmax accuracy | cut at their class share |",
+             "|---|---|---|---|---|---|"]
+    for path in sorted(sweep_dir.glob("*/*/seed_*/*/weak_labels.npz")):
+        data = np.load(path)
+        p1, truth = data["probs"][:, 1], np.asarray(data["labels"])
+        truth = truth.argmax(-1) if truth.ndim == 2 else truth
+        cut = np.quantile(p1, 1 - p1.mean())
+        lines.append(f"| {path.parts[-4]} | {path.parent.name} | {path.parts[-3].removeprefix('seed_')} "
+                     f"| {np.median(np.abs(p1 - 0.5)):.3f} | {np.mean((p1 > 0.5) == truth):.3f} "
+                     f"| {np.mean((p1 > cut) == truth):.3f} |")
+    return "\n".join(lines)
+
+
 def evaluations(record: dict) -> list[dict]:
     """A student's evaluations in step order, the final one (the record itself) last."""
     during = [r for r in record["history"] if "test_accuracy" in r]
@@ -214,9 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", help="only these seeds, comma-separated (default: all finished)")
     parser.add_argument("--ladder", action="store_true",
                         help="results_dir is a per-task sweep: every method against xent over its pairs")
+    parser.add_argument("--weak_labels", action="store_true",
+                        help="results_dir is a per-task sweep: each weak rung's labels, argmax against a balanced cut")
     args = parser.parse_args(argv)
-    if args.ladder:
-        print(ladder_table(args.results_dir))
+    if args.ladder or args.weak_labels:
+        print(ladder_table(args.results_dir) if args.ladder else weak_label_table(args.results_dir))
         return 0
     runs = load_runs(args.results_dir)
     if args.seeds:
