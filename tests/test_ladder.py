@@ -172,3 +172,10 @@ def test_the_aux_conf_ladder_plans_every_variant_and_reports_it_against_xent(tmp
     # the other pair loses 2; hardened labels beat the weak labels by acc + 5 - 60 points.
     assert aux_conf.startswith("| aux_conf | +15.0 [+10.0, +20.0] (2 pairs) | +25.0 [+15.0, +35.0] | "
                                "-2.0 (1 pairs) | +23.0 |"), aux_conf
+    # Weak labels near 0.5 and shifted: the argmax is right on half, a cut at their class share on all.
+    folder = tmp_path / "bbc_topic" / "bbc_topic" / "seed_0" / "minilm-embeddings"
+    folder.mkdir(parents=True)
+    p1 = np.array([0.40, 0.42, 0.44, 0.46, 0.47, 0.48, 0.55, 0.60])  # class-1 share 0.4775
+    np.savez(folder / "weak_labels.npz", probs=np.stack([1 - p1, p1], 1), labels=np.array([0, 0, 0, 0, 1, 1, 1, 1]))
+    row = report.weak_label_table(tmp_path).splitlines()[-1]
+    assert row == "| bbc_topic | minilm-embeddings | 0 | 0.055 | 0.750 | 1.000 |", row
