@@ -164,9 +164,8 @@ def test_optimizer_state_benchmark_prints_bytes_per_parameter(capsys):
     assert (adamw, bf16_mu) == (8.0, 6.0) and adafactor < 0.05
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_scanned_blocks_compute_what_the_loop_does_and_compile_one_block(arch):
-    cfg = dataclasses.replace(ARCHS[arch], num_layers=3)
+def test_scanned_blocks_compute_what_the_loop_does_and_compile_one_block():
+    cfg = dataclasses.replace(ARCHS["llama"], num_layers=3)  # per-block RoPE tables; BERT trains below
     model = Classifier(new_backbone(cfg, rngs=nnx.Rngs(0)), "last")
     ids = jnp.asarray(np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 12)), jnp.int32)
     mask = jnp.ones_like(ids).at[1, 8:].set(0)
