@@ -111,15 +111,15 @@ def pgr_table(runs: dict[int, dict], baseline: str = "xent") -> str:
     return "\n".join(lines)
 
 
-def _pairs_mean_ci(cells: dict[tuple, list[float]], n_boot: int = 10_000) -> str:
+def _pairs_mean_ci(cells: dict[tuple, list[float]]) -> str:
     """Mean over pairs of each pair's mean over seeds, in points, with a 95% percentile bootstrap
-    interval that resamples the pairs (the pairs, not the seeds, are the units compared)."""
-    means = np.asarray([statistics.mean(v) for v in cells.values()]) * 100
-    if means.size < 2:
-        return f"{means.mean():+.1f}" if means.size else "-"
-    boot = np.random.default_rng(0).choice(means, size=(n_boot, means.size)).mean(axis=1)
-    low, high = np.percentile(boot, [2.5, 97.5])
-    return f"{means.mean():+.1f} [{low:+.1f}, {high:+.1f}]"
+    interval that resamples the pairs (the pairs, not the seeds, are the units compared: one cell
+    of metrics.bootstrap_ci holding the pairs' means)."""
+    means = [100 * statistics.mean(v) for v in cells.values()]
+    if len(means) < 2:
+        return f"{means[0]:+.1f}" if means else "-"
+    mean, low, high = metrics.bootstrap_ci([means])
+    return f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]"
 
 
 def ladder_table(sweep_dir: pathlib.Path, baseline: str = "xent") -> str:
@@ -162,12 +162,12 @@ def weak_label_table(sweep_dir: pathlib.Path) -> str:
              "|---|---|---|---|---|---|"]
     for path in sorted(sweep_dir.glob("*/*/seed_*/*/weak_labels.npz")):
         data = np.load(path)
-        p1, truth = data["probs"][:, 1], np.asarray(data["labels"])
-        truth = truth.argmax(-1) if truth.ndim == 2 else truth
-        cut = np.quantile(p1, 1 - p1.mean())
+        probs = data["probs"]
+        # The labels scored as a student's predictions of themselves: argmax, and hardened as the loss hardens.
+        agree = metrics.agreement(np.log(probs), probs, data["labels"])
         lines.append(f"| {path.parts[-4]} | {path.parent.name} | {path.parts[-3].removeprefix('seed_')} "
-                     f"| {np.median(np.abs(p1 - 0.5)):.3f} | {np.mean((p1 > 0.5) == truth):.3f} "
-                     f"| {np.mean((p1 > cut) == truth):.3f} |")
+                     f"| {np.median(np.abs(probs[:, 1] - 0.5)):.3f} | {agree['agree_truth']:.3f} "
+                     f"| {agree['hard_agree_truth']:.3f} |")
     return "\n".join(lines)
 
 
