@@ -275,11 +275,13 @@ def test_missing_models_say_how_to_fetch_them(tmp_path, monkeypatch):
 def test_base_choices_agree_with_the_models_own_greedy_text(pair):
     words, _ = pair
     (own,) = words.generate(PROMPTS[:1], GenerationConfig(max_new_tokens=10))
-    top1, agrees = nudging_analysis.base_choices(words, PROMPTS[0], own.text)
-    assert agrees == [True] * 10 and top1 == pytest.approx(own.top1, abs=1e-4)
     other = " w7" if not own.text.startswith(" w7") else " w8"
-    top1, agrees = nudging_analysis.base_choices(words, PROMPTS[0], other + own.text)
-    assert agrees[0] is False and top1[0] == pytest.approx(own.top1[0], abs=1e-4)
+    # One batch: rows of different lengths, and a row with no text of its own.
+    (top1, agrees), (top1_other, agrees_other), empty = nudging_analysis.base_choices(
+        words, [PROMPTS[0], PROMPTS[0], PROMPTS[1]], [own.text, other + own.text, ""])
+    assert agrees == [True] * 10 and top1 == pytest.approx(own.top1, abs=1e-4)
+    assert agrees_other[0] is False and top1_other[0] == pytest.approx(own.top1[0], abs=1e-4)
+    assert len(agrees_other) > len(agrees) and empty == ([], [])
     hist = nudging_analysis.disagreement_histogram([0.05, 0.05, 0.95, 1.0], [False, True, True, True])
     assert hist["positions"] == [2] + [0] * 8 + [2] and hist["disagree"] == [1] + [0] * 9
 

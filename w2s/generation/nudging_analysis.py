@@ -105,27 +105,49 @@ def word_shares(records: Sequence[dict], writer: str) -> dict:
     return {"words": sum(total), "share": share, "interval": ratio_interval(light, total), "counts": counts}
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _top1(graphdef: nnx.GraphDef, params: nnx.State, ids: jax.Array, mask: jax.Array):
-    logp = jax.nn.log_softmax(nnx.merge(graphdef, params)(ids, mask), axis=-1)
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _top1(graphdef: nnx.GraphDef, params: nnx.State, ids: jax.Array, mask: jax.Array, window: int,
+          first: jax.Array):
+    """Top-1 probability and token at positions first .. first + window of each row. Only those
+    positions go through the head: with Gemma-3's 262k-word vocabulary, the head over a whole
+    few-shot prompt costs more than the rest of the model."""
+    model = nnx.merge(graphdef, params)
+    hidden = model.backbone(ids, mask)
+    at = jnp.minimum(first[:, None] + jnp.arange(window)[None, :], ids.shape[1] - 1)
+    logp = jax.nn.log_softmax(model.logits(jnp.take_along_axis(hidden, at[..., None], axis=1)), axis=-1)
     return jnp.exp(jnp.max(logp, axis=-1)), jnp.argmax(logp, axis=-1)
 
 
-def base_choices(base: Generator, prompt: str, text: str) -> tuple[list[float], list[bool]]:
-    """The base model reads prompt + text: for each token of text (by its tokenizer), its top-1
-    probability before that token and whether that token is its top-1."""
-    ids = base.encode(prompt + text)[:base.max_length]
-    head = base.encode(prompt)
-    start = next((i for i, (a, b) in enumerate(zip(head, ids)) if a != b), min(len(head), len(ids)))
-    if start >= len(ids) or start == 0:
-        return [], []
-    width = bucket_width(len(ids), base.max_length)
-    padded, mask = np.zeros((1, width), np.int32), np.zeros((1, width), np.int32)
-    padded[0, :len(ids)], mask[0, :len(ids)] = ids, 1
-    top1, choice = (np.asarray(x)[0] for x in _top1(base.graphdef, base.params, padded, mask))
-    # Position p predicts token p + 1.
-    positions = range(start - 1, len(ids) - 1)
-    return [float(top1[p]) for p in positions], [bool(choice[p] == ids[p + 1]) for p in positions]
+def base_choices(base: Generator, prompts: Sequence[str], texts: Sequence[str]
+                 ) -> list[tuple[list[float], list[bool]]]:
+    """The base model reads each prompt + text, all in one batch: for each token of text (by its
+    tokenizer), its top-1 probability before that token and whether that token is its top-1."""
+    rows = []
+    for prompt, text in zip(prompts, texts, strict=True):
+        ids = base.encode(prompt + text)[:base.max_length]
+        head = base.encode(prompt)
+        start = next((i for i, (a, b) in enumerate(zip(head, ids)) if a != b), min(len(head), len(ids)))
+        rows.append((ids, start))
+    read = [(ids, start) for ids, start in rows if 0 < start < len(ids)]
+    if not read:
+        return [([], []) for _ in rows]
+    width = bucket_width(max(len(ids) for ids, _ in read), base.max_length)
+    # Position p predicts token p + 1: a text of n tokens needs positions start - 1 .. start + n - 2.
+    window = bucket_width(max(len(ids) - start for ids, start in read), width)
+    padded, mask = np.zeros((len(read), width), np.int32), np.zeros((len(read), width), np.int32)
+    for b, (ids, _) in enumerate(read):
+        padded[b, :len(ids)], mask[b, :len(ids)] = ids, 1
+    first = np.array([start - 1 for _, start in read], np.int32)
+    top1, choice = (np.asarray(x) for x in _top1(base.graphdef, base.params, padded, mask, window, first))
+    out, b = [], 0
+    for ids, start in rows:
+        if not 0 < start < len(ids):
+            out.append(([], []))
+            continue
+        n = len(ids) - start
+        out.append(([float(p) for p in top1[b, :n]], [bool(c == t) for c, t in zip(choice[b, :n], ids[start:])]))
+        b += 1
+    return out
 
 
 def disagreement_histogram(top1: Sequence[float], agree: Sequence[bool], bins: int = 10) -> dict:

@@ -171,9 +171,10 @@ def _run_method(cfg: ml_collections.ConfigDict, generators: dict[str, Generator]
     out = [_record(task, method, i, q, t, cfg, wall / len(indices), cpu / len(indices))
            for i, q, t in zip(indices, questions, texts)]
     if method == "nudger" and "base" in generators:  # where the aligned text departs from the base's choice
-        for r, i in zip(out, indices):
-            r["base_top1"], r["base_agrees"] = nudging_analysis.base_choices(
-                generators["base"], prompts[task, "base"][i], r["text"])
+        choices = nudging_analysis.base_choices(generators["base"], [prompts[task, "base"][i] for i in indices],
+                                                [r["text"] for r in out])
+        for r, (top1, agrees) in zip(out, choices):
+            r["base_top1"], r["base_agrees"] = top1, agrees
     return out
 
 
