@@ -151,6 +151,17 @@ def test_plan_command_prints_each_plan_and_the_smallest_mesh_per_device(capsys, 
     assert len(cache.read_text().splitlines()) == 4
 
 
+def test_summary_names_the_largest_mesh_where_no_plan_fits_a_device():
+    def planned(mesh: tuple[int, int, int], peak_gib: float) -> plan.Plan:
+        return plan.Plan("m", mesh, "none", "adamw", 8, 512, 1, 10**9, 0, 0, 0, round(peak_gib * plan.GiB),
+                         0, 0, 0, 0.0)
+
+    table = plan.summary_table({("m", "none"): [planned((1, 1, 1), 100), planned((1, 8, 2), 20)]})
+    row = table.splitlines()[-1].split(" | ")
+    assert row[2:] == ["100.0", "fsdp=8 model=2 (20.0)", "fsdp=8 model=2 (20.0)", "fsdp=8 model=2 (20.0)",
+                       "no plan fits (largest: fsdp=8 model=2, 20.0) |"]
+
+
 def test_optimizer_state_benchmark_prints_bytes_per_parameter(capsys):
     import sys
 

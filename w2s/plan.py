@@ -304,8 +304,13 @@ def summary_table(results: dict[tuple[str, str], list[Plan]], devices: dict[str,
     for (name, remat), plans in results.items():
         one = next((p for p in plans if p.devices == 1), None)
         cells = []
+        largest = max(plans, key=lambda p: p.devices, default=None)
         for plan in smallest_fits(plans, devices).values():
-            cells.append("no plan fits" if plan is None else f"{plan.mesh_name()} ({_gib(plan.peak_bytes)})")
+            if plan is not None:
+                cells.append(f"{plan.mesh_name()} ({_gib(plan.peak_bytes)})")
+            else:  # the largest mesh planned says where the search stopped (see candidate_mesh)
+                cells.append("no plan fits" + (f" (largest: {largest.mesh_name()}, {_gib(largest.peak_bytes)})"
+                                               if largest else ""))
         lines.append(f"| {name} | {remat} | {_gib(one.peak_bytes) if one else '—'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
