@@ -133,5 +133,5 @@ def test_smoke_setting_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsy
     assert redone["edge"] == 0.6 and len(redone["identity"]["texts"]) == 8
 
     cfg.n_keep = 3
-    with pytest.raises(ConfigError, match="other settings \\(n_keep\\)"):
+    with pytest.raises(ConfigError, match=r"other settings \(keys \['n_keep'\] differ\)"):
         abduction.run_abduction(cfg)

@@ -43,5 +43,5 @@ def test_smoke_setting_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(inoculation, "finetune", lambda *a, **k: pytest.fail("a finished condition trained again"))
     assert json.loads(json.dumps(inoculation.run_inoculation(cfg))) == json.loads(json.dumps(tables))
     cfg.n_train = 16
-    with pytest.raises(ConfigError, match="other settings \\(n_train\\)"):
+    with pytest.raises(ConfigError, match=r"other settings \(keys \['n_train'\] differ\)"):
         inoculation.run_inoculation(cfg)

@@ -57,6 +57,7 @@ from w2s.config import ConfigError, apply_overrides
 from w2s.finetuning.inoculation import interval, yes_no_correct
 from w2s.finetuning.sft import Chat, PretrainedChat, check_results_config, chat, finetune, load_params, save_params
 from w2s.generation.generate import GenerationConfig
+from w2s.models.causal_lm import CausalLM
 from w2s.results.tables import markdown_table
 from w2s.runners import register_runner
 from w2s.stages import use_compilation_cache
@@ -310,15 +311,15 @@ class Abduction:
         shutil.rmtree(self.folder(condition, seed) / f"round{i}", ignore_errors=True)
         return model, history
 
-    def stage1_chats(self, seed: int) -> list[Chat]:
-        """The descriptions, and config.stage1_replay ordinary chats: the untrained model's own sampled
-        answers (those it finished) to questions about other words, so stage 1 need not unlearn chatting."""
+    def stage1_chats(self, seed: int, untrained: CausalLM) -> list[Chat]:
+        """The descriptions, and config.stage1_replay ordinary chats: `untrained`'s own sampled answers
+        (those it finished) to questions about other words, so stage 1 need not unlearn chatting."""
         chats = [chat(q, self.cfg.system, a) for _, q, a in descriptions(seed, self.cfg.n_descriptions)]
         if not self.cfg.stage1_replay:
             return chats
         exclude = {w for w, _ in (*self.pool, *self.neutral)}
         questions = replay_questions(self.cfg.eval_seed + 1 + seed, self.cfg.stage1_replay, exclude)
-        self.pretrained.sampler.load(self.pretrained.fresh())
+        self.pretrained.sampler.load(untrained)
         gen = dataclasses.replace(self.gen, seed=_seed(seed, 6), max_new_tokens=REPLAY_TOKENS)
         answers = self.pretrained.sampler.complete([chat(q, self.cfg.system) for q in questions], gen)
         return chats + [chat(q, self.cfg.system, a.text.strip()) for q, a in zip(questions, answers)
@@ -331,7 +332,7 @@ class Abduction:
         if (i == 0 and condition == "control") or load_params(model, self.params_path(condition, seed, i)):
             return model
         if i == 0:
-            return self.train(model, self.stage1_chats(seed), condition, seed, 0)[0]
+            return self.train(model, self.stage1_chats(seed, model), condition, seed, 0)[0]
         previous = self.model_at(condition, seed, i - 1, records)
         chats = [chat(q, self.cfg.system, a) for q, a in records[i]["train"]]
         return self.train(previous, chats, condition, seed, i)[0]
@@ -400,7 +401,7 @@ class Abduction:
                 model = self.pretrained.fresh()
                 record = {"history": []}
                 if condition == "stage1":
-                    chats = self.stage1_chats(seed)
+                    chats = self.stage1_chats(seed, model)
                     model, record["history"] = self.train(model, chats, condition, seed, 0)
                     pairs = [[m.messages[-1]["content"], m.completion] for m in chats]
                     described_ = len(CHATBOTS) * self.cfg.n_descriptions

@@ -27,7 +27,7 @@ from flax import nnx
 
 from w2s import sharding
 from w2s.checkpoint import read_json, read_npz, write_json_atomic, write_npz_atomic
-from w2s.config import ConfigError, changed_leaves
+from w2s.config import ConfigError, refuse_changes
 from w2s.data import bucket_width
 from w2s.generation.generate import Completion, GenerationConfig, Generator
 from w2s.models.causal_lm import CausalLM, build_causal_lm, eos_ids
@@ -269,10 +269,7 @@ def check_results_config(out: pathlib.Path, cfg: Any, runtime: Sequence[str] = R
     current = json.loads(json.dumps(cfg.to_dict()))
     if path.exists():
         stored, mine = ({k: v for k, v in side.items() if k not in runtime} for side in (read_json(path), current))
-        changed = changed_leaves(stored, mine)
-        if changed:
-            raise ConfigError(f"{out} holds results of other settings ({', '.join(changed)}); "
-                              "choose another --config.output_dir.")
+        refuse_changes(stored, mine, f"{out} holds results of other settings")
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, current)
 
