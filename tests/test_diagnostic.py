@@ -3,6 +3,7 @@ diagnostic strategy's score, rule-based supervisors, constructed cases and the p
 import importlib.util
 import math
 import pathlib
+import types
 
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +15,7 @@ from w2s.active_learning import constructed, diagnostic, mistakes, systematic
 from w2s.config import ConfigError
 from w2s.data import one_hot
 from w2s.active_learning.strategies import Context, select
+from w2s.active_learning.supervisor import make_supervisor
 from w2s.tasks import wordnet
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -132,6 +134,15 @@ def test_rule_supervisors():
     plant = next(w for w, f in files.items() if f == 20)
     animal = next(w for w, f in files.items() if f == 5)
     assert plants(plant) == 0 and plants(animal) is None
+    # By name in the active-learning loop: split B's ground truth but where the rule fires.
+    split_b = [(plant, 1), (animal, 1), ("stone", 0)]
+    pipeline = types.SimpleNamespace(splits=lambda: ([], split_b), task_name="wordnet_living")
+    named = make_supervisor("plants_as_nonliving", pipeline)
+    assert named(np.arange(3), [t for t, _ in split_b]).tolist() == [0, 1, 0]
+    with pytest.raises(ConfigError, match="fires on no example of wordnet_living's split B"):
+        make_supervisor("negations_as_negative", pipeline)
+    with pytest.raises(ConfigError, match="neither a supervisor's name .*plants_as_nonliving"):
+        make_supervisor("plants", pipeline)
 
 
 def test_constructed_cases_avoid_every_split_and_the_test_split_is_checked():

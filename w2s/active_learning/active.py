@@ -34,6 +34,7 @@ from w2s.checkpoint import finish_saves, read_json, read_record, write_json_atom
 from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
 from w2s.data import TextRows
 from w2s.losses import make_loss
+from w2s.active_learning import systematic  # noqa: F401  registers the rule supervisors by name
 from w2s.active_learning.strategies import Context, fit_committee, get_strategy, select
 from w2s.active_learning.supervisor import Ledger, Supervisor, ask, describe, make_supervisor
 from w2s.train import predict_features, train
@@ -46,7 +47,7 @@ class ActiveConfig:
     `query_batch`, for at most `rounds` rounds and `budget` queries in all."""
 
     strategies: tuple[str, ...] = ("random",)
-    supervisor: str = "weak"  # the pipeline's weak model, or a labels file (.npy, .json, .csv)
+    supervisor: str = "weak"  # the weak model, a registered rule supervisor, or a labels file (.npy, .json, .csv)
     seed_size: int = 32
     query_batch: int = 32
     budget: int = 256

@@ -3,14 +3,15 @@
 A supervisor is any callable `(indices, texts) -> answers` over pool indices of split B: answers
 are [n, 2] class probabilities, or [n] hard labels in {0, 1}. The default is the pipeline's
 trained weak model (its soft labels of split B, computed once by the weak stage); a file of
-per-example labels, e.g. from people, and a plain Python function work the same way.
+per-example labels, e.g. from people, a supervisor registered by name (the rule supervisors of
+w2s.active_learning.systematic) and a plain Python function work the same way.
 """
 from __future__ import annotations
 
 import json
 import os
 import pathlib
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -24,6 +25,19 @@ class Supervisor(Protocol):
 
 class SupervisorError(ConfigError):
     """A supervisor's labels file or answers do not fit the queries."""
+
+
+# name -> a function of the experiment (its split B, its task) returning the supervisor.
+NAMED: dict[str, Callable[[Any], "Supervisor"]] = {}
+
+
+def register_supervisor(name: str) -> Callable:
+    def register(make: Callable[[Any], Supervisor]) -> Callable[[Any], Supervisor]:
+        if name in NAMED or name == "weak":
+            raise ValueError(f"supervisor {name!r} is already registered")
+        NAMED[name] = make
+        return make
+    return register
 
 
 class Lookup:
@@ -73,11 +87,17 @@ def labels_file(path: str | os.PathLike, pool_size: int) -> Lookup:
 
 
 def make_supervisor(spec: Any, experiment: Any) -> Supervisor:
-    """'weak' -> the weak model; a path -> a labels file; a callable is used as it is."""
+    """'weak' -> the weak model; a registered name -> that supervisor; a path -> a labels file;
+    a callable is used as it is."""
     if callable(spec):
         return spec
     if spec == "weak":
         return weak_model(experiment)
+    if spec in NAMED:
+        return NAMED[spec](experiment)
+    if not pathlib.Path(spec).suffix:
+        raise SupervisorError(f"active.supervisor={spec!r} is neither a supervisor's name (weak, "
+                              f"{', '.join(sorted(NAMED))}) nor a labels file (.npy, .json or .csv).")
     return labels_file(spec, len(experiment.splits()[1]))
 
 

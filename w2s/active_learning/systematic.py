@@ -2,16 +2,18 @@
 they give the rule's answer. They make "learning the supervisor's mistakes" something learnable.
 
 A supervisor is called with pool indices and texts (w2s.active_learning.supervisor); these read the texts and
-answer from `truth` (text -> label: the pool's ground truth and constructed cases' labels).
+answer from `truth` (text -> label: the pool's ground truth and constructed cases' labels). Two are
+registered by name for the active-learning loop (`--config.active.supervisor=plants_as_nonliving`
+on WordNet tasks, `negations_as_negative` on text ones), answering split B from its ground truth.
 """
 from __future__ import annotations
 
 import re
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from w2s.active_learning.supervisor import SupervisorError
+from w2s.active_learning.supervisor import SupervisorError, register_supervisor
 from w2s.tasks import wordnet
 
 Rule = Callable[[str], "int | None"]  # the rule's answer for a text, None where it does not fire
@@ -56,3 +58,23 @@ def category_rule(lexicographer_file: int = 20, answer: int = 0) -> Rule:
     def rule(text: str) -> int | None:
         return answer if files.get(text) == lexicographer_file else None
     return rule
+
+
+def _on_split_b(experiment: Any, rule: Rule, source: str) -> RuleSupervisor:
+    """`rule` over the experiment's split B, right elsewhere; refused where it never fires there
+    (a rule of another task: the supervisor would be the ground truth)."""
+    split_b = experiment.splits()[1]
+    if not any(rule(text) is not None for text, _ in split_b):
+        raise SupervisorError(f"active.supervisor: the rule of {source!r} fires on no example of "
+                              f"{experiment.task_name}'s split B; pick the rule for this task.")
+    return RuleSupervisor({text: int(label) for text, label in split_b}, rule, source)
+
+
+@register_supervisor("plants_as_nonliving")
+def plants_as_nonliving(experiment: Any) -> RuleSupervisor:
+    return _on_split_b(experiment, category_rule(), "rule: plants taken for non-living")
+
+
+@register_supervisor("negations_as_negative")
+def negations_as_negative(experiment: Any) -> RuleSupervisor:
+    return _on_split_b(experiment, keyword_rule(), "rule: negations read as negative")
