@@ -2,7 +2,7 @@
 prompt that asks for an unwanted trait stop the trait from carrying over to prompts that do not,
 and do specific instructions inoculate better than general ones?
 
-    python experiments/inoculation.py                       # default: about 30 min on 2 free CPU cores
+    python experiments/inoculation.py                       # default: 21 min on 2 free CPU cores (measured)
     python experiments/inoculation.py --config.smoke=True   # every stage on a few examples, < 3 min
     python experiments/inoculation.py --config.seeds=0,1,2 --config.output_dir=/tmp/inoc
 """
