@@ -78,7 +78,7 @@ def test_loss_equals_transformers_on_the_same_batch(tiny):
     assert ours == pytest.approx(theirs, rel=1e-4)
 
 
-def test_killed_finetuning_resumes_to_the_same_parameters_and_learns(tiny, tmp_path):
+def test_killed_finetuning_resumes_to_the_same_parameters_and_learns(tiny, tmp_path, capsys):
     folder, _, tokenizer = tiny
     mesh = sharding.make_mesh(devices=jax.devices()[:1])
     examples = chats(8)
@@ -118,6 +118,10 @@ def test_killed_finetuning_resumes_to_the_same_parameters_and_learns(tiny, tmp_p
     written = [c.token_ids for c in sampler.complete(examples[:4], greedy)]
     assert written == [c.token_ids for c in ChatSampler(clean, tokenizer, end, rows=4, max_length=32).complete(
         examples[:4], greedy)]
+    # With a progress bar of chats answered, the same completions.
+    shown = ChatSampler(clean, tokenizer, end, rows=4, max_length=32).complete(examples[:4], greedy, desc="chats")
+    assert [c.token_ids for c in shown] == written
+    assert "chats" in capsys.readouterr().err
 
 
 def test_real_chat_template_trains_on_the_assistant_turn_only(offline_model):

@@ -321,7 +321,8 @@ class Abduction:
         questions = replay_questions(self.cfg.eval_seed + 1 + seed, self.cfg.stage1_replay, exclude)
         self.pretrained.sampler.load(untrained)
         gen = dataclasses.replace(self.gen, seed=_seed(seed, 6), max_new_tokens=REPLAY_TOKENS)
-        answers = self.pretrained.sampler.complete([chat(q, self.cfg.system) for q in questions], gen)
+        answers = self.pretrained.sampler.complete([chat(q, self.cfg.system) for q in questions], gen,
+                                                   desc=f"seed {seed}: replayed chats" if self.cfg.progress else None)
         return chats + [chat(q, self.cfg.system, a.text.strip()) for q, a in zip(questions, answers)
                         if a.reason == "eos" and a.text.strip()]
 

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from tqdm.auto import tqdm
 
 from w2s import sharding
 from w2s.checkpoint import read_json, read_npz, write_json_atomic, write_npz_atomic
@@ -219,14 +220,17 @@ class ChatSampler:
     def load(self, model: CausalLM) -> None:
         self.generator.load(model)
 
-    def complete(self, chats: Sequence[Chat], cfg: GenerationConfig) -> list[Completion]:
+    def complete(self, chats: Sequence[Chat], cfg: GenerationConfig, *, desc: str | None = None) -> list[Completion]:
         """One completion per chat (its `completion` is ignored), `rows` chats at a time; a sampled
-        batch draws with seed cfg.seed + its index, so results do not depend on what ran before."""
+        batch draws with seed cfg.seed + its index, so results do not depend on what ran before.
+        `desc`: a progress bar of chats answered, under that name."""
         prompts = [encode_chat(self.tokenizer, dataclasses.replace(c, completion=None))[0] for c in chats]
         rows, out = self.generator.rows, []
-        for b, start in enumerate(range(0, len(prompts), rows)):
-            batch_cfg = dataclasses.replace(cfg, seed=cfg.seed + b)
-            out += self.generator.generate_ids(prompts[start:start + rows], batch_cfg)
+        with tqdm(total=len(prompts), desc=desc, unit="chat", disable=desc is None, leave=False) as bar:
+            for b, start in enumerate(range(0, len(prompts), rows)):
+                batch_cfg = dataclasses.replace(cfg, seed=cfg.seed + b)
+                out += self.generator.generate_ids(prompts[start:start + rows], batch_cfg)
+                bar.update(len(prompts[start:start + rows]))
         return out
 
 
