@@ -6,6 +6,10 @@ intervals over seeds, and each arm's paired difference from random, typical and 
 
     python experiments/diagnostic.py --task wordnet_living --out /work/runs/diagnostic   # the runs
     python benchmarks/diagnostic.py /work/runs/diagnostic [--plots docs] [--json PATH]
+    python benchmarks/diagnostic.py results/al_diagnostic    # a finetuning-mode folder (experiments/active_learning.py)
+
+A linear-probe folder holds task/supervisor/seed_* comparisons and a student with a mistake model
+beside each plain one; a finetuning folder is one comparison (seed_* directly), plain students only.
 
 PGR is only meaningful where the supervisor is worse than the ceiling; where it is not (a
 systematic supervisor can beat a linear probe's ceiling) the table says so, and the count to
@@ -47,7 +51,7 @@ def summary(results: list[dict], fraction: float = 0.95, baselines: tuple[str, .
     baseline arm only from the baselines before it (typical - random, not also random - typical)."""
     efficiency = label_efficiency(results, fraction)
     first = {r["seed"]: r["accuracy"] for r in results}
-    keys = ("weak", "ceiling", "student_xent", "student_mistakes")
+    keys = [k for k in ("weak", "ceiling", "student_xent", "student_mistakes") if k in results[0]["accuracy"]]
     spread = {k: interval([a[k] for a in first.values()]) for k in keys}
     mean = {k: v[0] for k, v in spread.items()}
     full_pgr = next(iter(efficiency.values()))["full_weak_pgr"]
@@ -56,15 +60,16 @@ def summary(results: list[dict], fraction: float = 0.95, baselines: tuple[str, .
            "pgr_target_meaningful": bool(mean["weak"] < mean["ceiling"] and full_pgr > 0), "full_pgr": full_pgr,
            "seeds": sorted(first), "target_pgr": fraction * full_pgr, "arms": {}}
     arms = {r["strategy"] for r in results}
-    students = {"plain": "test_accuracy", "mistake model": "mistake_test_accuracy"}
+    students = {k: key for k, key in (("plain", "test_accuracy"), ("mistake model", "mistake_test_accuracy"))
+                if key in results[0]["curve"][0]}
     by_seed = {(s, k): _by_seed([r for r in results if r["strategy"] == s], key) for s in arms
                for k, key in students.items()}
     for strategy, points in curves(results).items():
         queries = sorted(points)
         acc = [float(np.mean(points[q]["test_accuracy"])) for q in queries]
         arm = [r for r in results if r["strategy"] == strategy]
-        mistake = by_seed[strategy, "mistake model"]
-        built = float(np.mean([r["curve"][-1]["constructed_queries"] / r["curve"][-1]["queries"] for r in arm]))
+        mistake = by_seed.get((strategy, "mistake model"), {})
+        built = float(np.mean([r["curve"][-1].get("constructed_queries", 0) / r["curve"][-1]["queries"] for r in arm]))
         differences = {}  # baseline -> student -> queries -> interval
         for base in baselines:
             if base == strategy:
@@ -81,7 +86,8 @@ def summary(results: list[dict], fraction: float = 0.95, baselines: tuple[str, .
             "first_reach_pgr_per_seed": efficiency[strategy]["per_seed"],
             "first_reach_accuracy": _first(queries, acc, mean["student_xent"] - 0.01),
             "accuracy": {q: interval(points[q]["test_accuracy"]) for q in queries},
-            "mistake_accuracy": {q: interval([m[q] for m in mistake.values()]) for q in queries},
+            "pgr": {q: interval(points[q]["pgr"]) for q in queries},
+            "mistake_accuracy": {q: interval([m[q] for m in mistake.values()]) for q in queries} if mistake else {},
             "difference": differences, "constructed_share": built,
         }
     return out
@@ -98,11 +104,11 @@ def _ci(cell: list[float], signed: bool = False) -> str:
 
 def format_summary(s: dict, title: str) -> str:
     a = s["accuracy_interval"]
+    names = {"weak": "supervisor", "ceiling": "ceiling", "student_xent": "student, plain, all answers",
+             "student_mistakes": "student, mistake model, all answers"}
     lines = [f"{title}; seeds {s['seeds']}; mean [95% bootstrap interval] over seeds", "",
-             "| supervisor | ceiling | student, plain, all answers | student, mistake model, all answers |",
-             "|---|---|---|---|",
-             f"| {_ci(a['weak'])} | {_ci(a['ceiling'])} | {_ci(a['student_xent'])} | {_ci(a['student_mistakes'])} |",
-             ""]
+             "| " + " | ".join(names[k] for k in a) + " |", "|---" * len(a) + "|",
+             "| " + " | ".join(_ci(v) for v in a.values()) + " |", ""]
     if not s["pgr_meaningful"]:
         lines += ["supervisor >= ceiling: PGR not meaningful; read the accuracy columns.", ""]
     elif not s["pgr_target_meaningful"]:
@@ -121,10 +127,16 @@ def format_summary(s: dict, title: str) -> str:
         reach = f"{_fmt(arm['first_reach_pgr'])} ({per_seed})" if s["pgr_target_meaningful"] else "n/a"
         lines.append(f"| {strategy} | {reach} | {_fmt(arm['first_reach_accuracy'])} | "
                      + " | ".join(_ci(arm["accuracy"][q]) for q in counts) + f" | {arm['constructed_share']:.0%} |")
-    lines += ["", "The student with a mistake model on the same answers (its true-label head):", "",
-              "| arm | " + " | ".join(f"acc@{q}" for q in counts) + " |", "|---" * (1 + len(counts)) + "|"]
-    for strategy, arm in arms.items():
-        lines.append(f"| {strategy} | " + " | ".join(_ci(arm["mistake_accuracy"][q]) for q in counts) + " |")
+    if s["pgr_meaningful"]:
+        lines += ["", "PGR of the plain student:", "",
+                  "| arm | " + " | ".join(f"PGR@{q}" for q in counts) + " |", "|---" * (1 + len(counts)) + "|"]
+        for strategy, arm in arms.items():
+            lines.append(f"| {strategy} | " + " | ".join(_ci(arm["pgr"][q], signed=True) for q in counts) + " |")
+    if any(arm["mistake_accuracy"] for arm in arms.values()):
+        lines += ["", "The student with a mistake model on the same answers (its true-label head):", "",
+                  "| arm | " + " | ".join(f"acc@{q}" for q in counts) + " |", "|---" * (1 + len(counts)) + "|"]
+        for strategy, arm in arms.items():
+            lines.append(f"| {strategy} | " + " | ".join(_ci(arm["mistake_accuracy"][q]) for q in counts) + " |")
     bases = sorted({b for arm in arms.values() for b in arm["difference"]})
     lines += ["", "Paired accuracy difference from each baseline arm (same seeds), mean [95% bootstrap interval]:", "",
               "| arm | minus | student | " + " | ".join(f"@{q}" for q in counts[1:]) + " |",
@@ -138,26 +150,31 @@ def format_summary(s: dict, title: str) -> str:
 
 
 def plot_comparison(s: dict, title: str, path: pathlib.Path) -> pathlib.Path:
-    """Test accuracy against supervisor queries per arm (mean and 95% interval over seeds): of the
-    plain student, and of the student with a mistake model; the supervisor, the ceiling and each
-    student on all answers as lines. Accuracy, not PGR: PGR needs a supervisor below the ceiling."""
+    """Test accuracy against supervisor queries per arm (mean and 95% interval over seeds) of the
+    plain student, with the supervisor, the ceiling and the student on all answers as lines; beside
+    it the student with a mistake model (linear-probe folders) or else the plain student's PGR."""
     fig = plot.figure(12.0, 4.5)
-    axes = fig.subplots(1, 2, sharey=True)
+    axes = fig.subplots(1, 2)
     a = s["accuracy"]
-    for ax, key, full, name in zip(axes, ("accuracy", "mistake_accuracy"), ("student_xent", "student_mistakes"),
-                                   ("plain student", "student with a mistake model")):
+    mistakes = any(arm["mistake_accuracy"] for arm in s["arms"].values())
+    panels = [("accuracy", "student_xent", "plain student", "test accuracy"),
+              ("mistake_accuracy", "student_mistakes", "student with a mistake model", "test accuracy")
+              if mistakes else ("pgr", None, "plain student", "PGR")]
+    for ax, (key, full, name, measure) in zip(axes, panels):
         for i, (strategy, arm) in enumerate(sorted(s["arms"].items())):
             queries = sorted(arm[key])
             mean, low, high = (np.array([arm[key][q][j] for q in queries]) for j in range(3))
             ax.errorbar(queries, mean, yerr=[mean - low, high - mean], color=plot.color(i), marker="o", ms=4,
                         capsize=2, label=strategy)
-        for label, style, y in (("supervisor", "-.", a["weak"]), ("strong ceiling", "--", a["ceiling"]),
-                                ("this student on all answers", ":", a[full])):
+        lines = ((("supervisor", "-.", a["weak"]), ("strong ceiling", "--", a["ceiling"]),
+                  ("this student on all answers", ":", a[full])) if full else
+                 (("supervisor", "-.", 0.0), ("this student on all answers", ":", s["full_pgr"])))
+        for label, style, y in lines:
             ax.axhline(y, color="gray" if style != "--" else "black", ls=style, lw=1, label=label)
         ax.set_title(name)
         ax.set_xlabel("supervisor queries")
+        ax.set_ylabel(measure)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test accuracy")
     fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="outside center right")
     fig.suptitle(f"{title} (mean and 95% interval over seeds {s['seeds']})")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,23 +182,31 @@ def plot_comparison(s: dict, title: str, path: pathlib.Path) -> pathlib.Path:
     return path
 
 
+def comparisons(runs: pathlib.Path) -> list[tuple[pathlib.Path, str, str]]:
+    """(folder, task, name) of each comparison under `runs`: a finetuning folder (seed_* directly)
+    is one, a linear-probe folder one per task/supervisor (named by its supervisor)."""
+    if any(runs.glob("seed_*")):
+        return [(runs, load_active_results(runs)[0]["task"], "finetuned")]
+    return [(folder, folder.parent.name, folder.name) for folder in sorted({p.parent for p in runs.glob("*/*/seed_*")})]
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", type=pathlib.Path, help="experiments/diagnostic.py's --out")
+    parser.add_argument("runs", type=pathlib.Path,
+                        help="experiments/diagnostic.py's --out, or an experiments/active_learning.py output_dir")
     parser.add_argument("--plots", type=pathlib.Path, help="write each comparison's plot here")
     parser.add_argument("--json", type=pathlib.Path)
     args = parser.parse_args(argv)
     out = {}
-    for folder in sorted({p.parent for p in args.runs.glob("*/*/seed_*")}):
+    for folder, task, name in comparisons(args.runs):
         results = load_active_results(folder)
         s = summary(results)
         out[str(folder)] = s
-        task, supervisor = folder.parent.name, folder.name
-        print(f"\n### {task}, {supervisor} supervisor\n")
+        print(f"\n### {task}, {'students finetuned' if name == 'finetuned' else f'{name} supervisor'}\n")
         print(format_summary(s, f"{results[0]['supervisor']}; pool {results[0]['pool_size']}"))
         if args.plots:
             print("\nwrote", plot_comparison(s, f"{task}, {results[0]['supervisor']}",
-                                             args.plots / f"diagnostic_{task}_{supervisor}.png"))
+                                             args.plots / f"diagnostic_{task}_{name}.png"))
     if args.json:
         write_json_atomic(args.json, out)
     return out

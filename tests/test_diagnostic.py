@@ -12,6 +12,7 @@ import pytest
 from w2s import losses
 from w2s.active_learning import strategies
 from w2s.active_learning import constructed, diagnostic, mistakes, systematic
+from w2s.checkpoint import write_json_atomic
 from w2s.config import ConfigError
 from w2s.data import one_hot
 from w2s.active_learning.strategies import Context, select
@@ -203,3 +204,18 @@ def test_arms_share_the_seed_set_buy_within_budget_and_resume(tmp_path):
     table = benchmark.format_summary(s, "synthetic")
     assert "| diagnostic | random | mistake model |" in table and "| diagnostic+constructed |" in table
     assert benchmark.plot_comparison(s, "synthetic", tmp_path / "plot.png").stat().st_size > 0
+    # A finetuning-mode folder (experiments/active_learning.py's layout): plain students only, with PGR.
+    for r in results:
+        plain = {**r, "accuracy": {k: v for k, v in r["accuracy"].items() if k != "student_mistakes"},
+                 "curve": [{k: v for k, v in p.items() if k in ("queries", "round", "test_accuracy", "pgr")}
+                           for p in r["curve"]]}
+        write_json_atomic(tmp_path / "ft" / "seed_0" / "active" / r["strategy"] / "active_results.json", plain)
+    ((folder, task, name),) = benchmark.comparisons(tmp_path / "ft")
+    assert (folder, task, name) == (tmp_path / "ft", "synthetic", "finetuned")
+    s = benchmark.summary(benchmark.load_active_results(folder))
+    assert set(s["arms"]["diagnostic"]["difference"]["random"]) == {"plain"}
+    assert s["arms"]["diagnostic"]["pgr"][60] == pytest.approx(
+        [next(p["pgr"] for p in results[1]["curve"] if p["queries"] == 60)] * 3)
+    table = benchmark.format_summary(s, "synthetic")
+    assert "mistake model" not in table and ("| PGR@20 |" in table) == s["pgr_meaningful"]
+    assert benchmark.plot_comparison(s, "synthetic", tmp_path / "ft.png").stat().st_size > 0
