@@ -159,7 +159,7 @@ def plot_comparison(s: dict, title: str, path: pathlib.Path) -> pathlib.Path:
     mistakes = any(arm["mistake_accuracy"] for arm in s["arms"].values())
     panels = [("accuracy", "student_xent", "plain student", "test accuracy"),
               ("mistake_accuracy", "student_mistakes", "student with a mistake model", "test accuracy")
-              if mistakes else ("pgr", None, "plain student", "PGR")]
+              if mistakes else ("pgr", None, "plain student's PGR", "PGR")]
     for ax, (key, full, name, measure) in zip(axes, panels):
         for i, (strategy, arm) in enumerate(sorted(s["arms"].items())):
             queries = sorted(arm[key])
@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"\n### {task}, {'students finetuned' if name == 'finetuned' else f'{name} supervisor'}\n")
         print(format_summary(s, f"{results[0]['supervisor']}; pool {results[0]['pool_size']}"))
         if args.plots:
-            print("\nwrote", plot_comparison(s, f"{task}, {results[0]['supervisor']}",
+            supervisor = results[0]["supervisor"].split(" (")[0]  # without the labels file's path
+            print("\nwrote", plot_comparison(s, f"{task}, {supervisor}",
                                              args.plots / f"diagnostic_{task}_{name}.png"))
     if args.json:
         write_json_atomic(args.json, out)
