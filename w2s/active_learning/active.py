@@ -34,7 +34,6 @@ from w2s.checkpoint import finish_saves, read_json, read_record, write_json_atom
 from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
 from w2s.data import TextRows
 from w2s.losses import make_loss
-from w2s.active_learning import systematic  # noqa: F401  registers the rule supervisors by name
 from w2s.active_learning.strategies import Context, fit_committee, get_strategy, select
 from w2s.active_learning.supervisor import Ledger, Supervisor, ask, describe, make_supervisor
 from w2s.train import predict_features, train

@@ -17,6 +17,7 @@ import numpy as np
 
 from w2s.config import ConfigError
 from w2s.data import one_hot
+from w2s.registry import Registry
 
 
 class Supervisor(Protocol):
@@ -27,17 +28,8 @@ class SupervisorError(ConfigError):
     """A supervisor's labels file or answers do not fit the queries."""
 
 
-# name -> a function of the experiment (its split B, its task) returning the supervisor.
-NAMED: dict[str, Callable[[Any], "Supervisor"]] = {}
-
-
-def register_supervisor(name: str) -> Callable:
-    def register(make: Callable[[Any], Supervisor]) -> Callable[[Any], Supervisor]:
-        if name in NAMED or name == "weak":
-            raise ValueError(f"supervisor {name!r} is already registered")
-        NAMED[name] = make
-        return make
-    return register
+# Supervisors by name: each a function of the experiment (its split B, its task) returning the supervisor.
+SUPERVISORS: Registry[Callable[[Any], Supervisor]] = Registry("supervisor")
 
 
 class Lookup:
@@ -50,6 +42,7 @@ class Lookup:
         return self.answers[indices]
 
 
+@SUPERVISORS.register("weak")
 def weak_model(experiment: Any) -> Lookup:
     """The pipeline's weak model: its soft labels of split B from the weak stage, not a retrained one."""
     probs, _ = experiment.weak_labels()
@@ -87,17 +80,15 @@ def labels_file(path: str | os.PathLike, pool_size: int) -> Lookup:
 
 
 def make_supervisor(spec: Any, experiment: Any) -> Supervisor:
-    """'weak' -> the weak model; a registered name -> that supervisor; a path -> a labels file;
-    a callable is used as it is."""
+    """A registered name ('weak': the weak model) -> that supervisor; a path -> a labels file; a
+    callable is used as it is."""
     if callable(spec):
         return spec
-    if spec == "weak":
-        return weak_model(experiment)
-    if spec in NAMED:
-        return NAMED[spec](experiment)
+    if spec in SUPERVISORS.names():
+        return SUPERVISORS.get(spec)(experiment)
     if not pathlib.Path(spec).suffix:
-        raise SupervisorError(f"active.supervisor={spec!r} is neither a supervisor's name (weak, "
-                              f"{', '.join(sorted(NAMED))}) nor a labels file (.npy, .json or .csv).")
+        raise SupervisorError(f"active.supervisor={spec!r} is neither a supervisor's name "
+                              f"({', '.join(SUPERVISORS.names())}) nor a labels file (.npy, .json or .csv).")
     return labels_file(spec, len(experiment.splits()[1]))
 
 
@@ -187,3 +178,7 @@ class Ledger:
             f.flush()
             os.fsync(f.fileno())
         self.answers.update({int(i): np.asarray(p, np.float32) for i, p in zip(indices, probs)})
+
+
+# The rule supervisors register themselves; imported last, as they use the names above.
+from w2s.active_learning import systematic  # noqa: E402,F401

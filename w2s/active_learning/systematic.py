@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from w2s.active_learning.supervisor import SupervisorError, register_supervisor
+from w2s.active_learning.supervisor import SUPERVISORS, SupervisorError
 from w2s.tasks import wordnet
 
 Rule = Callable[[str], "int | None"]  # the rule's answer for a text, None where it does not fire
@@ -70,11 +70,11 @@ def _on_split_b(experiment: Any, rule: Rule, source: str) -> RuleSupervisor:
     return RuleSupervisor({text: int(label) for text, label in split_b}, rule, source)
 
 
-@register_supervisor("plants_as_nonliving")
+@SUPERVISORS.register("plants_as_nonliving")
 def plants_as_nonliving(experiment: Any) -> RuleSupervisor:
     return _on_split_b(experiment, category_rule(), "rule: plants taken for non-living")
 
 
-@register_supervisor("negations_as_negative")
+@SUPERVISORS.register("negations_as_negative")
 def negations_as_negative(experiment: Any) -> RuleSupervisor:
     return _on_split_b(experiment, keyword_rule(), "rule: negations read as negative")
