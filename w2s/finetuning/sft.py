@@ -228,9 +228,9 @@ class ChatSampler:
         rows, out = self.generator.rows, []
         with tqdm(total=len(prompts), desc=desc, unit="chat", disable=desc is None, leave=False) as bar:
             for b, start in enumerate(range(0, len(prompts), rows)):
-                batch_cfg = dataclasses.replace(cfg, seed=cfg.seed + b)
-                out += self.generator.generate_ids(prompts[start:start + rows], batch_cfg)
-                bar.update(len(prompts[start:start + rows]))
+                batch = prompts[start:start + rows]
+                out += self.generator.generate_ids(batch, dataclasses.replace(cfg, seed=cfg.seed + b))
+                bar.update(len(batch))
         return out
 
 

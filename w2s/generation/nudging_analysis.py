@@ -138,15 +138,15 @@ def base_choices(base: Generator, prompts: Sequence[str], texts: Sequence[str]
     for b, (ids, _) in enumerate(read):
         padded[b, :len(ids)], mask[b, :len(ids)] = ids, 1
     first = np.array([start - 1 for _, start in read], np.int32)
-    top1, choice = (np.asarray(x) for x in _top1(base.graphdef, base.params, padded, mask, window, first))
-    out, b = [], 0
+    read_rows = zip(*(np.asarray(x) for x in _top1(base.graphdef, base.params, padded, mask, window, first)))
+    out = []
     for ids, start in rows:
         if not 0 < start < len(ids):
             out.append(([], []))
             continue
-        n = len(ids) - start
-        out.append(([float(p) for p in top1[b, :n]], [bool(c == t) for c, t in zip(choice[b, :n], ids[start:])]))
-        b += 1
+        top1, choice = next(read_rows)
+        text = ids[start:]
+        out.append(([float(p) for p in top1[:len(text)]], [bool(c == t) for c, t in zip(choice, text)]))
     return out
 
 
