@@ -120,8 +120,8 @@ def rule_answers(task_name: str, s: Seed, keys: tuple[str, ...]) -> tuple[dict, 
     truth = {t: int(y) for k in ("a", "b", "test") for t, y in zip(s.texts[k], s.labels[k])}
     truth |= {c.text: c.truth for c in s.made}
     fn, name = rule(task_name)
-    sup = systematic.RuleSupervisor(truth, fn, name)
-    return {k: one_hot(sup(np.arange(len(s.texts[k])), s.texts[k])) for k in keys}, name
+    sup = systematic.rule_supervisor(truth, fn, name)
+    return {k: sup(np.arange(len(s.texts[k])), s.texts[k]) for k in keys}, name
 
 
 def run_seed(task_name: str, seed: int, out: pathlib.Path, task_seed: int,

@@ -335,3 +335,28 @@ def test_train_on_new_trains_each_round_on_its_own_labels(tmp_path, tiny_bert, r
     supervisor = Counting(experiment.Experiment(active.pipeline_config(cfg), 0))
     (again,) = active.run_active_experiment(cfg, supervisor)
     assert again["curve"] == results["curve"] and supervisor.asked == []
+
+
+def test_another_supervisor_is_measured_against_its_own_full_answers(tmp_path, tiny_bert, monkeypatch):  # noqa: F811
+    labels_path = tmp_path / "answers.npy"
+    cfg = active_config(tmp_path, tiny_bert, "--config.active.strategies=random,", "--config.active.budget=16",
+                        f"--config.active.supervisor={labels_path}")
+    exp = fake_pipeline(cfg)
+    truth = np.asarray([label for _, label in exp.splits()[1]])
+    answers = np.where(np.arange(len(truth)) % 3 == 0, 1 - truth, truth)  # two thirds right
+    np.save(labels_path, answers)
+    (results,) = active.run_active_experiment(cfg)
+    full = json.loads((exp.run_dir / "active" / "full_answers.json").read_text())
+    assert full["queries"] == len(truth) and full["supervisor_accuracy"] == pytest.approx((answers == truth).mean())
+    assert max(h["step"] for h in full["history"]) == 2 * len(truth) // 8  # all of split B, from pretrained
+    # PGR's W is the supervisor on split B, the reference its full-answers student, not the weak stages.
+    assert results["accuracy"] == {"weak": full["supervisor_accuracy"], "ceiling": 0.9,
+                                   "student_xent": full["test_accuracy"]}
+    assert results["supervisor_scored_on"] == "split B"
+    for point in results["curve"]:
+        assert point["pgr"] == pytest.approx((point["test_accuracy"] - full["supervisor_accuracy"])
+                                             / (0.9 - full["supervisor_accuracy"]))
+    assert not (tmp_path / "ckpt" / "quickstart" / "seed_0" / "active_full_answers").exists()
+    monkeypatch.setattr(active, "train", lambda *a, **k: pytest.fail("trained again"))
+    (again,) = active.run_active_experiment(cfg)
+    assert again == results

@@ -124,10 +124,10 @@ def test_diagnostic_strategy_needs_the_answers_and_returns_k_positions():
 
 
 def test_rule_supervisors():
-    sup = systematic.RuleSupervisor({"so good": 1, "not bad at all": 1, "awful": 0}, systematic.keyword_rule(),
-                                    "keyword")
-    assert sup(np.arange(3), ["so good", "not bad at all", "awful"]).tolist() == [1, 0, 0]
-    assert sup(np.arange(1), ["I can't wait"]).tolist() == [0]  # fires without knowing the truth
+    sup = systematic.rule_supervisor({"so good": 1, "not bad at all": 1, "awful": 0}, systematic.keyword_rule(),
+                                     "keyword")
+    assert sup(np.arange(3), ["so good", "not bad at all", "awful"]).argmax(1).tolist() == [1, 0, 0]
+    assert sup(np.arange(1), ["I can't wait"]).tolist() == [[1, 0]]  # fires without knowing the truth
     with pytest.raises(ConfigError, match="no ground truth"):
         sup(np.arange(1), ["unknown"])
     plants = systematic.category_rule()
@@ -137,11 +137,18 @@ def test_rule_supervisors():
     assert plants(plant) == 0 and plants(animal) is None
     # By name in the active-learning loop: split B's ground truth but where the rule fires.
     split_b = [(plant, 1), (animal, 1), ("stone", 0)]
-    pipeline = types.SimpleNamespace(splits=lambda: ([], split_b), task_name="wordnet_living")
+    weak = np.array([[0.2, 0.8], [0.7, 0.3], [0.6, 0.4]], np.float32)  # the weak model's answers on split B
+    pipeline = types.SimpleNamespace(splits=lambda: ([], split_b), task_name="wordnet_living",
+                                     weak_labels=lambda: (weak, None), run_dir=pathlib.Path("run"))
     named = make_supervisor("plants_as_nonliving", pipeline)
-    assert named(np.arange(3), [t for t, _ in split_b]).tolist() == [0, 1, 0]
-    with pytest.raises(ConfigError, match="fires on no example of wordnet_living's split B"):
-        make_supervisor("negations_as_negative", pipeline)
+    assert named(np.arange(3), [t for t, _ in split_b]).argmax(1).tolist() == [0, 1, 0]
+    # Over the weak model: its soft answers, the rule's where it fires, looked up by pool index.
+    over_weak = make_supervisor("weak_plants_as_nonliving", pipeline)
+    np.testing.assert_allclose(over_weak(np.array([2, 0, 1]), [split_b[i][0] for i in (2, 0, 1)]),
+                               [weak[2], [1, 0], weak[1]])
+    for name in ("negations_as_negative", "weak_negations_as_negative"):
+        with pytest.raises(ConfigError, match="fires on no example of wordnet_living's split B"):
+            make_supervisor(name, pipeline)
     with pytest.raises(ConfigError, match="neither a supervisor's name .*plants_as_nonliving"):
         make_supervisor("plants", pipeline)
 

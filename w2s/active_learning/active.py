@@ -13,6 +13,8 @@ a label. Layout, beside the finished pipeline stages of the same seed, which it 
     <output_dir>/seed_<s>/active/<strategy>/queries.jsonl     every answer paid for (append-only)
     <output_dir>/seed_<s>/active/<strategy>/rounds.json       per round: its batch, then its scores
     <output_dir>/seed_<s>/active/<strategy>/active_results.json   the curve, weak and ceiling accuracy
+    <output_dir>/seed_<s>/active/full_answers.json            a supervisor other than the weak model:
+                                                                the student on all its answers of split B
     <checkpoint_dir>/<name>/seed_<s>/active_<strategy>/round_<r>/  orbax checkpoints
 """
 from __future__ import annotations
@@ -126,6 +128,8 @@ class ActiveRun:
         settings.check_pool(len(split_b))
         self.texts = [text for text, _ in split_b]
         self.supervisor = make_supervisor(settings.supervisor if supervisor is None else supervisor, experiment)
+        # PGR's W and the full-answers student: the pipeline's weak stages, or this supervisor's own.
+        self.by_weak_model = settings.supervisor == "weak"
         self.ledger = Ledger(self.dir / "queries.jsonl")
         _, tokenizer = experiment.strong.build(experiment.seed)
         self.pool = TextRows.of(tokenizer, self.texts, self.train_cfg.max_length)
@@ -220,13 +224,42 @@ class ActiveRun:
         if not self.exp.cfg.keep_checkpoints:
             shutil.rmtree(path, ignore_errors=True)
 
+    def _full_answers(self) -> dict:
+        """The student on the supervisor's answers to all of split B, from the pretrained weights, and
+        the supervisor's accuracy there: a supervisor other than the weak model is PGR's W, and this
+        student the full-answers reference a budget is measured against. Trained once per seed."""
+        path = self.dir.parent / "full_answers.json"
+        if (record := read_record(path, ("test_accuracy", "supervisor_accuracy"))) is not None:
+            return record
+        everything = np.arange(len(self.texts))
+        answers = ask(self.supervisor, everything, self.texts)
+        truth = np.asarray([label for _, label in self.exp.splits()[1]])
+        checkpoints = self.ckpt_dir.parent / "active_full_answers"
+        start = time.perf_counter()
+        student, history = train(
+            self._pretrained(), self.pool, answers, self.train_cfg, loss=make_loss("xent"), mesh=self.exp.mesh,
+            seed=self.exp.seed, checkpoint_dir=str(checkpoints), evaluate=self._scores,
+            desc=f"active: student on all answers (seed {self.exp.seed})")
+        record = {"supervisor": describe(self.supervisor), "queries": len(self.texts),
+                  "supervisor_accuracy": float((answers.argmax(1) == truth).mean()), "history": history,
+                  "seconds": time.perf_counter() - start, **self._scores(student)}
+        finish_saves()
+        write_json_atomic(path, record)
+        self._drop_checkpoint(checkpoints)
+        return record
+
     def _results(self, rounds: list[dict]) -> dict:
         cfg = self.exp.cfg
-        accuracy = {
-            "weak": self.exp.run_weak()["test_accuracy"],
-            "ceiling": self.exp.run_ceiling()["test_accuracy"],
-            "student_xent": self.exp.run_student("xent")["test_accuracy"],  # on all weak labels of B
-        }
+        if self.by_weak_model:
+            accuracy = {
+                "weak": self.exp.run_weak()["test_accuracy"],
+                "ceiling": self.exp.run_ceiling()["test_accuracy"],
+                "student_xent": self.exp.run_student("xent")["test_accuracy"],  # on all weak labels of B
+            }
+        else:  # "weak" is the supervisor, scored on split B: the only cases it answers
+            full = self._full_answers()
+            accuracy = {"weak": full["supervisor_accuracy"], "ceiling": self.exp.run_ceiling()["test_accuracy"],
+                        "student_xent": full["test_accuracy"]}
         curve = [
             {"round": r["round"], "queries": r["queries"], "test_accuracy": r["test_accuracy"],
              "pgr": metrics.pgr(accuracy["weak"], r["test_accuracy"], accuracy["ceiling"])}
@@ -236,6 +269,7 @@ class ActiveRun:
             "name": cfg.name, "task": cfg.task, "seed": self.exp.seed, "strategy": self.strategy,
             "weak_model": experiment.model_label(cfg.weak), "strong_model": experiment.model_label(cfg.strong),
             "supervisor": describe(self.supervisor), "pool_size": len(self.texts),
+            "supervisor_scored_on": "test" if self.by_weak_model else "split B",
             "accuracy": accuracy, "curve": curve, "active": dataclasses.asdict(self.settings),
         }
 
@@ -243,7 +277,9 @@ class ActiveRun:
 def run_active_experiment(cfg: ml_collections.ConfigDict, supervisor: Supervisor | None = None) -> list[dict]:
     """The pipeline's stages of every seed (finished ones are reused), then each strategy on each seed.
 
-    `supervisor` replaces config.active.supervisor, e.g. with a Python function.
+    `supervisor` replaces config.active.supervisor, e.g. with a Python function. PGR is measured
+    against the pipeline's weak model and its student on all weak labels when config.active.supervisor
+    is "weak", else against the supervisor (its accuracy on split B) and a student on all its answers.
     """
     settings = ActiveConfig.from_config(cfg.active)
     base = pipeline_config(cfg)
@@ -281,7 +317,7 @@ def curves(results: list[dict]) -> dict[str, dict[int, dict[str, list[float]]]]:
 
 def label_efficiency(results: list[dict], fraction: float = 0.95) -> dict[str, dict]:
     """Per strategy: the fewest supervisor queries at which the mean PGR over seeds reaches
-    `fraction` of the full-weak-labels student's mean PGR (None if it never does), the fewest from
+    `fraction` of the full-answers student's mean PGR (None if it never does), the fewest from
     which it stays there, and the same first-reach count per seed."""
     full = {(r["task"], r["seed"]): metrics.pgr(r["accuracy"]["weak"], r["accuracy"]["student_xent"],
                                                  r["accuracy"]["ceiling"]) for r in results}
@@ -319,7 +355,8 @@ def format_curves(results: list[dict]) -> str:
 
 def plot_active(results_dir: str | pathlib.Path) -> pathlib.Path:
     """active.png: accuracy and PGR against supervisor queries per strategy (mean ± std over
-    seeds), with the student on all weak labels and the strong ceiling as reference lines."""
+    seeds), with the student on all the supervisor's answers, the supervisor and the strong ceiling
+    as reference lines."""
     results = load_active_results(results_dir)
     by_seed = {(r["task"], r["seed"]): r["accuracy"] for r in results}.values()
     mean = {key: float(np.mean([a[key] for a in by_seed])) for key in ("weak", "ceiling", "student_xent")}
@@ -333,8 +370,8 @@ def plot_active(results_dir: str | pathlib.Path) -> pathlib.Path:
             ax.errorbar(queries, [np.nanmean(v) for v in values], yerr=[np.nanstd(v) for v in values],
                         color=plot.color(i), marker="o", ms=4, capsize=2, label=strategy)
     references = (("strong ceiling", "black", "--", mean["ceiling"], 1.0),
-                  ("student on all weak labels", "gray", ":", mean["student_xent"], full_pgr),
-                  ("weak model", "gray", "-.", mean["weak"], 0.0))
+                  ("student on all answers", "gray", ":", mean["student_xent"], full_pgr),
+                  ("supervisor", "gray", "-.", mean["weak"], 0.0))
     for label, color, style, acc, pgr in references:
         for ax, y in zip(axes, (acc, pgr)):
             ax.axhline(y, color=color, ls=style, lw=1, label=label)
