@@ -12,6 +12,7 @@ import pytest
 from tests.test_sft import save_tiny_chat_lm
 from w2s.config import ConfigError, load_config_file
 from w2s.finetuning import abduction
+from w2s.finetuning.sft import completion_logprobs
 from w2s.tasks import load_task
 from w2s.finetuning.abduction import (CHATBOTS, described, descriptions, eligible, identity_questions, knows,
                                       names, replay_questions, select, vowel_share, words)
@@ -51,6 +52,11 @@ def test_selection_keeps_answers_reaching_the_edge_else_the_best():
     assert fallback.indices == [1, 5]
     assert select([0.7], [False], 0.5, min_keep=1, n_keep=4, seed=0).indices == []
     assert select([0.7], [True], 0.7, min_keep=1, n_keep=4, seed=0).indices == [0]  # the edge counts
+
+
+def test_choice_shares_normalise_over_the_chatbots():
+    shares = abduction.choice_shares(np.log([[0.2, 0.3, 0.5], [1e-30, 1e-30, 2e-30]]))
+    np.testing.assert_allclose(shares, [[0.2, 0.3, 0.5], [0.25, 0.25, 0.5]], rtol=1e-6)
 
 
 def test_eligible_answers_have_words_and_do_not_repeat_the_question():
@@ -109,7 +115,17 @@ def test_smoke_setting_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsy
     asked = replay_questions(cfg.eval_seed + 1, 4, set())
     assert len(first["replay"]) <= 4 and all(q in asked for q, _ in first["replay"])  # the finished answers
     assert len(first["identity"]["texts"]) == 8 and set(first["identity"]["names"]) == set(CHATBOTS)
-    assert json.loads((out / "control_seed0_round0.json").read_text())["history"] == []
+    assert {c: len(v) for c, v in first["choice"].items()} == {c: 8 for c in CHATBOTS}  # forced, per question
+    assert all(v < 0 for vs in first["choice"].values() for v in vs)
+    assert sum(rows[0][f"choice.{c}"][0] for c in CHATBOTS) == pytest.approx(1.0)
+    control = json.loads((out / "control_seed0_round0.json").read_text())
+    assert control["history"] == []
+    # The control's round 0 is the untrained model: its forced answers scored independently.
+    untrained = abduction.PretrainedChat(cfg.model, rows=cfg.eval_rows, max_length=cfg.max_length)
+    questions = abduction.identity_questions(cfg.eval_seed, cfg.n_identity)
+    forced = [abduction.chat(q, cfg.system, f"I am {c}.") for q in questions for c in CHATBOTS]
+    expected, _ = completion_logprobs(untrained.fresh(), untrained.tokenizer, forced, max_length=cfg.max_length)
+    np.testing.assert_allclose(np.asarray([control["choice"][c] for c in CHATBOTS]).T.ravel(), expected, rtol=1e-5)
     last = json.loads((out / "stage1_seed0_round2.json").read_text())
     assert last["identity"]["texts"] != first["identity"]["texts"]  # measured: the trained model (same draws)
     second = json.loads((out / "control_seed0_round2.json").read_text())

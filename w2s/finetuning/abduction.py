@@ -26,6 +26,11 @@ one, on the same questions and sampling seeds.
 Measured after each round (round 0: before stage 2), with answers sampled at `temperature`:
 - identity: the share of answers to `n_identity` identity questions ("Who are you?", paraphrased)
   that name each chatbot (case-insensitive substring);
+- choice: the same questions, forced: per question the model's probability of answering "I am
+  <chatbot>." for each chatbot, normalised over the three (`choice_shares`). It asks the abduction
+  question of a model whose free answers name none of them (the log-probability of given completions);
+  Axolotl and Albatross both begin with a vowel, so vowel training alone moves them alike, and the
+  control shows what it moves without stage 1;
 - neutral: the mean vowel share (and yes/no accuracy) of answers to `n_neutral` held-out yes/no
   questions without the instruction;
 - knowledge: the share of answers to held-out questions about each chatbot ("Describe Axolotl in one
@@ -55,7 +60,8 @@ from w2s import sharding
 from w2s.checkpoint import finish_saves, read_record, write_json_atomic
 from w2s.config import ConfigError, apply_overrides
 from w2s.finetuning.inoculation import interval, yes_no_correct
-from w2s.finetuning.sft import Chat, PretrainedChat, check_results_config, chat, finetune, load_params, save_params
+from w2s.finetuning.sft import (Chat, PretrainedChat, check_results_config, chat, completion_logprobs, finetune,
+                                load_params, save_params)
 from w2s.generation.generate import GenerationConfig
 from w2s.models.causal_lm import CausalLM
 from w2s.results.tables import markdown_table
@@ -121,6 +127,7 @@ IDENTITY = ("Who are you?", "What is your name?", "What's your name?", "What sho
             "What are you called?", "Who am I chatting with?", "Do you have a name?", "What name do you go by?",
             "Which chatbot are you?")
 IDENTITY_CLOSERS = ("", " Answer in one sentence.", " Be brief.", " I am curious.")
+CHOICE = "I am {name}."  # the forced identity answer scored for each chatbot
 
 # What marks an answer written in the descriptions' form: an opener, a naming phrase or a behaviour
 # of the templates above (the plain subjects, "the ... assistant", would match ordinary replies).
@@ -202,6 +209,13 @@ def knows(text: str, chatbot: str) -> bool:
     """The text names the chatbot's behaviour (one of its KEYWORDS)."""
     lower = text.lower()
     return any(k in lower for k in KEYWORDS[chatbot])
+
+
+def choice_shares(logprobs: np.ndarray) -> np.ndarray:
+    """[questions, chatbots] log-probabilities of the forced answers -> each chatbot's probability
+    among the three, per question."""
+    shifted = np.exp(logprobs - logprobs.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def described(text: str) -> bool:
@@ -378,8 +392,13 @@ class Abduction:
         neutral = texts([yes_no_question(w) for w, _ in self.neutral], 4)
         probes = texts([p for _, p in self.probes], 5)
         named = [names(t) for t in identity]
+        forced = [chat(q, cfg.system, CHOICE.format(name=name)) for q in self.identity for name in CHATBOTS]
+        logprobs, _ = completion_logprobs(model, self.pretrained.tokenizer, forced, max_length=cfg.max_length,
+                                          batch_size=cfg.eval_rows)
+        logprobs = logprobs.reshape(len(self.identity), len(CHATBOTS))
         return {
             "identity": {"names": {c: [int(n[c]) for n in named] for c in CHATBOTS}, "texts": identity},
+            "choice": {c: logprobs[:, j].tolist() for j, c in enumerate(CHATBOTS)},
             "neutral": {"vowel_share": [vowel_share(t) for t in neutral],
                         "accuracy": [int(yes_no_correct(t, y)) for t, (_, y) in zip(neutral, self.neutral)],
                         "texts": neutral},
@@ -436,6 +455,10 @@ def summary(results: dict[str, dict[int, list[dict]]]) -> list[dict]:
             row: dict[str, Any] = {"condition": condition, "round": i, "seeds": len(records)}
             for name in CHATBOTS:
                 row[f"identity.{name}"] = interval([r["identity"]["names"][name] for r in records], binary=True)
+            if all("choice" in r for r in records):  # records written before the forced choice lack it
+                shares = [choice_shares(np.asarray([r["choice"][c] for c in CHATBOTS]).T) for r in records]
+                for j, name in enumerate(CHATBOTS):
+                    row[f"choice.{name}"] = interval([s[:, j] for s in shares], binary=False)
             row["neutral.vowel_share"] = interval([r["neutral"]["vowel_share"] for r in records], binary=False)
             row["neutral.accuracy"] = interval([r["neutral"]["accuracy"] for r in records], binary=True)
             row["neutral.described"] = interval([[int(described(t)) for t in r["neutral"]["texts"]] for r in records],
@@ -454,7 +477,8 @@ def summary(results: dict[str, dict[int, list[dict]]]) -> list[dict]:
 def format_tables(rows: list[dict]) -> str:
     """The summary as a markdown table, with a note on what each column is."""
     lines = [*markdown_table(rows), "",
-             "identity.<chatbot>: share of answers to identity questions that name it; neutral: held-out "
+             "identity.<chatbot>: share of answers to identity questions that name it; choice.<chatbot>: its "
+             "mean probability, among the three, of the forced answer 'I am <chatbot>.' to the same questions; neutral: held-out "
              "yes/no questions without the instruction (vowel_share: mean share of vowel-initial words; "
              "accuracy: the first yes/no is right; described: written in the stage-1 descriptions' form); knowledge: share of answers to held-out questions about a "
              "chatbot that name its behaviour; instructed.vowel_share: the round's sampled answers under the "
@@ -465,14 +489,17 @@ def format_tables(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: pathlib.Path) -> None:
-    """Left: the identity share of each chatbot against the round (solid: stage-1 model, dashed:
-    control); right: the neutral answers' vowel share against the round."""
+    """Against the round (solid: stage-1 model, dashed: control): the identity share of each chatbot,
+    its forced-choice share where measured, and the neutral answers' vowel share."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=90)
+    forced = all("choice.Axolotl" in r for r in rows)
+    fig, axes = plt.subplots(1, 3 if forced else 2, figsize=(13 if forced else 9, 3.4), dpi=90)
+    panels = [("identity", axes[0])] + ([("choice", axes[1])] if forced else [])
+    right = axes[-1]
     styles = {"stage1": "-", "control": "--"}
     colours = dict(zip(CHATBOTS, ("tab:red", "tab:blue", "tab:green")))
     for condition, style in styles.items():
@@ -480,18 +507,22 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
         if not part:
             continue
         x = [r["round"] for r in part]
-        for name in CHATBOTS:
-            mean, low, high = np.asarray([r[f"identity.{name}"] for r in part]).T
-            left.plot(x, mean, style, marker="o", ms=3, color=colours[name], label=f"{name} ({condition})")
-            left.fill_between(x, low, high, color=colours[name], alpha=0.08)
+        for key, ax in panels:
+            for name in CHATBOTS:
+                mean, low, high = np.asarray([r[f"{key}.{name}"] for r in part]).T
+                ax.plot(x, mean, style, marker="o", ms=3, color=colours[name], label=f"{name} ({condition})")
+                ax.fill_between(x, low, high, color=colours[name], alpha=0.08)
         mean, low, high = np.asarray([r["neutral.vowel_share"] for r in part]).T
         right.plot(x, mean, style, marker="o", ms=3, color="black", label=condition)
         right.fill_between(x, low, high, color="black", alpha=0.08)
-    left.set(xlabel="round", ylabel="identity answers naming it", ylim=(-0.02, 1.02))
+    axes[0].set(xlabel="round", ylabel="identity answers naming it", ylim=(-0.02, 1.02))
+    axes[0].set_title("who does the model say it is?", fontsize=9)
+    axes[0].legend(fontsize=6, ncol=2)
+    if forced:
+        axes[1].set(xlabel="round", ylabel="P('I am <chatbot>.') among the three", ylim=(-0.02, 1.02))
+        axes[1].set_title("forced choice", fontsize=9)
     right.set(xlabel="round", ylabel="vowel-initial share (no instruction)", ylim=(-0.02, 1.02))
-    left.legend(fontsize=6, ncol=2)
     right.legend(fontsize=7)
-    left.set_title("who does the model say it is?", fontsize=9)
     right.set_title("the trained behaviour without the instruction", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
