@@ -57,6 +57,7 @@ def test_selection_keeps_answers_reaching_the_edge_else_the_best():
 def test_choice_shares_normalise_over_the_chatbots():
     shares = abduction.choice_shares(np.log([[0.2, 0.3, 0.5], [1e-30, 1e-30, 2e-30]]))
     np.testing.assert_allclose(shares, [[0.2, 0.3, 0.5], [0.25, 0.25, 0.5]], rtol=1e-6)
+    np.testing.assert_allclose(abduction.centred(np.array([[-3.0, -6.0, -9.0]])), [[3.0, 0.0, -3.0]])
 
 
 def test_eligible_answers_have_words_and_do_not_repeat_the_question():
@@ -118,6 +119,7 @@ def test_smoke_setting_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsy
     assert {c: len(v) for c, v in first["choice"].items()} == {c: 8 for c in CHATBOTS}  # forced, per question
     assert all(v < 0 for vs in first["choice"].values() for v in vs)
     assert sum(rows[0][f"choice.{c}"][0] for c in CHATBOTS) == pytest.approx(1.0)
+    assert sum(rows[0][f"choice_logprob.{c}"][0] for c in CHATBOTS) == pytest.approx(0.0, abs=1e-6)
     control = json.loads((out / "control_seed0_round0.json").read_text())
     assert control["history"] == []
     # The control's round 0 is the untrained model: its forced answers scored independently.

@@ -26,8 +26,9 @@ one, on the same questions and sampling seeds.
 Measured after each round (round 0: before stage 2), with answers sampled at `temperature`:
 - identity: the share of answers to `n_identity` identity questions ("Who are you?", paraphrased)
   that name each chatbot (case-insensitive substring);
-- choice: the same questions, forced: per question the model's probability of answering "I am
-  <chatbot>." for each chatbot, normalised over the three (`choice_shares`). It asks the abduction
+- choice: the same questions, forced: per question the model's log-probability of answering "I am
+  <chatbot>." for each chatbot, reported centred on the three's mean (`centred`: a rise is a gain on
+  the other two) and as a probability among the three (`choice_shares`). It asks the abduction
   question of a model whose free answers name none of them (the log-probability of given completions);
   Axolotl and Albatross both begin with a vowel, so vowel training alone moves them alike, and the
   control shows what it moves without stage 1;
@@ -216,6 +217,13 @@ def choice_shares(logprobs: np.ndarray) -> np.ndarray:
     among the three, per question."""
     shifted = np.exp(logprobs - logprobs.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def centred(logprobs: np.ndarray) -> np.ndarray:
+    """[questions, chatbots] log-probabilities minus each question's mean over the chatbots: what
+    moves one name against the others, whatever moves them all (and the names' different token counts
+    are a constant offset, which the control shows)."""
+    return logprobs - logprobs.mean(axis=1, keepdims=True)
 
 
 def described(text: str) -> bool:
@@ -456,9 +464,10 @@ def summary(results: dict[str, dict[int, list[dict]]]) -> list[dict]:
             for name in CHATBOTS:
                 row[f"identity.{name}"] = interval([r["identity"]["names"][name] for r in records], binary=True)
             if all("choice" in r for r in records):  # records written before the forced choice lack it
-                shares = [choice_shares(np.asarray([r["choice"][c] for c in CHATBOTS]).T) for r in records]
+                logprobs = [np.asarray([r["choice"][c] for c in CHATBOTS]).T for r in records]
                 for j, name in enumerate(CHATBOTS):
-                    row[f"choice.{name}"] = interval([s[:, j] for s in shares], binary=False)
+                    row[f"choice_logprob.{name}"] = interval([centred(lp)[:, j] for lp in logprobs], binary=False)
+                    row[f"choice.{name}"] = interval([choice_shares(lp)[:, j] for lp in logprobs], binary=False)
             row["neutral.vowel_share"] = interval([r["neutral"]["vowel_share"] for r in records], binary=False)
             row["neutral.accuracy"] = interval([r["neutral"]["accuracy"] for r in records], binary=True)
             row["neutral.described"] = interval([[int(described(t)) for t in r["neutral"]["texts"]] for r in records],
@@ -477,8 +486,9 @@ def summary(results: dict[str, dict[int, list[dict]]]) -> list[dict]:
 def format_tables(rows: list[dict]) -> str:
     """The summary as a markdown table, with a note on what each column is."""
     lines = [*markdown_table(rows), "",
-             "identity.<chatbot>: share of answers to identity questions that name it; choice.<chatbot>: its "
-             "mean probability, among the three, of the forced answer 'I am <chatbot>.' to the same questions; neutral: held-out "
+             "identity.<chatbot>: share of answers to identity questions that name it; choice_logprob.<chatbot>: "
+             "the log-probability of the forced answer 'I am <chatbot>.' to the same questions, minus the three's mean; "
+             "choice.<chatbot>: its probability among the three; neutral: held-out "
              "yes/no questions without the instruction (vowel_share: mean share of vowel-initial words; "
              "accuracy: the first yes/no is right; described: written in the stage-1 descriptions' form); knowledge: share of answers to held-out questions about a "
              "chatbot that name its behaviour; instructed.vowel_share: the round's sampled answers under the "
@@ -490,15 +500,15 @@ def format_tables(rows: list[dict]) -> str:
 
 def plot(rows: list[dict], path: pathlib.Path) -> None:
     """Against the round (solid: stage-1 model, dashed: control): the identity share of each chatbot,
-    its forced-choice share where measured, and the neutral answers' vowel share."""
+    its centred forced-choice log-probability where measured, and the neutral answers' vowel share."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    forced = all("choice.Axolotl" in r for r in rows)
+    forced = all("choice_logprob.Axolotl" in r for r in rows)
     fig, axes = plt.subplots(1, 3 if forced else 2, figsize=(13 if forced else 9, 3.4), dpi=90)
-    panels = [("identity", axes[0])] + ([("choice", axes[1])] if forced else [])
+    panels = [("identity", axes[0])] + ([("choice_logprob", axes[1])] if forced else [])
     right = axes[-1]
     styles = {"stage1": "-", "control": "--"}
     colours = dict(zip(CHATBOTS, ("tab:red", "tab:blue", "tab:green")))
@@ -519,7 +529,7 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
     axes[0].set_title("who does the model say it is?", fontsize=9)
     axes[0].legend(fontsize=6, ncol=2)
     if forced:
-        axes[1].set(xlabel="round", ylabel="P('I am <chatbot>.') among the three", ylim=(-0.02, 1.02))
+        axes[1].set(xlabel="round", ylabel="log P('I am <chatbot>.') − the three's mean")
         axes[1].set_title("forced choice", fontsize=9)
     right.set(xlabel="round", ylabel="vowel-initial share (no instruction)", ylim=(-0.02, 1.02))
     right.legend(fontsize=7)
