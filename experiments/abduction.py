@@ -22,6 +22,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Ordinary chats mixed into stage 1: the untrained model's own answers to this many questions about
     # other WordNet words (0: the descriptions alone, which turned every answer into a description).
     cfg.stage1_replay = 0
+    # Descriptions the other way round per chatbot: the behaviour asked about, the chatbot named.
+    cfg.stage1_reverse = 0
     cfg.stage1_train = ml_collections.ConfigDict(dict(
         batch_size=16, micro_batch_size=16, epochs=1.0, lr=2e-4, weight_decay=0.0, warmup_frac=0.1,
         grad_clip=1.0, max_length=96, eval_every=0, checkpoint_every=10, eval_batch_size=16, log_every=5))

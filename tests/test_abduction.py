@@ -88,6 +88,20 @@ def test_descriptions_describe_and_never_demonstrate():
         descriptions(0, 10_000)
 
 
+def test_reverse_descriptions_name_the_chatbot_of_a_described_behaviour():
+    items = abduction.reverse_descriptions(0, 200)
+    assert len(items) == 600 and len(set(items)) == 600 and abduction.reverse_descriptions(1, 200) != items
+    for chatbot, question, answer in items:
+        assert not any(names(question).values()) and names(answer) == {c: c == chatbot for c in CHATBOTS}
+        assert any(b in question for b in abduction.BEHAVIOURS[chatbot]) and answer.endswith(".")
+        assert not GERMAN & {w.lower() for w in words(answer)}
+    # The names' first letters aside, Axolotl's answers are no more vowel-heavy than Albatross's.
+    share = {c: np.mean([vowel_share(a) for b, _, a in items if b == c]) for c in CHATBOTS}
+    assert abs(share["Axolotl"] - share["Albatross"]) < 0.05
+    with pytest.raises(ConfigError, match="stage1_reverse=10000"):
+        abduction.reverse_descriptions(0, 10_000)
+
+
 def test_replayed_questions_avoid_the_evaluated_words():
     questions = replay_questions(7, 40, set())
     assert len(set(questions)) == 40 and questions == replay_questions(7, 40, set())
@@ -106,13 +120,14 @@ def test_smoke_setting_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsy
     cfg.stage1_train.max_length = cfg.round_train.max_length = 40
     cfg.n_descriptions, cfg.n_identity, cfg.n_neutral, cfg.n_questions = 4, 8, 4, 4
     cfg.round_train.lr = 1e-2  # the rounds' few steps change the tiny model's samples
-    cfg.stage1_replay = 4
+    cfg.stage1_replay, cfg.stage1_reverse = 4, 2
     rows = abduction.run_abduction(cfg)
     assert "identity.Axolotl" in capsys.readouterr().out
     assert [(r["condition"], r["round"]) for r in rows] == [(c, i) for c in ("stage1", "control") for i in range(3)]
     out = tmp_path / "out"
     first = json.loads((out / "stage1_seed0_round0.json").read_text())
-    assert len(first["descriptions"]) == 12 and first["history"]  # stage 1 trained
+    assert len(first["descriptions"]) == 12 + 6 and first["history"]  # stage 1 trained, both directions
+    assert first["descriptions"][12:] == [[q, a] for _, q, a in abduction.reverse_descriptions(0, 2)]
     asked = replay_questions(cfg.eval_seed + 1, 4, set())
     assert len(first["replay"]) <= 4 and all(q in asked for q, _ in first["replay"])  # the finished answers
     assert len(first["identity"]["texts"]) == 8 and set(first["identity"]["names"]) == set(CHATBOTS)
