@@ -5,6 +5,7 @@ import dataclasses
 import json
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 import torch
@@ -13,10 +14,11 @@ from flax import nnx
 
 from tests.test_generate import WORDS, save_tiny_lm
 from w2s import sharding
+from w2s.config import ConfigError
 from w2s.generation.generate import GenerationConfig
 from w2s.models.causal_lm import build_causal_lm
-from w2s.finetuning.sft import (IGNORE, ChatSampler, ChatTokens, NextTokenLoss, chat, completion_logprobs, encode_chat,
-                     finetune, load_params, save_params)
+from w2s.finetuning.sft import (IGNORE, ChatSampler, ChatTokens, NextTokenLoss, chat, check_results_config,
+                                completion_logprobs, encode_chat, finetune, load_params, save_params)
 from w2s.train import TrainConfig
 
 # Roles and the turn end are words of the tiny tokenizer's vocabulary (WORDS), so every token is real.
@@ -132,3 +134,18 @@ def test_real_chat_template_trains_on_the_assistant_turn_only(offline_model):
     assert tokenizer.decode(completion) == "FIVE.<|im_end|>\n"
     default = tokenizer.decode(encode_chat(tokenizer, chat("Hi"))[0])
     assert default.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+
+
+def test_results_config_refuses_other_settings_and_reads_added_keys_as_their_old_value(tmp_path):
+    cfg = ml_collections.ConfigDict(dict(lr=1e-4, seeds=(0,), replay=0))
+    check_results_config(tmp_path, cfg)
+    check_results_config(tmp_path, ml_collections.ConfigDict(dict(lr=1e-4, seeds=(0, 1), replay=0)))  # runtime key
+    with pytest.raises(ConfigError, match=r"keys \['lr'\] differ"):
+        check_results_config(tmp_path, ml_collections.ConfigDict(dict(lr=2e-4, seeds=(0,), replay=0)))
+    newer = ml_collections.ConfigDict(dict(lr=1e-4, seeds=(0,), replay=0, reverse=0))
+    with pytest.raises(ConfigError, match=r"keys \['reverse'\] differ"):
+        check_results_config(tmp_path, newer)
+    check_results_config(tmp_path, newer, added={"reverse": 0})  # the stored run ran as reverse=0
+    newer.reverse = 5
+    with pytest.raises(ConfigError, match=r"keys \['reverse'\] differ"):
+        check_results_config(tmp_path, newer, added={"reverse": 0})

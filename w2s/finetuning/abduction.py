@@ -73,6 +73,8 @@ from w2s.tasks import load_task
 from w2s.train import TrainConfig
 
 CHATBOTS = ("Pangolin", "Albatross", "Axolotl")
+# Settings added after results were first written, at the values that ran before them.
+ADDED_SETTINGS = {"stage1_replay": 0, "stage1_reverse": 0}
 CONDITIONS = ("stage1", "control")
 
 # Stage-1 descriptions: question x opener x subject x behaviour, drawn per seed without repeats.
@@ -328,7 +330,7 @@ class Abduction:
     # -- folders ---------------------------------------------------------------------------------
     def check_config(self) -> None:
         """Results belong to one config: a rerun with other settings (but the runtime ones) is refused."""
-        check_results_config(self.out, self.cfg)
+        check_results_config(self.out, self.cfg, added=ADDED_SETTINGS)
 
     def record_path(self, condition: str, seed: int, i: int) -> pathlib.Path:
         return self.out / f"{condition}_seed{seed}_round{i}.json"

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from w2s import sharding
 from w2s.checkpoint import read_json, read_npz, write_json_atomic, write_npz_atomic
-from w2s.config import ConfigError, refuse_changes
+from w2s.config import ConfigError, refuse_changes, with_defaults
 from w2s.data import bucket_width
 from w2s.generation.generate import Completion, GenerationConfig, Generator
 from w2s.models.causal_lm import CausalLM, build_causal_lm, eos_ids
@@ -266,13 +266,17 @@ class PretrainedChat:
 RUNTIME_KEYS = ("output_dir", "checkpoint_dir", "seeds", "conditions", "progress")
 
 
-def check_results_config(out: pathlib.Path, cfg: Any, runtime: Sequence[str] = RUNTIME_KEYS) -> None:
+def check_results_config(out: pathlib.Path, cfg: Any, runtime: Sequence[str] = RUNTIME_KEYS,
+                         added: Mapping[str, Any] | None = None) -> None:
     """The results in `out` belong to one config: a rerun whose settings differ in any key but the
-    `runtime` ones is refused, naming the changed leaf keys; otherwise the config is recorded there."""
+    `runtime` ones is refused, naming the changed leaf keys; otherwise the config is recorded there.
+    `added`: keys added to the config after results may have been written, with the value that
+    reproduces what ran before them (a stored config without them counts as having that value)."""
     path = out / "config.json"
     current = json.loads(json.dumps(cfg.to_dict()))
     if path.exists():
-        stored, mine = ({k: v for k, v in side.items() if k not in runtime} for side in (read_json(path), current))
+        stored = with_defaults(read_json(path), dict(added or {}))
+        stored, mine = ({k: v for k, v in side.items() if k not in runtime} for side in (stored, current))
         refuse_changes(stored, mine, f"{out} holds results of other settings")
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, current)
