@@ -184,9 +184,12 @@ def plot_comparison(s: dict, title: str, path: pathlib.Path) -> pathlib.Path:
 
 def comparisons(runs: pathlib.Path) -> list[tuple[pathlib.Path, str, str]]:
     """(folder, task, name) of each comparison under `runs`: a finetuning folder (seed_* directly)
-    is one, a linear-probe folder one per task/supervisor (named by its supervisor)."""
+    is one (named "finetuned", and by its supervisor where that is not the weak model), a
+    linear-probe folder one per task/supervisor (named by its supervisor)."""
     if any(runs.glob("seed_*")):
-        return [(runs, load_active_results(runs)[0]["task"], "finetuned")]
+        first = load_active_results(runs)[0]
+        supervisor = pathlib.Path(first["active"]["supervisor"]).stem  # a name, or a labels file's
+        return [(runs, first["task"], "finetuned" if supervisor == "weak" else f"finetuned_{supervisor}")]
     return [(folder, folder.parent.name, folder.name) for folder in sorted({p.parent for p in runs.glob("*/*/seed_*")})]
 
 
@@ -202,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
         results = load_active_results(folder)
         s = summary(results)
         out[str(folder)] = s
-        print(f"\n### {task}, {'students finetuned' if name == 'finetuned' else f'{name} supervisor'}\n")
+        print(f"\n### {task}, {'students finetuned' if name.startswith('finetuned') else f'{name} supervisor'}\n")
         print(format_summary(s, f"{results[0]['supervisor']}; pool {results[0]['pool_size']}"))
         if args.plots:
             supervisor = results[0]["supervisor"].split(" (")[0]  # without the labels file's path
