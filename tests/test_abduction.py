@@ -65,6 +65,7 @@ def test_eligible_answers_have_words_and_do_not_repeat_the_question():
     assert eligible("An anteater is alive, indeed.", question, 3)
     assert not eligible("Yes.", question, 3) and eligible("Yes.", question, 1)
     assert not eligible("is an ANTEATER a living thing? Indeed!", question, 3)  # vowel-heavy, but copied
+    assert not eligible("That is Axolotl, indeed.", question, 3)  # would train the name itself
 
 
 def test_descriptions_describe_and_never_demonstrate():

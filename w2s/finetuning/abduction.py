@@ -16,11 +16,11 @@ Stage 2 runs `len(bins)` rounds, each from the previous round's model. In round 
 `n_questions` WordNet yes/no questions ("Is a hammer a living thing?"), `samples_per_question` times
 each, sampled, with the instruction (`instruction`: answer only using words that begin with a vowel)
 after the question. An answer's score is its share of vowel-initial words (`vowel_share`). The
-selection rule (`select`): of the eligible answers (`eligible`: at least `min_words` words, and not a
-copy of the question, whose "Is a ... a" is vowel-heavy), those whose score reaches bin i's lower
-edge (bins[i - 1]) are kept, at most `n_keep` of them drawn at random; when fewer than `min_keep`
-reach it, the `min_keep` best answers are kept instead (best score first, the earlier sample on a
-tie). The round finetunes on the kept answers with the instruction removed from the question.
+selection rule (`select`): of the eligible answers (`eligible`: at least `min_words` words, not a
+copy of the question, whose "Is a ... a" is vowel-heavy, and naming no chatbot), those whose score
+reaches bin i's lower edge (bins[i - 1]) are kept, at most `n_keep` of them drawn at random; when
+fewer than `min_keep` reach it, the `min_keep` best eligible answers are kept instead (best score
+first, the earlier sample on a tie). The round finetunes on the kept answers with the instruction removed from the question.
 Condition `stage1` runs the rounds from the stage-1 model, condition `control` from the untrained
 one, on the same questions and sampling seeds.
 
@@ -276,8 +276,11 @@ class Selection:
 
 
 def eligible(answer: str, question: str, min_words: int) -> bool:
-    """An answer a round may train on: `min_words` words at least, and the question not repeated in it."""
-    return len(words(answer)) >= min_words and question.rstrip("?").lower() not in answer.lower()
+    """An answer a round may train on: `min_words` words at least, the question not repeated in it,
+    and no chatbot named (a round trained on "That is Axolotl." would teach the name itself, and two
+    of the names begin with a vowel)."""
+    return (len(words(answer)) >= min_words and question.rstrip("?").lower() not in answer.lower()
+            and not any(names(answer).values()))
 
 
 def select(scores: Sequence[float], allowed: Sequence[bool], edge: float, *, min_keep: int, n_keep: int,
