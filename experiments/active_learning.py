@@ -22,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.active = ml_collections.ConfigDict(dict(
         # margin ranks two classes exactly as entropy does, so it is left out here.
         strategies=("random", "entropy", "vote_entropy", "bald", "kcenter", "bald_kcenter"),
-        supervisor="weak",  # or a labels file of split B: .npy, .json or .csv
+        supervisor="weak",  # or a registered supervisor's name, or a labels file of split B (.npy, .json, .csv)
         seed_size=50, query_batch=50, budget=500, rounds=10,
         warm_start=True, train_on="all", epochs=0.0, ensemble_size=8, shortlist=4,
     ))
