@@ -241,7 +241,7 @@ class ActiveRun:
             seed=self.exp.seed, checkpoint_dir=str(checkpoints), evaluate=self._scores,
             desc=f"active: student on all answers (seed {self.exp.seed})")
         record = {"supervisor": describe(self.supervisor), "queries": len(self.texts),
-                  "supervisor_accuracy": float((answers.argmax(1) == truth).mean()), "history": history,
+                  "supervisor_accuracy": metrics.accuracy(answers, truth), "history": history,
                   "seconds": time.perf_counter() - start, **self._scores(student)}
         finish_saves()
         write_json_atomic(path, record)
@@ -250,16 +250,12 @@ class ActiveRun:
 
     def _results(self, rounds: list[dict]) -> dict:
         cfg = self.exp.cfg
-        if self.by_weak_model:
-            accuracy = {
-                "weak": self.exp.run_weak()["test_accuracy"],
-                "ceiling": self.exp.run_ceiling()["test_accuracy"],
-                "student_xent": self.exp.run_student("xent")["test_accuracy"],  # on all weak labels of B
-            }
-        else:  # "weak" is the supervisor, scored on split B: the only cases it answers
-            full = self._full_answers()
-            accuracy = {"weak": full["supervisor_accuracy"], "ceiling": self.exp.run_ceiling()["test_accuracy"],
-                        "student_xent": full["test_accuracy"]}
+        if self.by_weak_model:  # the student on all weak labels of B
+            supervisor, full = self.exp.run_weak()["test_accuracy"], self.exp.run_student("xent")["test_accuracy"]
+        else:  # the supervisor scored on split B, the only cases it answers
+            record = self._full_answers()
+            supervisor, full = record["supervisor_accuracy"], record["test_accuracy"]
+        accuracy = {"weak": supervisor, "ceiling": self.exp.run_ceiling()["test_accuracy"], "student_xent": full}
         curve = [
             {"round": r["round"], "queries": r["queries"], "test_accuracy": r["test_accuracy"],
              "pgr": metrics.pgr(accuracy["weak"], r["test_accuracy"], accuracy["ceiling"])}

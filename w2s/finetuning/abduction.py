@@ -497,9 +497,10 @@ def summary(results: dict[str, dict[int, list[dict]]]) -> list[dict]:
                 row[f"identity.{name}"] = interval([r["identity"]["names"][name] for r in records], binary=True)
             if all("choice" in r for r in records):  # records written before the forced choice lack it
                 logprobs = [np.asarray([r["choice"][c] for c in CHATBOTS]).T for r in records]
+                relative, shares = [centred(lp) for lp in logprobs], [choice_shares(lp) for lp in logprobs]
                 for j, name in enumerate(CHATBOTS):
-                    row[f"choice_logprob.{name}"] = interval([centred(lp)[:, j] for lp in logprobs], binary=False)
-                    row[f"choice.{name}"] = interval([choice_shares(lp)[:, j] for lp in logprobs], binary=False)
+                    row[f"choice_logprob.{name}"] = interval([c[:, j] for c in relative], binary=False)
+                    row[f"choice.{name}"] = interval([s[:, j] for s in shares], binary=False)
             row["neutral.vowel_share"] = interval([r["neutral"]["vowel_share"] for r in records], binary=False)
             row["neutral.accuracy"] = interval([r["neutral"]["accuracy"] for r in records], binary=True)
             row["neutral.described"] = interval([[int(described(t)) for t in r["neutral"]["texts"]] for r in records],
