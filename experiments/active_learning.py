@@ -25,6 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
         supervisor="weak",  # or a registered supervisor's name, or a labels file of split B (.npy, .json, .csv)
         seed_size=50, query_batch=50, budget=500, rounds=10,
         warm_start=True, train_on="all", epochs=0.0, ensemble_size=8, shortlist=4,
+        constructed=2000,  # cases built for arms named <strategy>+constructed, which may ask about them too
     ))
     return cfg
 

@@ -38,7 +38,7 @@ TASKS = {  # task options, max tokens, number of constructed cases
     "wordnet_living": (dict(n_train=4000, n_test=2000), 16, 2000),
     "tweet_sentiment": (dict(n_train=4000, n_test=2000), 48, 2000),
 }
-STRATEGIES = ["random", "typical", "diagnostic", "diagnostic" + diagnostic.CONSTRUCTED]
+STRATEGIES = ["random", "typical", "diagnostic", "diagnostic" + constructed.CONSTRUCTED]
 
 
 def features(side: str, texts: dict[str, list[str]], max_length: int, seed: int, cache: pathlib.Path) -> dict:
@@ -52,16 +52,6 @@ def features(side: str, texts: dict[str, list[str]], max_length: int, seed: int,
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, **out)
     return out
-
-
-def cases(task_name: str, task, split_b: list, n: int, seed: int) -> list[constructed.Case]:
-    test = [t for t, _ in task.test]
-    if task_name.startswith("wordnet_"):
-        made = constructed.new_lemmas(task_name, [t for t, _ in task.train] + test, n, seed)
-    else:
-        made = constructed.substitutions(split_b, test, n, seed)
-    constructed.check_unseen(made, test)
-    return made
 
 
 def rule(task_name: str) -> tuple[systematic.Rule, str]:
@@ -88,7 +78,9 @@ def load_seed(task_name: str, seed: int, out: pathlib.Path, task_seed: int) -> S
     seeds (the backbone pass is what a 2-core CPU cannot afford three times); the A/B split is seed's."""
     options, max_length, n_constructed = TASKS[task_name]
     task = load_task(task_name, seed=task_seed, **options)
-    made = cases(task_name, task, split_halves(task.train, task_seed)[1], n_constructed, task_seed)
+    # Synonyms and hypernyms only: the cases these documented runs were measured with.
+    made = constructed.build(task_name, [t for t, _ in task.train], [t for t, _ in task.test],
+                             split_halves(task.train, task_seed)[1], n_constructed, task_seed, ("synonym", "hypernym"))
     texts = {"train": [t for t, _ in task.train], "test": [t for t, _ in task.test],
              "constructed": [c.text for c in made]}
     start = time.process_time()

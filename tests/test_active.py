@@ -360,3 +360,31 @@ def test_another_supervisor_is_measured_against_its_own_full_answers(tmp_path, t
     monkeypatch.setattr(active, "train", lambda *a, **k: pytest.fail("trained again"))
     (again,) = active.run_active_experiment(cfg)
     assert again == results
+
+
+def test_constructed_arm_asks_the_weak_model_trained_again_about_built_cases(tmp_path, tiny_bert):  # noqa: F811
+    cfg = active_config(tmp_path, tiny_bert, "--config.active.strategies=random,random+constructed",
+                        "--config.active.constructed=16")
+    plain, built = active.run_active_experiment(cfg)  # the real stages: the weak model must be trained again
+    exp = experiment.Experiment(active.pipeline_config(cfg), 0)
+    record = json.loads((exp.run_dir / "active" / "constructed.json").read_text())
+    texts = [c["text"] for c in record["cases"]]
+    split_b = [t for t, _ in exp.splits()[1]]
+    assert len(texts) == 16 and not set(texts) & {t for t, _ in exp.task.train + exp.task.test}
+    assert built["constructed_size"] == 16 and plain["constructed_size"] == 0 and built["pool_size"] == 32
+    assert built["curve"][0] == {**plain["curve"][0], "constructed_queries": 0}  # the same seed set from B
+    ledger = Ledger(exp.run_dir / "active" / "random+constructed" / "queries.jsonl")
+    asked = np.asarray(sorted(ledger.answers))
+    assert built["curve"][-1]["constructed_queries"] == (asked >= 32).sum() > 0
+    # Constructed cases answered by the weak model trained again; split B's by the weak stage's labels.
+    weak_answers = np.asarray(record["weak_answers"], np.float32)
+    stored, _ = exp.weak_labels()
+    np.testing.assert_allclose(ledger.lookup(asked[asked >= 32]), weak_answers[asked[asked >= 32] - 32])
+    np.testing.assert_allclose(ledger.lookup(asked[asked < 32]), stored[asked[asked < 32]])
+    # Trained again, it answers split B's texts as the stage did; asked about them as new texts too.
+    np.testing.assert_allclose(exp.weak_answers(split_b), stored, atol=1e-5)
+    exp._save_weak_labels(stored[::-1].copy(), np.asarray([label for _, label in exp.splits()[1]]))
+    with pytest.raises(ConfigError, match="trained again answers split B differently"):
+        exp.weak_answers(texts)
+    with pytest.raises(ConfigError, match=r"keys \['constructed'\] differ"):
+        active.run_active_experiment(apply_overrides(cfg, ["--config.active.constructed=8"]))

@@ -149,6 +149,20 @@ def test_rule_supervisors():
     for name in ("negations_as_negative", "weak_negations_as_negative"):
         with pytest.raises(ConfigError, match="fires on no example of wordnet_living's split B"):
             make_supervisor(name, pipeline)
+    # Constructed cases come after split B's indices: the rule where it fires, else the label the
+    # case's construction implies, or the weak model's answer to it.
+    plant2 = next(w for w, f in files.items() if f == 20 and w != plant)
+    animal2 = next(w for w, f in files.items() if f == 5 and w != animal)
+    cases = (constructed.Case(plant2, 1, "lemma"), constructed.Case(animal2, 1, "lemma"))
+    extension = constructed.Extension(cases, lambda: np.array([[0.1, 0.9], [0.6, 0.4]], np.float32))
+    np.testing.assert_allclose(make_supervisor("weak", pipeline, extension)(np.array([3, 0]), [plant2, plant]),
+                               [[0.1, 0.9], weak[0]])
+    named = make_supervisor("plants_as_nonliving", pipeline, extension)
+    assert named(np.array([3, 4, 1]), [plant2, animal2, animal]).argmax(1).tolist() == [0, 1, 1]
+    np.testing.assert_allclose(make_supervisor("weak_plants_as_nonliving", pipeline, extension)(
+        np.array([3, 4, 2]), [plant2, animal2, "stone"]), [[1, 0], [0.6, 0.4], weak[2]])
+    with pytest.raises(ConfigError, match="a labels file answers split B only"):
+        make_supervisor("answers.npy", pipeline, extension)
     with pytest.raises(ConfigError, match="neither a supervisor's name .*plants_as_nonliving"):
         make_supervisor("plants", pipeline)
 
@@ -167,16 +181,34 @@ def test_constructed_cases_avoid_every_split_and_the_test_split_is_checked():
         constructed.check_unseen(made[:1], [made[0].text.upper()])
 
 
-def test_substitutions_replace_one_word_and_keep_the_label():
-    examples = [("what a happy day", 1), ("the movie was dull", 0), ("zzz qqq", 1)]
-    made = constructed.substitutions(examples, ["what a glad day"], 10, seed=0)
-    assert made and all(c.kind in ("synonym", "hypernym") for c in made)
+def test_substitutions_replace_one_word_keep_the_label_and_antonyms_flip_it():
+    examples = [("what a happy day", 1), ("the movie was dull", 0), ("a good day", 1), ("i love it", 1),
+                ("zzz qqq", 1)]
     sources = {t: y for t, y in examples}
-    for c in made:
-        source = next(t for t in sources if len(t.split()) == len(c.text.split())
-                      and sum(a != b for a, b in zip(t.split(), c.text.split())) == 1)
-        assert c.truth == sources[source]
-    assert "what a glad day" not in [c.text for c in made]
+    for kinds in (("synonym", "hypernym"), constructed.SUBSTITUTIONS):
+        made = constructed.substitutions(examples, ["what a glad day"], 10, seed=0, kinds=kinds)
+        assert made and {c.kind for c in made} <= set(kinds)
+        for c in made:
+            source = next(t for t in sources if len(t.split()) == len(c.text.split())
+                          and sum(a != b for a, b in zip(t.split(), c.text.split())) == 1)
+            assert c.truth == (1 - sources[source] if c.kind == "antonym" else sources[source])
+        assert "what a glad day" not in [c.text for c in made]
+    # WordNet's lexical antonym links, read from data.adj / data.verb.
+    opposites = constructed.substitutions(examples, [], 10, seed=0, kinds=("antonym",))
+    assert {"a bad day", "i hate it", "what a unhappy day"} <= {c.text for c in opposites}
+    assert all(c.kind == "antonym" for c in opposites)
+    with pytest.raises(ConfigError, match="unknown; choose from synonym, hypernym, antonym"):
+        constructed.substitutions(examples, [], 10, seed=0, kinds=("meronym",))
+
+
+def test_build_picks_the_construction_by_task_and_checks_the_test_split():
+    lemmas = constructed.build("wordnet_living", ["dog"], ["cat"], [], 20, seed=0)
+    assert len(lemmas) == 20 and {c.kind for c in lemmas} == {"lemma"}
+    assert not {"dog", "cat"} & {c.text for c in lemmas}
+    texts = constructed.build("tweet_sentiment", [], ["the movie was boring"], [("the movie was dull", 0)], 5, seed=0)
+    assert texts and all(c.kind in constructed.SUBSTITUTIONS and c.text != "the movie was boring" for c in texts)
+    assert constructed.arm("diagnostic+constructed") == ("diagnostic", True)
+    assert constructed.arm("bald") == ("bald", False)
 
 
 def test_arms_share_the_seed_set_buy_within_budget_and_resume(tmp_path):

@@ -31,8 +31,9 @@ import ml_collections
 import numpy as np
 
 from w2s import distributed, runtime, sharding
-from w2s.checkpoint import read_json, read_record, write_json_atomic
+from w2s.checkpoint import finish_saves, read_json, read_record, write_json_atomic
 from w2s.config import ConfigError, changed_leaves, check_keys, with_defaults
+from w2s.data import TextRows, one_hot
 from w2s.losses import check_loss_options, student_loss
 from w2s.progress import PlannedStage, RunProgress, TensorBoardLog
 from w2s.results import metrics, tables
@@ -72,6 +73,10 @@ def default_config() -> ml_collections.ConfigDict:
         keep_checkpoints=False,  # a finished stage's orbax checkpoints are deleted (~270 MB each)
     ))
 
+
+# Largest difference allowed between the weak stage's labels of split B and those of the weak model
+# trained again: XLA's float reductions may reassociate between builds, nothing more.
+WEAK_AGAIN_TOLERANCE = 1e-3
 
 TOP_KEYS = tuple(default_config())
 MODEL_KEYS = tuple(default_config().strong)
@@ -250,6 +255,31 @@ class Experiment(Stages):
         """The weak stage's labels of B; a missing or damaged file makes the weak stage run again."""
         self.run_weak()
         return self.labels("weak")
+
+    def weak_answers(self, texts: list[str]) -> np.ndarray:
+        """The weak model's soft labels of texts outside the task (e.g. constructed cases), [n, 2].
+
+        A finished weak stage keeps no model, so it is trained again as the stage trained it (same
+        seed, settings and examples); it must give the stage's labels of split B again (to
+        WEAK_AGAIN_TOLERANCE), so these answers are the same supervisor's as split B's.
+        """
+        if self.weak.probe is not None:
+            raise ConfigError("the weak model is a linear probe on features computed for the task's splits only; "
+                              "answering other texts needs a weak model that reads text (no weak.probe).")
+        stored, _ = self.weak_labels()
+        targets = one_hot(np.asarray([label for _, label in self.examples("a")]))
+        model, predict, _ = self._fit(self.weak, "weak_again", "a", targets, "xent")
+        finish_saves()  # its last checkpoint, before the folder goes
+        shutil.rmtree(self.ckpt_dir / "weak_again", ignore_errors=True)
+        gap = float(np.abs(metrics.softmax(predict("b")) - stored).max())
+        if gap > WEAK_AGAIN_TOLERANCE:
+            raise ConfigError(
+                f"the weak model trained again answers split B differently from {self.run_dir / 'weak_labels.npz'} "
+                f"(by up to {gap:.3g}): the stage was trained by other code or on another backend. Delete "
+                "weak.json and weak_labels.npz to train it again here, with every stage that reads them.")
+        _, tokenizer = self.weak.build(self.seed)
+        rows = TextRows.of(tokenizer, texts, self.weak.train_cfg.max_length)
+        return metrics.softmax(self._predict(model, rows, self.weak.train_cfg.eval_batch_size))
 
     def run_ceiling(self) -> dict:
         """The strong model on ground truth of B: the best a perfect supervisor could give."""

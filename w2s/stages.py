@@ -236,8 +236,9 @@ class Stages:
 
     def _fit(self, spec: ModelSpec, stage: str, split: str, targets: np.ndarray, loss_name: str,
              holdout_frac: float = 0.0, evals: int = 0, truth: np.ndarray | None = None,
-             ) -> tuple[Callable[[str], np.ndarray], dict]:
-        """Trains `spec` on a split's examples; returns its logits per split (a function) and the record.
+             ) -> tuple[nnx.Module, Callable[[str], np.ndarray], dict]:
+        """Trains `spec` on a split's examples; returns the model, its logits per split (a function) and
+        the record.
         `loss_name` is a student's name (w2s.losses.student_loss).
 
         With `truth` (the split's ground truth, when the targets are another model's labels), every
@@ -305,7 +306,7 @@ class Stages:
             best = max(evaluations, key=lambda r: r["holdout_agreement"])  # the first of equals: stop early
             record.update(test_accuracy=best["test_accuracy"], final_test_accuracy=final["test_accuracy"],
                           selected_step=best["step"])
-        return lambda which: self._predict(model, inputs(which), cfg.eval_batch_size), record
+        return model, lambda which: self._predict(model, inputs(which), cfg.eval_batch_size), record
 
     def _finish(self, stage: str, record: dict) -> dict:
         """Writes a stage's output; its training checkpoints then have served their purpose. Every
@@ -330,7 +331,7 @@ class Stages:
             targets, truth = one_hot(np.asarray([label for _, label in self.examples(split)])), None
         else:
             split, (targets, truth) = "b", self.labels(source.stage)
-        predict, record = self._fit(spec, name, split, targets, loss_name, holdout_frac, evals, truth=truth)
+        _, predict, record = self._fit(spec, name, split, targets, loss_name, holdout_frac, evals, truth=truth)
         if label_b:
             probs_b = metrics.softmax(predict("b"))
             labels_b = np.asarray([label for _, label in self.examples("b")], np.int32)

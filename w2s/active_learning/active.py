@@ -1,7 +1,8 @@
 """Active learning: the strong student chooses which examples of split B its supervisor labels.
 
 Round 0 labels a random seed set. Each later round the student trained on every label bought so
-far scores the rest of split B, a strategy (w2s.active_learning.strategies) picks the next batch within the query
+far scores the rest of split B (for an arm named `<strategy>+constructed`, also cases built for it:
+w2s.active_learning.constructed), a strategy (w2s.active_learning.strategies) picks the next batch within the query
 budget, the supervisor (w2s.active_learning.supervisor) labels it, and the student trains again on all labels
 bought: on from where it was (warm_start) or from the pretrained weights. The label-efficiency
 curve is the student's test accuracy and PGR against the number of supervisor queries.
@@ -15,6 +16,8 @@ a label. Layout, beside the finished pipeline stages of the same seed, which it 
     <output_dir>/seed_<s>/active/<strategy>/active_results.json   the curve, weak and ceiling accuracy
     <output_dir>/seed_<s>/active/full_answers.json            a supervisor other than the weak model:
                                                                 the student on all its answers of split B
+    <output_dir>/seed_<s>/active/constructed.json             the +constructed arms' cases (pool index
+                                                                len(B) + i), the weak model's answers to them
     <checkpoint_dir>/<name>/seed_<s>/active_<strategy>/round_<r>/  orbax checkpoints
 """
 from __future__ import annotations
@@ -36,6 +39,7 @@ from w2s.checkpoint import finish_saves, read_json, read_record, write_json_atom
 from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
 from w2s.data import TextRows
 from w2s.losses import make_loss
+from w2s.active_learning import constructed
 from w2s.active_learning.strategies import Context, fit_committee, get_strategy, select
 from w2s.active_learning.supervisor import Ledger, Supervisor, ask, describe, make_supervisor
 from w2s.train import predict_features, train
@@ -58,9 +62,10 @@ class ActiveConfig:
     epochs: float = 0.0  # epochs of each round's training; 0: the strong model's train.epochs
     ensemble_size: int = 8  # bootstrap logistic heads on the student's features (fit_committee)
     shortlist: int = 4  # bald_kcenter runs k-center over the query_batch * shortlist top-BALD examples
+    constructed: int = 2000  # cases built for the +constructed arms (at most; constructed.build)
 
     def __post_init__(self):
-        for name in ("seed_size", "query_batch", "budget", "rounds", "ensemble_size", "shortlist"):
+        for name in ("seed_size", "query_batch", "budget", "rounds", "ensemble_size", "shortlist", "constructed"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"config.active.{name} must be positive, not {getattr(self, name)}.")
         if self.epochs < 0:
@@ -75,7 +80,7 @@ class ActiveConfig:
             raise ConfigError("config.active.train_on='new' needs warm_start=True: a student retrained from "
                               "the pretrained weights on one round's labels would forget the others.")
         for name in self.strategies:
-            get_strategy(name)
+            get_strategy(constructed.arm(name)[0])
 
     @classmethod
     def from_config(cls, cfg: ml_collections.ConfigDict) -> "ActiveConfig":
@@ -117,7 +122,8 @@ class ActiveRun:
 
     def __init__(self, experiment: experiment.Experiment, strategy: str, settings: ActiveConfig,
                  supervisor: Supervisor | None = None):
-        get_strategy(strategy)
+        self.rule, asks_constructed = constructed.arm(strategy)
+        get_strategy(self.rule)
         self.exp, self.strategy, self.settings = experiment, strategy, settings
         self.dir = experiment.run_dir / "active" / strategy
         self.ckpt_dir = experiment.ckpt_dir / f"active_{strategy}"
@@ -126,8 +132,12 @@ class ActiveRun:
             self.train_cfg = dataclasses.replace(self.train_cfg, epochs=settings.epochs)
         _, split_b = experiment.splits()
         settings.check_pool(len(split_b))
-        self.texts = [text for text, _ in split_b]
-        self.supervisor = make_supervisor(settings.supervisor if supervisor is None else supervisor, experiment)
+        self.pool_size = len(split_b)
+        cases = self._constructed() if asks_constructed else []
+        self.texts = [text for text, _ in split_b] + [c.text for c in cases]  # what may be asked: B, then cases
+        extension = constructed.Extension(tuple(cases), self._weak_answers) if cases else None
+        self.supervisor = make_supervisor(settings.supervisor if supervisor is None else supervisor, experiment,
+                                          extension)
         # PGR's W and the full-answers student: the pipeline's weak stages, or this supervisor's own.
         self.by_weak_model = settings.supervisor == "weak"
         self.ledger = Ledger(self.dir / "queries.jsonl")
@@ -183,9 +193,36 @@ class ActiveRun:
     def _pretrained(self) -> nnx.Module:
         return self.exp.strong.build(self.exp.seed)[0]
 
+    def _constructed(self) -> list[constructed.Case]:
+        """This seed's constructed cases: built once (constructed.build), then read back, so the pool
+        indices of answers paid for keep their meaning when the builders change."""
+        path = self.dir.parent / "constructed.json"
+        record = read_record(path, ("requested", "cases"))
+        if record is None:
+            cases = constructed.build(self.exp.task_name, [t for t, _ in self.exp.task.train],
+                                      [t for t, _ in self.exp.task.test], self.exp.splits()[1],
+                                      self.settings.constructed, self.exp.seed)
+            record = {"requested": self.settings.constructed, "cases": [dataclasses.asdict(c) for c in cases]}
+            write_json_atomic(path, record)
+        elif record["requested"] != self.settings.constructed:
+            raise ConfigError(f"{path} holds the cases built for active.constructed={record['requested']}, not "
+                              f"{self.settings.constructed}; the +constructed arms' answers refer to them. Use "
+                              "another --config.output_dir, or delete it with those arms' folders.")
+        return [constructed.Case(**c) for c in record["cases"]]
+
+    def _weak_answers(self) -> np.ndarray:
+        """The weak model's answers to the constructed cases: the weak model is trained again once
+        per seed (Experiment.weak_answers), then they are read back."""
+        path = self.dir.parent / "constructed.json"
+        record = read_json(path)
+        if "weak_answers" not in record:
+            record["weak_answers"] = self.exp.weak_answers([c["text"] for c in record["cases"]]).tolist()
+            write_json_atomic(path, record)
+        return np.asarray(record["weak_answers"], np.float32)
+
     def _seed_set(self, k: int) -> np.ndarray:
-        """Random, and the same for every strategy of a seed, so their curves share the first point."""
-        return np.random.default_rng([self.exp.seed, 2]).choice(len(self.texts), k, replace=False)
+        """Random from split B, and the same for every arm of a seed, so their curves share the first point."""
+        return np.random.default_rng([self.exp.seed, 2]).choice(self.pool_size, k, replace=False)
 
     def _choose(self, student: nnx.Module, labelled: np.ndarray, k: int, round_: int) -> np.ndarray:
         """Pool indices of the next batch: the strategy on the student's view of the unlabelled rest."""
@@ -197,7 +234,7 @@ class ActiveRun:
         ctx = Context(probs=probs[rest], ensemble=ensemble, embeddings=features[rest],
                       labelled=features[labelled], k=k, rng=rng, shortlist=self.settings.shortlist,
                       answers=self.ledger.lookup(labelled))
-        return rest[select(self.strategy, ctx)]
+        return rest[select(self.rule, ctx)]
 
     def _buy(self, round_: int, chosen: np.ndarray) -> None:
         """Asks for the labels of `chosen` not paid for yet; they are on disk before they are used."""
@@ -231,16 +268,16 @@ class ActiveRun:
         path = self.dir.parent / "full_answers.json"
         if (record := read_record(path, ("test_accuracy", "supervisor_accuracy"))) is not None:
             return record
-        everything = np.arange(len(self.texts))
-        answers = ask(self.supervisor, everything, self.texts)
+        everything = np.arange(self.pool_size)
+        answers = ask(self.supervisor, everything, self.texts[: self.pool_size])
         truth = np.asarray([label for _, label in self.exp.splits()[1]])
         checkpoints = self.ckpt_dir.parent / "active_full_answers"
         start = time.perf_counter()
         student, history = train(
-            self._pretrained(), self.pool, answers, self.train_cfg, loss=make_loss("xent"), mesh=self.exp.mesh,
+            self._pretrained(), self.pool.take(everything), answers, self.train_cfg, loss=make_loss("xent"), mesh=self.exp.mesh,
             seed=self.exp.seed, checkpoint_dir=str(checkpoints), evaluate=self._scores,
             desc=f"active: student on all answers (seed {self.exp.seed})")
-        record = {"supervisor": describe(self.supervisor), "queries": len(self.texts),
+        record = {"supervisor": describe(self.supervisor), "queries": self.pool_size,
                   "supervisor_accuracy": metrics.accuracy(answers, truth), "history": history,
                   "seconds": time.perf_counter() - start, **self._scores(student)}
         finish_saves()
@@ -258,13 +295,15 @@ class ActiveRun:
         accuracy = {"weak": supervisor, "ceiling": self.exp.run_ceiling()["test_accuracy"], "student_xent": full}
         curve = [
             {"round": r["round"], "queries": r["queries"], "test_accuracy": r["test_accuracy"],
-             "pgr": metrics.pgr(accuracy["weak"], r["test_accuracy"], accuracy["ceiling"])}
-            for r in rounds if "test_accuracy" in r
+             "pgr": metrics.pgr(accuracy["weak"], r["test_accuracy"], accuracy["ceiling"]),
+             "constructed_queries": int((_labelled(rounds[: i + 1]) >= self.pool_size).sum())}
+            for i, r in enumerate(rounds) if "test_accuracy" in r
         ]
         return {
             "name": cfg.name, "task": cfg.task, "seed": self.exp.seed, "strategy": self.strategy,
             "weak_model": experiment.model_label(cfg.weak), "strong_model": experiment.model_label(cfg.strong),
-            "supervisor": describe(self.supervisor), "pool_size": len(self.texts),
+            "supervisor": describe(self.supervisor), "pool_size": self.pool_size,
+            "constructed_size": len(self.texts) - self.pool_size,
             "supervisor_scored_on": "test" if self.by_weak_model else "split B",
             "accuracy": accuracy, "curve": curve, "active": dataclasses.asdict(self.settings),
         }

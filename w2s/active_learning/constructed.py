@@ -1,27 +1,50 @@
 """Cases built for the student to ask about, beyond the pool: new WordNet lemmas for the WordNet
-category tasks, and WordNet word substitutions (synonyms, hypernyms) of pool texts for text tasks.
+category tasks, and WordNet word substitutions (synonyms, hypernyms, antonyms) of pool texts for text
+tasks. An arm named `<strategy>+constructed` may ask about them as well as about split B.
 
 Each case carries the label its construction implies (`truth`): WordNet's own category for a new
-lemma; for a substitution, its source's label, on the assumption that a synonym or hypernym keeps
-a text's class (true of sentiment for most content words; it is what a rule-based supervisor
-answers from, never what the student trains on). Students train only on the supervisor's answers.
-No case may equal a test case: `check_unseen` refuses them, and every builder filters them first.
+lemma; for a synonym or hypernym, its source's label, on the assumption that it keeps a text's class
+(true of sentiment for most content words); for an antonym the other label, on the assumption that
+it flips it (the contrast a sentiment word's opposite makes; a guess for other words). It is what a
+rule over the ground truth answers from, never what the student trains on: students train only on
+the supervisor's answers. No case may equal a test case: `check_unseen` refuses them, and every
+builder filters them first.
 """
 from __future__ import annotations
 
 import dataclasses
 import random
 import re
+from typing import Callable
+
+import numpy as np
 
 from w2s.config import ConfigError
 from w2s.tasks import wordnet
+
+CONSTRUCTED = "+constructed"  # an arm's suffix: it may also ask about constructed cases
+SUBSTITUTIONS = ("synonym", "hypernym", "antonym")
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
     text: str
     truth: int
-    kind: str  # "lemma", "synonym" or "hypernym"
+    kind: str  # "lemma" or one of SUBSTITUTIONS
+
+
+def arm(name: str) -> tuple[str, bool]:
+    """The strategy an arm runs, and whether it may ask about constructed cases."""
+    return name.removesuffix(CONSTRUCTED), name.endswith(CONSTRUCTED)
+
+
+@dataclasses.dataclass(frozen=True)
+class Extension:
+    """Constructed cases a supervisor may be asked about beyond split B: pool index len(B) + i is
+    cases[i]. `weak_answers` gives the weak model's answers to them, [n, 2], computed when first asked."""
+
+    cases: tuple[Case, ...]
+    weak_answers: Callable[[], np.ndarray]
 
 
 def normalised(text: str) -> str:
@@ -58,7 +81,8 @@ _WORD = re.compile(r"[A-Za-z]{3,}")
 
 def _alternatives() -> dict[str, dict[str, list[str]]]:
     """Lower-cased word -> {"synonym": other lemmas of its first sense, "hypernym": lemmas of that
-    sense's hypernyms}, over nouns, verbs, adjectives and adverbs (first sense only: the usual one)."""
+    sense's hypernyms, "antonym": the word's own antonyms there}, over nouns, verbs, adjectives and
+    adverbs (first sense only: the usual one)."""
     out: dict[str, dict[str, list[str]]] = {}
     for pos in ("n", "v", "a", "r"):
         synsets = wordnet.synsets(pos)
@@ -66,17 +90,24 @@ def _alternatives() -> dict[str, dict[str, list[str]]]:
             if "_" in word or offset not in synsets:
                 continue
             s = synsets[offset]
-            entry = out.setdefault(word, {"synonym": [], "hypernym": []})
+            own = {i + 1 for i, l in enumerate(s.lemmas) if l.lower() == word}
+            entry = out.setdefault(word, {kind: [] for kind in SUBSTITUTIONS})
             entry["synonym"] += [l.lower() for l in s.lemmas if "_" not in l and l.lower() != word]
             entry["hypernym"] += [l.lower() for h in s.hypernyms if h in synsets
                                   for l in synsets[h].lemmas[:1] if "_" not in l]
+            entry["antonym"] += [synsets[t].lemmas[j - 1].lower() for i, t, j in s.antonyms
+                                 if i in own and t in synsets and "_" not in synsets[t].lemmas[j - 1]]
     return out
 
 
-def substitutions(examples: list[tuple[str, int]], test_texts: list[str], n: int, seed: int) -> list[Case]:
-    """Up to `n` variants of `examples` (text, label), each one word replaced by a WordNet synonym
-    or hypernym; none equals a test case or a source text."""
-    alternatives = _alternatives()
+def substitutions(examples: list[tuple[str, int]], test_texts: list[str], n: int, seed: int,
+                  kinds: tuple[str, ...] = SUBSTITUTIONS) -> list[Case]:
+    """Up to `n` variants of `examples` (text, label in {0, 1}), each one word replaced by a WordNet
+    alternative of one of `kinds`; none equals a test case or a source text."""
+    unknown = set(kinds) - set(SUBSTITUTIONS)
+    if unknown:
+        raise ConfigError(f"substitution kinds {sorted(unknown)} unknown; choose from {', '.join(SUBSTITUTIONS)}.")
+    alternatives = {word: {k: entry[k] for k in kinds} for word, entry in _alternatives().items()}
     excluded = {normalised(t) for t in test_texts} | {normalised(t) for t, _ in examples}
     rng = random.Random(seed)
     cases, made = [], set()
@@ -90,7 +121,19 @@ def substitutions(examples: list[tuple[str, int]], test_texts: list[str], n: int
         variant = text[: m.start()] + alt + text[m.end():]
         if normalised(variant) not in excluded | made:
             made.add(normalised(variant))
-            cases.append(Case(variant, label, kind))
+            cases.append(Case(variant, 1 - label if kind == "antonym" else label, kind))
         if len(cases) == n:
             break
     return cases
+
+
+def build(task_name: str, train_texts: list[str], test_texts: list[str], split_b: list[tuple[str, int]],
+          n: int, seed: int, kinds: tuple[str, ...] = SUBSTITUTIONS) -> list[Case]:
+    """Up to `n` constructed cases for a task: new lemmas for a WordNet category task, else
+    substitutions of split B's texts; checked against the test split."""
+    if task_name in wordnet.CATEGORY_TASKS:
+        made = new_lemmas(task_name, train_texts + test_texts, n, seed)
+    else:
+        made = substitutions(split_b, test_texts, n, seed, kinds)
+    check_unseen(made, test_texts)
+    return made

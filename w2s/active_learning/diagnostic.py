@@ -25,11 +25,10 @@ from typing import Callable
 import numpy as np
 
 from w2s.results import metrics
-from w2s.active_learning import mistakes
+from w2s.active_learning import constructed as constructed_cases, mistakes
 from w2s.checkpoint import read_json, write_json_atomic
 from w2s.active_learning.strategies import Context, fit_committee, select
 
-CONSTRUCTED = "+constructed"  # an arm's suffix: it may also ask about constructed cases
 Scale = Callable[[np.ndarray], np.ndarray]
 
 
@@ -82,8 +81,7 @@ def head_probs(scale: Scale, train: np.ndarray, answers: np.ndarray, pool: np.nd
 def run_arm(data: Data, sup: Supervision, strategy: str, seed: int, schedule: Schedule) -> list[dict]:
     """The curve of one arm: per round the queries so far, how many were constructed, and the test
     accuracy of the plain student and of the student with a mistake model on every answer bought."""
-    constructed = strategy.endswith(CONSTRUCTED)
-    name = strategy.removesuffix(CONSTRUCTED)
+    name, constructed = constructed_cases.arm(strategy)
     features = np.concatenate([data.b, data.constructed]) if constructed else data.b
     answers = np.concatenate([sup.b, sup.constructed]) if constructed else sup.b
     scale = mistakes.standardiser(data.b)  # by the pool's spread: a few labels estimate it badly

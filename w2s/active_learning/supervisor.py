@@ -4,7 +4,9 @@ A supervisor is any callable `(indices, texts) -> answers` over pool indices of 
 are [n, 2] class probabilities, or [n] hard labels in {0, 1}. The default is the pipeline's
 trained weak model (its soft labels of split B, computed once by the weak stage); a file of
 per-example labels, e.g. from people, a supervisor registered by name (the rule supervisors of
-w2s.active_learning.systematic) and a plain Python function work the same way.
+w2s.active_learning.systematic) and a plain Python function work the same way. An arm that may
+ask about constructed cases (w2s.active_learning.constructed) asks with pool indices from len(B)
+on; registered supervisors answer them through the `Extension` they are built with.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from w2s.active_learning.constructed import Extension
 from w2s.config import ConfigError
 from w2s.data import one_hot
 from w2s.registry import Registry
@@ -28,8 +31,9 @@ class SupervisorError(ConfigError):
     """A supervisor's labels file or answers do not fit the queries."""
 
 
-# Supervisors by name: each a function of the experiment (its split B, its task) returning the supervisor.
-SUPERVISORS: Registry[Callable[[Any], Supervisor]] = Registry("supervisor")
+# Supervisors by name: each a function of the experiment (its split B, its task) and of the constructed
+# cases it may be asked about (None: split B only) returning the supervisor.
+SUPERVISORS: Registry[Callable[[Any, Extension | None], Supervisor]] = Registry("supervisor")
 
 
 class Lookup:
@@ -43,9 +47,12 @@ class Lookup:
 
 
 @SUPERVISORS.register("weak")
-def weak_model(experiment: Any) -> Lookup:
-    """The pipeline's weak model: its soft labels of split B from the weak stage, not a retrained one."""
+def weak_model(experiment: Any, extension: Extension | None = None) -> Lookup:
+    """The pipeline's weak model: its soft labels of split B from the weak stage, not a retrained one;
+    of constructed cases, the extension's weak answers."""
     probs, _ = experiment.weak_labels()
+    if extension is not None:
+        probs = np.concatenate([probs, extension.weak_answers()])
     return Lookup(probs, f"weak model ({experiment.run_dir / 'weak_labels.npz'})")
 
 
@@ -79,16 +86,20 @@ def labels_file(path: str | os.PathLike, pool_size: int) -> Lookup:
     return Lookup(check_answers(answers, np.arange(pool_size), f"labels file {path}"), f"labels file {path}")
 
 
-def make_supervisor(spec: Any, experiment: Any) -> Supervisor:
+def make_supervisor(spec: Any, experiment: Any, extension: Extension | None = None) -> Supervisor:
     """A registered name ('weak': the weak model) -> that supervisor; a path -> a labels file; a
-    callable is used as it is."""
+    callable is used as it is (asked about constructed cases by their indices from len(B) on)."""
     if callable(spec):
         return spec
     if spec in SUPERVISORS.names():
-        return SUPERVISORS.get(spec)(experiment)
+        return SUPERVISORS.get(spec)(experiment, extension)
     if not pathlib.Path(spec).suffix:
         raise SupervisorError(f"active.supervisor={spec!r} is neither a supervisor's name "
                               f"({', '.join(SUPERVISORS.names())}) nor a labels file (.npy, .json or .csv).")
+    if extension is not None:
+        raise SupervisorError(f"active.supervisor={spec!r}: a labels file answers split B only, so it cannot "
+                              "answer an arm's constructed cases; drop the +constructed arms or use a supervisor "
+                              f"that reads text ({', '.join(SUPERVISORS.names())}).")
     return labels_file(spec, len(experiment.splits()[1]))
 
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from w2s.active_learning.constructed import Extension
 from w2s.active_learning.supervisor import SUPERVISORS, Supervisor, SupervisorError, ask, weak_model
 from w2s.tasks import wordnet
 
@@ -84,35 +85,40 @@ def category_rule(lexicographer_file: int = 20, answer: int = 0) -> Rule:
     return rule
 
 
-def _on_split_b(experiment: Any, rule: Rule, source: str, otherwise: Supervisor | None = None) -> RuleOver:
-    """`rule` over the experiment's split B, `otherwise` (default: the ground truth) elsewhere; refused
-    where the rule never fires there (a rule of another task would change nothing)."""
+def _on_split_b(experiment: Any, rule: Rule, source: str, extension: Extension | None,
+                otherwise: Supervisor | None = None) -> RuleOver:
+    """`rule` over the experiment's split B (and the extension's cases), `otherwise` (default: the
+    ground truth, and the label each constructed case implies) elsewhere; refused where the rule never
+    fires on B (a rule of another task would change nothing)."""
     split_b = experiment.splits()[1]
     if not any(rule(text) is not None for text, _ in split_b):
         raise SupervisorError(f"active.supervisor: the rule of {source!r} fires on no example of "
                               f"{experiment.task_name}'s split B; pick the rule for this task.")
-    return RuleOver(rule, otherwise or GroundTruth({text: int(label) for text, label in split_b}), source)
+    if otherwise is None:
+        cases = [] if extension is None else [(c.text, c.truth) for c in extension.cases]
+        otherwise = GroundTruth({text: int(label) for text, label in [*split_b, *cases]})
+    return RuleOver(rule, otherwise, source)
 
 
 @SUPERVISORS.register("plants_as_nonliving")
-def plants_as_nonliving(experiment: Any) -> RuleOver:
-    return _on_split_b(experiment, category_rule(), "rule: plants taken for non-living")
+def plants_as_nonliving(experiment: Any, extension: Extension | None = None) -> RuleOver:
+    return _on_split_b(experiment, category_rule(), "rule: plants taken for non-living", extension)
 
 
 @SUPERVISORS.register("negations_as_negative")
-def negations_as_negative(experiment: Any) -> RuleOver:
-    return _on_split_b(experiment, keyword_rule(), "rule: negations read as negative")
+def negations_as_negative(experiment: Any, extension: Extension | None = None) -> RuleOver:
+    return _on_split_b(experiment, keyword_rule(), "rule: negations read as negative", extension)
 
 
 # The weak model with a rule's mistakes on top: below the finetuned ceiling, unlike the rules over
 # the ground truth, so PGR has a meaning, and part of its mistakes follow a rule a student can learn.
 @SUPERVISORS.register("weak_plants_as_nonliving")
-def weak_plants_as_nonliving(experiment: Any) -> RuleOver:
-    return _on_split_b(experiment, category_rule(), "weak model, plants taken for non-living",
-                       weak_model(experiment))
+def weak_plants_as_nonliving(experiment: Any, extension: Extension | None = None) -> RuleOver:
+    return _on_split_b(experiment, category_rule(), "weak model, plants taken for non-living", extension,
+                       weak_model(experiment, extension))
 
 
 @SUPERVISORS.register("weak_negations_as_negative")
-def weak_negations_as_negative(experiment: Any) -> RuleOver:
-    return _on_split_b(experiment, keyword_rule(), "weak model, negations read as negative",
-                       weak_model(experiment))
+def weak_negations_as_negative(experiment: Any, extension: Extension | None = None) -> RuleOver:
+    return _on_split_b(experiment, keyword_rule(), "weak model, negations read as negative", extension,
+                       weak_model(experiment, extension))

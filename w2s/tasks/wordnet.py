@@ -36,6 +36,8 @@ class Synset:
     lemmas: tuple[str, ...]  # As written in WordNet: underscores for spaces, case kept.
     hypernyms: tuple[int, ...]  # Offsets of same-POS class and instance hypernyms.
     gloss: str
+    # Lexical antonym links: (lemma number here, target offset, lemma number there); numbers from 1.
+    antonyms: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def definition(self) -> str:
@@ -122,8 +124,13 @@ def _parse_data(path: str) -> dict[int, Synset]:
             for i in range(0, len(pointers), 4)
             if pointers[i] in _HYPERNYM_POINTERS and pointers[i + 2] == ss_type
         )
+        antonyms = tuple(
+            (int(pointers[i + 3][:2], 16), int(pointers[i + 1]), int(pointers[i + 3][2:], 16))
+            for i in range(0, len(pointers), 4)
+            if pointers[i] == "!"
+        )
         offset = int(fields[0])
-        out[offset] = Synset(offset, int(fields[1]), lemmas, hypernyms, gloss.strip())
+        out[offset] = Synset(offset, int(fields[1]), lemmas, hypernyms, gloss.strip(), antonyms)
     return out
 
 
@@ -229,10 +236,13 @@ _CATEGORY_ROOTS = {
 }
 
 
+CATEGORY_TASKS = tuple(_CATEGORY_ROOTS)  # the tasks whose label is membership of a part of the hierarchy
+
+
 def category_roots(task: str) -> list[Synset]:
     """The root synsets of a category task: its words under them are label 1."""
     if task not in _CATEGORY_ROOTS:
-        raise ConfigError(f"{task!r} is not a WordNet category task; those are {', '.join(_CATEGORY_ROOTS)}.")
+        raise ConfigError(f"{task!r} is not a WordNet category task; those are {', '.join(CATEGORY_TASKS)}.")
     return [find_synset(lemma, gloss) for lemma, gloss in _CATEGORY_ROOTS[task]]
 
 
