@@ -2,7 +2,8 @@
 efficiency (w2s.active_learning.active.label_efficiency: the first query count whose mean PGR over seeds reaches
 95% of the full-answers student's), its accuracy at every query count and that of the student
 with a mistake model (w2s.active_learning.mistakes) on the same answers, with 95% bootstrap
-intervals over seeds, and each arm's paired difference from random, typical and bald (where run).
+intervals over seeds, and each arm's paired difference from random, typical and bald (where run);
+an arm that also asks about constructed cases (`<strategy>+constructed`) from its pool arm too.
 
     python experiments/diagnostic.py --task wordnet_living --out /work/runs/diagnostic   # the runs
     python benchmarks/diagnostic.py /work/runs/diagnostic [--plots docs] [--json PATH]
@@ -22,6 +23,7 @@ import pathlib
 
 import numpy as np
 
+from w2s.active_learning import constructed
 from w2s.active_learning.active import curves, label_efficiency, load_active_results
 from w2s.checkpoint import write_json_atomic
 from w2s.results import metrics, plot
@@ -71,10 +73,11 @@ def summary(results: list[dict], fraction: float = 0.95, baselines: tuple[str, .
         mistake = by_seed.get((strategy, "mistake model"), {})
         built = float(np.mean([r["curve"][-1].get("constructed_queries", 0) / r["curve"][-1]["queries"] for r in arm]))
         differences = {}  # baseline -> student -> queries -> interval
-        for base in baselines:
+        pool_arm, asks_constructed = constructed.arm(strategy)
+        for base in (*baselines, pool_arm) if asks_constructed else baselines:  # constructed: against its pool arm too
             if base == strategy:
                 break
-            if base in arms:
+            if base in arms and base not in differences:
                 differences[base] = {}
                 for student in students:
                     mine, theirs = by_seed[strategy, student], by_seed[base, student]

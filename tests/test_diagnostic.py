@@ -240,6 +240,10 @@ def test_arms_share_the_seed_set_buy_within_budget_and_resume(tmp_path):
     assert d["difference"]["random"]["plain"][60] == pytest.approx([acc["diagnostic"][60] - acc["random"][60]] * 3)
     assert set(d["difference"]["random"]) == {"plain", "mistake model"}
     assert d["accuracy"][20] == pytest.approx([acc["random"][20]] * 3)  # one seed: a point interval
+    built = s["arms"]["diagnostic+constructed"]["difference"]  # also against its own pool arm
+    assert set(built) == {"random", "diagnostic"}
+    assert built["diagnostic"]["plain"][60] == pytest.approx(
+        [acc["diagnostic+constructed"][60] - acc["diagnostic"][60]] * 3)
     table = benchmark.format_summary(s, "synthetic")
     assert "| diagnostic | random | mistake model |" in table and "| diagnostic+constructed |" in table
     assert benchmark.plot_comparison(s, "synthetic", tmp_path / "plot.png").stat().st_size > 0
