@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
         seed_size=50, query_batch=50, budget=500, rounds=10,
         warm_start=True, train_on="all", epochs=0.0, ensemble_size=8, shortlist=4,
         constructed=2000,  # cases built for arms named <strategy>+constructed, which may ask about them too
+        writer=None,  # or a chat model (w2s models list) that writes them from split B's cases (text tasks)
     ))
     return cfg
 

@@ -388,3 +388,7 @@ def test_constructed_arm_asks_the_weak_model_trained_again_about_built_cases(tmp
         exp.weak_answers(texts)
     with pytest.raises(ConfigError, match=r"keys \['constructed'\] differ"):
         active.run_active_experiment(apply_overrides(cfg, ["--config.active.constructed=8"]))
+    # A new arm may not rebuild the cases the others' answers refer to.
+    other = apply_overrides(cfg, ["--config.active.strategies=bald+constructed,", "--config.active.writer=some-chat-model"])
+    with pytest.raises(ConfigError, match="holds the cases built for active.constructed=16, active.writer=None"):
+        active.run_active_experiment(other)

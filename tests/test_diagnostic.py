@@ -189,8 +189,9 @@ def test_substitutions_replace_one_word_keep_the_label_and_antonyms_flip_it():
         made = constructed.substitutions(examples, ["what a glad day"], 10, seed=0, kinds=kinds)
         assert made and {c.kind for c in made} <= set(kinds)
         for c in made:
-            source = next(t for t in sources if len(t.split()) == len(c.text.split())
-                          and sum(a != b for a, b in zip(t.split(), c.text.split())) == 1)
+            source = examples[c.source][0]
+            assert len(source.split()) == len(c.text.split())
+            assert sum(a != b for a, b in zip(source.split(), c.text.split())) == 1
             assert c.truth == (1 - sources[source] if c.kind == "antonym" else sources[source])
         assert "what a glad day" not in [c.text for c in made]
     # WordNet's lexical antonym links, read from data.adj / data.verb.

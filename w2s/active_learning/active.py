@@ -39,7 +39,7 @@ from w2s.checkpoint import finish_saves, read_json, read_record, write_json_atom
 from w2s.config import ConfigError, apply_overrides, check_keys, refuse_changes
 from w2s.data import TextRows
 from w2s.losses import make_loss
-from w2s.active_learning import constructed
+from w2s.active_learning import constructed, written
 from w2s.active_learning.strategies import Context, fit_committee, get_strategy, select
 from w2s.active_learning.supervisor import Ledger, Supervisor, ask, describe, make_supervisor
 from w2s.train import predict_features, train
@@ -63,6 +63,7 @@ class ActiveConfig:
     ensemble_size: int = 8  # bootstrap logistic heads on the student's features (fit_committee)
     shortlist: int = 4  # bald_kcenter runs k-center over the query_batch * shortlist top-BALD examples
     constructed: int = 2000  # cases built for the +constructed arms (at most; constructed.build)
+    writer: str | None = None  # a chat model that writes them instead (text tasks; w2s.active_learning.written)
 
     def __post_init__(self):
         for name in ("seed_size", "query_batch", "budget", "rounds", "ensemble_size", "shortlist", "constructed"):
@@ -198,15 +199,20 @@ class ActiveRun:
         indices of answers paid for keep their meaning when the builders change."""
         path = self.dir.parent / "constructed.json"
         record = read_record(path, ("requested", "cases"))
+        wanted = {"requested": self.settings.constructed, "writer": self.settings.writer}
         if record is None:
-            cases = constructed.build(self.exp.task_name, [t for t, _ in self.exp.task.train],
-                                      [t for t, _ in self.exp.task.test], self.exp.splits()[1],
+            test, split_b = [t for t, _ in self.exp.task.test], self.exp.splits()[1]
+            if self.settings.writer is None:
+                cases = constructed.build(self.exp.task_name, [t for t, _ in self.exp.task.train], test, split_b,
+                                          self.settings.constructed, self.exp.seed)
+            else:
+                cases = written.build(self.settings.writer, self.exp.task_name, split_b, test,
                                       self.settings.constructed, self.exp.seed)
-            record = {"requested": self.settings.constructed, "cases": [dataclasses.asdict(c) for c in cases]}
+            record = {**wanted, "cases": [dataclasses.asdict(c) for c in cases]}
             write_json_atomic(path, record)
-        elif record["requested"] != self.settings.constructed:
-            raise ConfigError(f"{path} holds the cases built for active.constructed={record['requested']}, not "
-                              f"{self.settings.constructed}; the +constructed arms' answers refer to them. Use "
+        elif (built := {k: record.get(k) for k in wanted}) != wanted:  # written before `writer`: None
+            raise ConfigError(f"{path} holds the cases built for active.constructed={built['requested']}, "
+                              f"active.writer={built['writer']}; the +constructed arms' answers refer to them. Use "
                               "another --config.output_dir, or delete it with those arms' folders.")
         return [constructed.Case(**c) for c in record["cases"]]
 

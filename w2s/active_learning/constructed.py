@@ -30,7 +30,8 @@ SUBSTITUTIONS = ("synonym", "hypernym", "antonym")
 class Case:
     text: str
     truth: int
-    kind: str  # "lemma" or one of SUBSTITUTIONS
+    kind: str  # "lemma", one of SUBSTITUTIONS, or a request of w2s.active_learning.written
+    source: int | None = None  # the index of the example it varies (substitutions, written cases)
 
 
 def arm(name: str) -> tuple[str, bool]:
@@ -121,7 +122,7 @@ def substitutions(examples: list[tuple[str, int]], test_texts: list[str], n: int
         variant = text[: m.start()] + alt + text[m.end():]
         if normalised(variant) not in excluded | made:
             made.add(normalised(variant))
-            cases.append(Case(variant, 1 - label if kind == "antonym" else label, kind))
+            cases.append(Case(variant, 1 - label if kind == "antonym" else label, kind, i))
         if len(cases) == n:
             break
     return cases
