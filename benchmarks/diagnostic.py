@@ -19,13 +19,15 @@ compare is the first query count whose mean accuracy is within 0.01 of the full-
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 
 import numpy as np
 
 from w2s.active_learning import constructed
 from w2s.active_learning.active import curves, label_efficiency, load_active_results
-from w2s.checkpoint import write_json_atomic
+from w2s.active_learning.constructed import CONSTRUCTED
+from w2s.checkpoint import read_json, read_npz, write_json_atomic
 from w2s.results import metrics, plot
 
 
@@ -196,6 +198,44 @@ def comparisons(runs: pathlib.Path) -> list[tuple[pathlib.Path, str, str]]:
     return [(folder, folder.parent.name, folder.name) for folder in sorted({p.parent for p in runs.glob("*/*/seed_*")})]
 
 
+def constructed_cases(folder: pathlib.Path) -> dict | None:
+    """A finetuning folder's constructed cases, per kind over seeds: how many were built, the share
+    whose weak-model answer differs from its source's (a contrast case; sources only for variants),
+    and the share of each +constructed arm's bought answers that were of this kind. None where no
+    seed has constructed.json."""
+    kinds: dict[str, dict] = {}
+    for path in sorted(folder.glob("seed_*/active/constructed.json")):
+        record = read_json(path)
+        weak = np.asarray(record.get("weak_answers", []))
+        sources = read_npz(path.parent.parent / "weak_labels.npz", ("probs",))
+        pool = 0 if sources is None else len(sources["probs"])
+        bought = {arm.parent.name: {int(json.loads(line)["index"]) for line in arm.read_text().splitlines()}
+                  for arm in sorted(path.parent.glob(f"*{CONSTRUCTED}/queries.jsonl"))}
+        for i, case in enumerate(record["cases"]):
+            cell = kinds.setdefault(case["kind"], {"built": 0, "flipped": [], "bought": {}})
+            cell["built"] += 1
+            if len(weak) and sources is not None and case.get("source") is not None:
+                cell["flipped"].append(bool(weak[i].argmax() != sources["probs"][case["source"]].argmax()))
+            for arm, indices in bought.items():
+                cell["bought"].setdefault(arm, []).append(pool + i in indices)
+    if not kinds:
+        return None
+    return {kind: {"built": c["built"], "weak_flipped": float(np.mean(c["flipped"])) if c["flipped"] else None,
+                   "bought": {arm: int(np.sum(b)) for arm, b in c["bought"].items()}} for kind, c in kinds.items()}
+
+
+def format_constructed(cases: dict) -> str:
+    arms = sorted({arm for c in cases.values() for arm in c["bought"]})
+    lines = ["Constructed cases over seeds: built, the share the weak model answers otherwise than their source, "
+             "and how many each arm bought:", "",
+             "| kind | built | weak answer flipped | " + " | ".join(f"bought by {a}" for a in arms) + " |",
+             "|---" * (3 + len(arms)) + "|"]
+    for kind, c in sorted(cases.items()):
+        flipped = "-" if c["weak_flipped"] is None else f"{c['weak_flipped']:.2f}"
+        lines.append(f"| {kind} | {c['built']} | {flipped} | " + " | ".join(str(c["bought"].get(a, 0)) for a in arms) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=pathlib.Path,
@@ -210,6 +250,9 @@ def main(argv: list[str] | None = None) -> dict:
         out[str(folder)] = s
         print(f"\n### {task}, {'students finetuned' if name.startswith('finetuned') else f'{name} supervisor'}\n")
         print(format_summary(s, f"{results[0]['supervisor']}; pool {results[0]['pool_size']}"))
+        if (cases := constructed_cases(folder)) is not None:
+            s["constructed_cases"] = cases
+            print("\n" + format_constructed(cases))
         if args.plots:
             supervisor = results[0]["supervisor"].split(" (")[0]  # without the labels file's path
             print("\nwrote", plot_comparison(s, f"{task}, {supervisor}",

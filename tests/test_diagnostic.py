@@ -265,4 +265,19 @@ def test_arms_share_the_seed_set_buy_within_budget_and_resume(tmp_path):
         [next(p["pgr"] for p in results[1]["curve"] if p["queries"] == 60)] * 3)
     table = benchmark.format_summary(s, "synthetic")
     assert "mistake model" not in table and ("| PGR@20 |" in table) == s["pgr_meaningful"]
+    # Its constructed cases: per kind, contrast with the source's weak answer, and what each arm bought.
+    assert benchmark.constructed_cases(tmp_path / "ft") is None
+    active_dir = tmp_path / "ft" / "seed_0" / "active"
+    np.savez(tmp_path / "ft" / "seed_0" / "weak_labels.npz", probs=np.array([[0.9, 0.1], [0.2, 0.8]]), labels=[0, 1])
+    write_json_atomic(active_dir / "constructed.json", {
+        "requested": 3, "writer": None, "weak_answers": [[0.3, 0.7], [0.1, 0.9], [0.6, 0.4]],
+        "cases": [{"text": "a", "truth": 1, "kind": "antonym", "source": 0},
+                  {"text": "b", "truth": 1, "kind": "synonym", "source": 1},
+                  {"text": "c", "truth": 0, "kind": "antonym", "source": 1}]})
+    (active_dir / "diagnostic+constructed" / "queries.jsonl").write_text(
+        "".join(f'{{"round": 1, "index": {i}, "probs": [1, 0]}}\n' for i in (0, 2, 4)))
+    cases = benchmark.constructed_cases(tmp_path / "ft")
+    assert cases == {"antonym": {"built": 2, "weak_flipped": 1.0, "bought": {"diagnostic+constructed": 2}},
+                     "synonym": {"built": 1, "weak_flipped": 0.0, "bought": {"diagnostic+constructed": 0}}}
+    assert "| antonym | 2 | 1.00 | 2 |" in benchmark.format_constructed(cases)
     assert benchmark.plot_comparison(s, "synthetic", tmp_path / "ft.png").stat().st_size > 0
