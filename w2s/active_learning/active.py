@@ -123,8 +123,8 @@ class ActiveRun:
 
     def __init__(self, experiment: experiment.Experiment, strategy: str, settings: ActiveConfig,
                  supervisor: Supervisor | None = None):
-        self.rule, asks_constructed = constructed.arm(strategy)
-        get_strategy(self.rule)
+        self.base_strategy, asks_constructed = constructed.arm(strategy)
+        get_strategy(self.base_strategy)
         self.exp, self.strategy, self.settings = experiment, strategy, settings
         self.dir = experiment.run_dir / "active" / strategy
         self.ckpt_dir = experiment.ckpt_dir / f"active_{strategy}"
@@ -240,7 +240,7 @@ class ActiveRun:
         ctx = Context(probs=probs[rest], ensemble=ensemble, embeddings=features[rest],
                       labelled=features[labelled], k=k, rng=rng, shortlist=self.settings.shortlist,
                       answers=self.ledger.lookup(labelled))
-        return rest[select(self.rule, ctx)]
+        return rest[select(self.base_strategy, ctx)]
 
     def _buy(self, round_: int, chosen: np.ndarray) -> None:
         """Asks for the labels of `chosen` not paid for yet; they are on disk before they are used."""
