@@ -363,16 +363,18 @@ def test_another_supervisor_is_measured_against_its_own_full_answers(tmp_path, t
 
 
 def test_constructed_arm_asks_the_weak_model_trained_again_about_built_cases(tmp_path, tiny_bert):  # noqa: F811
-    cfg = active_config(tmp_path, tiny_bert, "--config.active.strategies=random,random+constructed",
+    cfg = active_config(tmp_path, tiny_bert, "--config.active.strategies=random+constructed,",
                         "--config.active.constructed=16")
-    plain, built = active.run_active_experiment(cfg)  # the real stages: the weak model must be trained again
+    (built,) = active.run_active_experiment(cfg)  # the real stages: the weak model must be trained again
     exp = experiment.Experiment(active.pipeline_config(cfg), 0)
     record = json.loads((exp.run_dir / "active" / "constructed.json").read_text())
     texts = [c["text"] for c in record["cases"]]
     split_b = [t for t, _ in exp.splits()[1]]
     assert len(texts) == 16 and not set(texts) & {t for t, _ in exp.task.train + exp.task.test}
-    assert built["constructed_size"] == 16 and plain["constructed_size"] == 0 and built["pool_size"] == 32
-    assert built["curve"][0] == {**plain["curve"][0], "constructed_queries": 0}  # the same seed set from B
+    assert built["constructed_size"] == 16 and built["pool_size"] == 32
+    rounds = json.loads((exp.run_dir / "active" / "random+constructed" / "rounds.json").read_text())
+    seed_set = np.random.default_rng([0, 2]).choice(32, 8, replace=False)  # every arm's, from split B
+    assert rounds[0]["selected"] == seed_set.tolist() and built["curve"][0]["constructed_queries"] == 0
     ledger = Ledger(exp.run_dir / "active" / "random+constructed" / "queries.jsonl")
     asked = np.asarray(sorted(ledger.answers))
     assert built["curve"][-1]["constructed_queries"] == (asked >= 32).sum() > 0
@@ -386,9 +388,9 @@ def test_constructed_arm_asks_the_weak_model_trained_again_about_built_cases(tmp
     exp._save_weak_labels(stored[::-1].copy(), np.asarray([label for _, label in exp.splits()[1]]))
     with pytest.raises(ConfigError, match="trained again answers split B differently"):
         exp.weak_answers(texts)
-    with pytest.raises(ConfigError, match=r"keys \['constructed'\] differ"):
+    # Neither this arm nor a new one may rebuild the cases the answers bought refer to.
+    with pytest.raises(ConfigError, match="holds the cases built for active.constructed=16, active.writer=None"):
         active.run_active_experiment(apply_overrides(cfg, ["--config.active.constructed=8"]))
-    # A new arm may not rebuild the cases the others' answers refer to.
     other = apply_overrides(cfg, ["--config.active.strategies=bald+constructed,", "--config.active.writer=some-chat-model"])
     with pytest.raises(ConfigError, match="holds the cases built for active.constructed=16, active.writer=None"):
         active.run_active_experiment(other)
