@@ -232,7 +232,8 @@ def format_constructed(cases: dict) -> str:
              "|---" * (3 + len(arms)) + "|"]
     for kind, c in sorted(cases.items()):
         flipped = "-" if c["weak_flipped"] is None else f"{c['weak_flipped']:.2f}"
-        lines.append(f"| {kind} | {c['built']} | {flipped} | " + " | ".join(str(c["bought"].get(a, 0)) for a in arms) + " |")
+        bought = " | ".join(str(c["bought"].get(a, 0)) for a in arms)
+        lines.append(f"| {kind} | {c['built']} | {flipped} | {bought} |")
     return "\n".join(lines)
 
 

@@ -391,6 +391,7 @@ def test_constructed_arm_asks_the_weak_model_trained_again_about_built_cases(tmp
     # Neither this arm nor a new one may rebuild the cases the answers bought refer to.
     with pytest.raises(ConfigError, match="holds the cases built for active.constructed=16, active.writer=None"):
         active.run_active_experiment(apply_overrides(cfg, ["--config.active.constructed=8"]))
-    other = apply_overrides(cfg, ["--config.active.strategies=bald+constructed,", "--config.active.writer=some-chat-model"])
+    other = apply_overrides(cfg, ["--config.active.strategies=bald+constructed,",
+                                  "--config.active.writer=some-chat-model"])
     with pytest.raises(ConfigError, match="holds the cases built for active.constructed=16, active.writer=None"):
         active.run_active_experiment(other)

@@ -280,8 +280,8 @@ class ActiveRun:
         checkpoints = self.ckpt_dir.parent / "active_full_answers"
         start = time.perf_counter()
         student, history = train(
-            self._pretrained(), self.pool.take(everything), answers, self.train_cfg, loss=make_loss("xent"), mesh=self.exp.mesh,
-            seed=self.exp.seed, checkpoint_dir=str(checkpoints), evaluate=self._scores,
+            self._pretrained(), self.pool.take(everything), answers, self.train_cfg, loss=make_loss("xent"),
+            mesh=self.exp.mesh, seed=self.exp.seed, checkpoint_dir=str(checkpoints), evaluate=self._scores,
             desc=f"active: student on all answers (seed {self.exp.seed})")
         record = {"supervisor": describe(self.supervisor), "queries": self.pool_size,
                   "supervisor_accuracy": metrics.accuracy(answers, truth), "history": history,
