@@ -395,3 +395,13 @@ def test_constructed_arm_asks_the_weak_model_trained_again_about_built_cases(tmp
                                   "--config.active.writer=some-chat-model"])
     with pytest.raises(ConfigError, match="holds the cases built for active.constructed=16, active.writer=None"):
         active.run_active_experiment(other)
+
+
+def test_overrides_take_any_option_of_the_task_as_the_pipeline_does(capsys):
+    from w2s.cli import main
+
+    path = str(ROOT / "experiments" / "active_learning.py")
+    assert main(["config", path, "--config.task=bbc_topic", "--config.task_options.max_words=40"]) == 0
+    assert "task_options.max_words = 40" in capsys.readouterr().out
+    assert main(["config", path, "--config.task=bbc_topic", "--config.task_options.max_wrds=40"]) != 0
+    assert "has no option 'max_wrds'. Did you mean 'max_words'?" in capsys.readouterr().err

@@ -427,10 +427,10 @@ def plot_active(results_dir: str | pathlib.Path) -> pathlib.Path:
     return path
 
 
-@register_runner("active_learning")
+@register_runner("active_learning", experiment.OPEN_SECTIONS)  # the pipeline's: any option of the task or a loss
 def run_active_config(cfg: ml_collections.ConfigDict, overrides: Sequence[str] = ()) -> list[dict]:
     """Applies overrides, runs the comparison, prints the curves and plots them; returns the results."""
-    cfg = apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, overrides, experiment.OPEN_SECTIONS)
     results = run_active_experiment(cfg)
     print()
     print(format_curves(results))
