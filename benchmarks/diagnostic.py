@@ -26,7 +26,6 @@ import numpy as np
 
 from w2s.active_learning import constructed
 from w2s.active_learning.active import curves, label_efficiency, load_active_results
-from w2s.active_learning.constructed import CONSTRUCTED
 from w2s.checkpoint import read_json, read_npz, write_json_atomic
 from w2s.results import metrics, plot
 
@@ -210,7 +209,7 @@ def constructed_cases(folder: pathlib.Path) -> dict | None:
         sources = read_npz(path.parent.parent / "weak_labels.npz", ("probs",))
         pool = 0 if sources is None else len(sources["probs"])
         bought = {arm.parent.name: {int(json.loads(line)["index"]) for line in arm.read_text().splitlines()}
-                  for arm in sorted(path.parent.glob(f"*{CONSTRUCTED}/queries.jsonl"))}
+                  for arm in sorted(path.parent.glob(f"*{constructed.CONSTRUCTED}/queries.jsonl"))}
         for i, case in enumerate(record["cases"]):
             cell = kinds.setdefault(case["kind"], {"built": 0, "flipped": [], "bought": {}})
             cell["built"] += 1

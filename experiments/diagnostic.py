@@ -31,7 +31,7 @@ from w2s.active_learning.active import format_curves, load_active_results, plot_
 from w2s.config import load_config_file  # noqa: E402
 from w2s.data import TextRows, one_hot  # noqa: E402
 from w2s.stages import ModelSpec, split_halves  # noqa: E402
-from w2s.tasks import load_task  # noqa: E402
+from w2s.tasks import load_task, wordnet  # noqa: E402
 from w2s.train import predict_features  # noqa: E402
 
 TASKS = {  # task options, max tokens, number of constructed cases
@@ -55,7 +55,7 @@ def features(side: str, texts: dict[str, list[str]], max_length: int, seed: int,
 
 
 def rule(task_name: str) -> tuple[systematic.Rule, str]:
-    if task_name.startswith("wordnet_"):
+    if task_name in wordnet.CATEGORY_TASKS:
         return systematic.category_rule(), "systematic (plants taken for non-living)"
     return systematic.keyword_rule(), "systematic (negations read as negative)"
 

@@ -134,6 +134,7 @@ class ActiveRun:
         _, split_b = experiment.splits()
         settings.check_pool(len(split_b))
         self.pool_size = len(split_b)
+        self.cases_path = self.dir.parent / "constructed.json"  # this seed's constructed cases, shared by arms
         cases = self._constructed() if asks_constructed else []
         self.texts = [text for text, _ in split_b] + [c.text for c in cases]  # what may be asked: B, then cases
         extension = constructed.Extension(tuple(cases), self._weak_answers) if cases else None
@@ -197,7 +198,7 @@ class ActiveRun:
     def _constructed(self) -> list[constructed.Case]:
         """This seed's constructed cases: built once (constructed.build), then read back, so the pool
         indices of answers paid for keep their meaning when the builders change."""
-        path = self.dir.parent / "constructed.json"
+        path = self.cases_path
         record = read_record(path, ("requested", "cases"))
         wanted = {"requested": self.settings.constructed, "writer": self.settings.writer}
         if record is None:
@@ -219,11 +220,10 @@ class ActiveRun:
     def _weak_answers(self) -> np.ndarray:
         """The weak model's answers to the constructed cases: the weak model is trained again once
         per seed (Experiment.weak_answers), then they are read back."""
-        path = self.dir.parent / "constructed.json"
-        record = read_json(path)
+        record = read_json(self.cases_path)
         if "weak_answers" not in record:
             record["weak_answers"] = self.exp.weak_answers([c["text"] for c in record["cases"]]).tolist()
-            write_json_atomic(path, record)
+            write_json_atomic(self.cases_path, record)
         return np.asarray(record["weak_answers"], np.float32)
 
     def _seed_set(self, k: int) -> np.ndarray:
