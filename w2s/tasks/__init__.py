@@ -122,4 +122,4 @@ def _checked(name: str, split: str, splits: Mapping[str, Any]) -> list[Example]:
 
 
 # Imported last: these modules register the built-in tasks with the decorator above.
-from w2s.tasks import bbc, hf, tweets, wordnet  # noqa: E402,F401
+from w2s.tasks import bbc, held_out, hf, tweets, wordnet  # noqa: E402,F401

@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 import dataclasses
 import random
+import re
 
 import numpy as np
 from scipy import sparse
@@ -161,3 +162,44 @@ def balanced_group_split(
     rng.shuffle(train)
     rng.shuffle(test)
     return train, test
+
+
+_WORD = re.compile(r"\w+")
+
+
+def hold_out(name: str, examples: Sequence[Example], n_held: int, seed: int, threshold: float,
+             ) -> tuple[list[Example], list[Example]]:
+    """(the rest, `n_held` examples held out), the held-out ones half of each class, with no
+    near-duplicate group (lower-case word bigrams, Jaccard >= threshold) on both sides.
+
+    Groups, in a seeded random order, fill the held-out side until it holds n_held / 2 of each
+    class; a taken group's members beyond their class's share go to neither side. The rest keep
+    their order.
+    """
+    if n_held <= 0 or n_held % 2:
+        raise ConfigError(f"{name}: n_held_out must be positive and even so classes balance exactly, got {n_held}")
+    shingles = [word_shingles(_WORD.findall(text.lower())) for text, _ in examples]
+    groups = connected_groups(len(examples), near_duplicate_pairs(shingles, threshold))
+    members: dict[int, list[int]] = defaultdict(list)
+    for i, group in enumerate(groups):
+        members[group].append(i)
+    order = sorted(members)
+    rng = random.Random(seed)
+    rng.shuffle(order)
+    held, taken, wanted = [], set(), [n_held // 2] * 2
+    for group in order:
+        if not any(wanted):
+            break
+        if not any(wanted[examples[i][1]] for i in members[group]):
+            continue
+        taken.add(group)
+        for i in members[group]:
+            if wanted[examples[i][1]]:
+                wanted[examples[i][1]] -= 1
+                held.append(examples[i])
+    if any(wanted):
+        raise ConfigError(f"{name}: {len(examples)} examples cannot give {n_held // 2} of each class to hold out "
+                          f"({n_held // 2 - wanted[0]} and {n_held // 2 - wanted[1]} found); lower n_held_out")
+    rest = [example for example, group in zip(examples, groups) if group not in taken]
+    rng.shuffle(held)
+    return rest, held
