@@ -1,5 +1,6 @@
 """The pipeline end to end on a tiny random BERT (MiniLM's tokenizer) and real WordNet data:
 results and PGR, cached stages, resume after a kill, and clear errors for bad input."""
+import importlib.util
 import json
 import math
 import pathlib
@@ -11,6 +12,7 @@ import pytest
 from w2s import experiment, stages
 from w2s.cli import main
 from w2s.config import ConfigError, apply_overrides, load_config_file
+from w2s.tasks import fingerprint, load_task
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -292,3 +294,26 @@ def test_a_variant_defined_and_not_trained_stays_checked(tmp_path, tiny_bert):
     cfg.loss_options.aux_cnof = dict(alpha_max=0.5)
     with pytest.raises(ConfigError, match="unknown key.*'aux_cnof' \\(did you mean 'aux_conf'"):
         experiment.validate(cfg)
+
+
+def test_choose_epochs_runs_the_pipeline_on_held_out_examples_and_picks_the_best(tmp_path, tiny_bert, capsys):
+    spec = importlib.util.spec_from_file_location("choose_epochs", ROOT / "experiments" / "choose_epochs.py")
+    choose_epochs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(choose_epochs)
+    args = ["--out", str(tmp_path / "choice"), "--weak_epochs", "1,2", "--strong_epochs", "1,2", "--n_held_out", "8",
+            *small_overrides(tmp_path, tiny_bert)]
+    with pytest.raises(ConfigError, match="--config.task_options.task=<task>"):
+        choose_epochs.main(args)
+    choice = choose_epochs.main([*args, "--config.task_options.task=wordnet_living"])
+    folders = sorted(p.name for p in (tmp_path / "choice").iterdir() if p.name.startswith("weak"))
+    assert folders == sorted({"weak1_strong1", "weak2_strong1", f"weak{choice['weak_epochs']:g}_strong2"})
+    read = lambda folder: json.loads((tmp_path / "choice" / folder / "seed_0" / "results.json").read_text())
+    weak = {e: read(f"weak{e}_strong1")["accuracy"]["weak"] for e in (1, 2)}
+    assert choice["weak_epochs"] == (2 if weak[2] > weak[1] else 1)
+    student = {e: read(f"weak{choice['weak_epochs']:g}_strong{e}")["accuracy"]["student"]["xent"] for e in (1, 2)}
+    assert choice["strong_epochs"] == (2 if student[2] > student[1] else 1)
+    result = read("weak1_strong1")
+    assert result["num_examples"]["test"] == 8 and result["task"] == "held_out"  # held out, not the test split
+    assert result["test_split"] != fingerprint(load_task("wordnet_living", seed=0, n_train=64, n_test=32).test)
+    assert json.loads((tmp_path / "choice" / "choice.json").read_text())["strong_epochs"] == choice["strong_epochs"]
+    assert f"chosen: --config.weak.train.epochs={choice['weak_epochs']:g}" in capsys.readouterr().out

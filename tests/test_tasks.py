@@ -164,7 +164,7 @@ def test_too_few_and_odd_sizes_are_errors():
 def test_builtin_tasks_are_registered():
     assert tasks.list_tasks() == sorted(
         WORDNET_TASKS + ["sciq", "boolq", "amazon_polarity", "cosmos_qa", "anthropic_hh", "tweet_sentiment",
-                         "bbc_topic"]
+                         "bbc_topic", "held_out"]
     )
 
 
@@ -228,6 +228,47 @@ def test_plugin_task_from_module_function(tmp_path, monkeypatch):
         load_task("w2s_test_plugin:parity", n=3)
     with pytest.raises(ValueError, match="has no function 'missing'"):
         load_task("w2s_test_plugin:missing")
+
+
+def test_held_out_splits_another_tasks_training_split_keeping_near_copies_together(monkeypatch):
+    monkeypatch.setattr(tasks, "TASKS", tasks.TASKS.copy())
+    words = [f"w{i}" for i in range(400)]
+
+    @tasks.register_task("stories")
+    def stories(seed, n_train=60):
+        rng = random.Random(seed)
+        # Every third story has a near-copy (one word changed): a pair must not straddle the split.
+        train = []
+        for i in range(n_train // 2):
+            text = " ".join(rng.sample(words, 12))
+            train.append((text, i % 2))
+            if i % 3 == 0:
+                train.append((text.rsplit(" ", 1)[0] + " changed", i % 2))
+        return {"train": train, "test": [("a test story", 0), ("another test story", 1)]}
+
+    inner = load_task("stories", seed=5, n_train=60)
+    data = load_task("held_out", seed=5, task="stories", n_train=60, n_held_out=10)
+    assert data.name == "held_out" and len(data.test) == 10 and _balance(data.test) == 0.5
+    assert set(data.train) | set(data.test) <= set(inner.train) and not set(data.train) & set(data.test)
+    assert not set(data.test) & set(inner.test)
+    assert len(data.train) >= len(inner.train) - 10 - 5  # at most one dropped copy per held-out pair
+    assert [e for e in inner.train if e in data.train] == data.train  # the rest keep their order
+    shingles = lambda text: {" ".join(p) for p in zip(text.split(), text.split()[1:])}
+    for held, _ in data.test:
+        assert all(len(shingles(held) & shingles(t)) / len(shingles(held) | shingles(t)) < 0.5 for t, _ in data.train)
+    assert load_task("held_out", seed=5, task="stories", n_train=60, n_held_out=10) == data
+    assert load_task("held_out", seed=6, task="stories", n_train=60, n_held_out=10).test != data.test
+
+    with pytest.raises(ValueError, match="option 'task' names the task"):
+        load_task("held_out", n_held_out=10)
+    with pytest.raises(ValueError, match="another task, not held_out itself"):
+        load_task("held_out", task="held_out")
+    with pytest.raises(ValueError, match="n_held_out must be positive and even"):
+        load_task("held_out", task="stories", n_held_out=9)
+    with pytest.raises(ValueError, match="cannot give 40 of each class to hold out"):
+        load_task("held_out", task="stories", n_held_out=80)
+    with pytest.raises(ValueError, match=r"task 'stories' has no option 'n_trian'"):
+        load_task("held_out", task="stories", n_trian=60)
 
 
 # --- Hub tasks on local files ---------------------------------------------------------------
