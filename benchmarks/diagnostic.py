@@ -186,15 +186,17 @@ def plot_comparison(s: dict, title: str, path: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def comparisons(runs: pathlib.Path) -> list[tuple[pathlib.Path, str, str]]:
-    """(folder, task, name) of each comparison under `runs`: a finetuning folder (seed_* directly)
-    is one (named "finetuned", and by its supervisor where that is not the weak model), a
-    linear-probe folder one per task/supervisor (named by its supervisor)."""
+def comparisons(runs: pathlib.Path) -> list[tuple[pathlib.Path, str, str, list[dict]]]:
+    """(folder, task, name, its arms' results) of each comparison under `runs`: a finetuning folder
+    (seed_* directly) is one (named "finetuned", and by its supervisor where that is not the weak
+    model), a linear-probe folder one per task/supervisor (named by its supervisor)."""
     if any(runs.glob("seed_*")):
-        first = load_active_results(runs)[0]
-        supervisor = pathlib.Path(first["active"]["supervisor"]).stem  # a name, or a labels file's
-        return [(runs, first["task"], "finetuned" if supervisor == "weak" else f"finetuned_{supervisor}")]
-    return [(folder, folder.parent.name, folder.name) for folder in sorted({p.parent for p in runs.glob("*/*/seed_*")})]
+        results = load_active_results(runs)
+        supervisor = pathlib.Path(results[0]["active"]["supervisor"]).stem  # a name, or a labels file's
+        return [(runs, results[0]["task"], "finetuned" if supervisor == "weak" else f"finetuned_{supervisor}",
+                 results)]
+    return [(folder, folder.parent.name, folder.name, load_active_results(folder))
+            for folder in sorted({p.parent for p in runs.glob("*/*/seed_*")})]
 
 
 def constructed_cases(folder: pathlib.Path) -> dict | None:
@@ -244,8 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=pathlib.Path)
     args = parser.parse_args(argv)
     out = {}
-    for folder, task, name in comparisons(args.runs):
-        results = load_active_results(folder)
+    for folder, task, name, results in comparisons(args.runs):
         s = summary(results)
         out[str(folder)] = s
         print(f"\n### {task}, {'students finetuned' if name.startswith('finetuned') else f'{name} supervisor'}\n")

@@ -256,10 +256,10 @@ def test_arms_share_the_seed_set_buy_within_budget_and_resume(tmp_path):
         write_json_atomic(tmp_path / "ft" / "seed_0" / "active" / r["strategy"] / "active_results.json", plain)
         ruled = {**plain, "active": {"supervisor": "weak_plants_as_nonliving"}}
         write_json_atomic(tmp_path / "ft_rule" / "seed_0" / "active" / r["strategy"] / "active_results.json", ruled)
-    ((folder, task, name),) = benchmark.comparisons(tmp_path / "ft")
+    ((folder, task, name, loaded),) = benchmark.comparisons(tmp_path / "ft")
     assert (folder, task, name) == (tmp_path / "ft", "synthetic", "finetuned")
     assert benchmark.comparisons(tmp_path / "ft_rule")[0][2] == "finetuned_weak_plants_as_nonliving"  # its own plot
-    s = benchmark.summary(benchmark.load_active_results(folder))
+    s = benchmark.summary(loaded)
     assert set(s["arms"]["diagnostic"]["difference"]["random"]) == {"plain"}
     assert s["arms"]["diagnostic"]["pgr"][60] == pytest.approx(
         [next(p["pgr"] for p in results[1]["curve"] if p["queries"] == 60)] * 3)

@@ -22,7 +22,7 @@ from w2s.tasks import wordnet
 Rule = Callable[[str], "int | None"]  # the rule's answer for a text, None where it does not fire
 
 
-class GroundTruth:
+class KnownLabels:
     """Answers from known labels, looked up by text (the pool's ground truth, constructed cases' labels)."""
 
     def __init__(self, truth: Mapping[str, int], source: str = "ground truth"):
@@ -57,7 +57,7 @@ class RuleOver:
 
 def rule_supervisor(truth: Mapping[str, int], rule: Rule, source: str) -> RuleOver:
     """Right (from `truth`) everywhere except where `rule` fires."""
-    return RuleOver(rule, GroundTruth(truth), source)
+    return RuleOver(rule, KnownLabels(truth), source)
 
 
 NEGATIONS = ("not", "no", "never", "nothing", "nobody", "cannot")
@@ -96,7 +96,7 @@ def _on_split_b(experiment: Any, rule: Rule, source: str, extension: Extension |
                               f"{experiment.task_name}'s split B; pick the rule for this task.")
     if otherwise is None:
         cases = [] if extension is None else [(c.text, c.truth) for c in extension.cases]
-        otherwise = GroundTruth({text: int(label) for text, label in [*split_b, *cases]})
+        otherwise = KnownLabels({text: int(label) for text, label in [*split_b, *cases]})
     return RuleOver(rule, otherwise, source)
 
 
