@@ -126,6 +126,16 @@ def deduplicate(rows: Iterable[tuple[str, tuple[str, ...], int]], threshold: flo
     return Deduplicated(examples, groups, counts)
 
 
+def seeded_groups(groups: Sequence[int], rng: random.Random) -> list[list[int]]:
+    """The items of each group (connected_groups' ids), the groups in an order shuffled by `rng`."""
+    members: dict[int, list[int]] = defaultdict(list)
+    for i, group in enumerate(groups):
+        members[group].append(i)
+    order = sorted(members)
+    rng.shuffle(order)
+    return [members[group] for group in order]
+
+
 def balanced_group_split(
     name: str, examples: Sequence[Example], groups: Sequence[int], n_train: int, n_test: int, seed: int
 ) -> tuple[list[Example], list[Example]]:
@@ -135,18 +145,16 @@ def balanced_group_split(
     all other groups form the train side. Each side is then sampled down to exact balance.
     """
     half_train, half_test = halves(name, n_train, n_test)
-    members: dict[int, list[Example]] = defaultdict(list)
-    for example, group in zip(examples, groups, strict=True):
-        members[group].append(example)
-    order = sorted(members)
+    if len(examples) != len(groups):
+        raise ValueError(f"{name}: {len(examples)} examples but {len(groups)} group ids")
     rng = random.Random(seed)
-    rng.shuffle(order)
     sides: list[list[Example]] = [[], []]  # [train, test]
     in_test = [0, 0]
-    for group in order:
-        wanted = any(in_test[label] < half_test for _, label in members[group])
-        sides[wanted].extend(members[group])
-        for _, label in members[group] if wanted else ():
+    for group in seeded_groups(groups, rng):
+        members = [examples[i] for i in group]
+        wanted = any(in_test[label] < half_test for _, label in members)
+        sides[wanted].extend(members)
+        for _, label in members if wanted else ():
             in_test[label] += 1
     train, test = [], []
     for label in (0, 1):
@@ -180,20 +188,15 @@ def hold_out(name: str, examples: Sequence[Example], n_held: int, seed: int, thr
         raise ConfigError(f"{name}: n_held_out must be positive and even so classes balance exactly, got {n_held}")
     shingles = [word_shingles(_WORD.findall(text.lower())) for text, _ in examples]
     groups = connected_groups(len(examples), near_duplicate_pairs(shingles, threshold))
-    members: dict[int, list[int]] = defaultdict(list)
-    for i, group in enumerate(groups):
-        members[group].append(i)
-    order = sorted(members)
     rng = random.Random(seed)
-    rng.shuffle(order)
     held, taken, wanted = [], set(), [n_held // 2] * 2
-    for group in order:
+    for group in seeded_groups(groups, rng):
         if not any(wanted):
             break
-        if not any(wanted[examples[i][1]] for i in members[group]):
+        if not any(wanted[examples[i][1]] for i in group):
             continue
-        taken.add(group)
-        for i in members[group]:
+        taken.add(groups[group[0]])
+        for i in group:
             if wanted[examples[i][1]]:
                 wanted[examples[i][1]] -= 1
                 held.append(examples[i])
